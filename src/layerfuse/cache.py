@@ -1,0 +1,200 @@
+"""On-disk cache of per-layer pooled embeddings.
+
+Layout of one entry (one model × one list of texts × max length × dtype × depth × storage)::
+
+    <root>/embeddings/<key>/
+        meta.json               what produced it (shown to the user as the fingerprint)
+        order.npy               processing order (texts sorted by token length)
+        <pooling>/chunk-00000.npy   [depth+1, n, d] rows of order[0:n]
+        <pooling>/chunk-00000.json  sha256 of the .npy, written after it: no json, no chunk
+        <pooling>/final.npy     [depth+1, N, d] in the texts' own order, memory-mapped on read
+        <pooling>/final.json    sha256 + shape of final.npy
+
+Every file is written to a temporary name and renamed into place, so an interrupted run leaves
+only whole chunks behind and the next run resumes after the last one. A chunk or final file
+whose checksum does not match is deleted and recomputed, never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+FORMAT_VERSION = 1
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _atomic_save_npy(path: Path, array: np.ndarray) -> str:
+    """Save an array atomically; return the sha256 of the file written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npy")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, np.ascontiguousarray(array))
+            f.flush()
+            os.fsync(f.fileno())
+        digest = _sha256_file(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return digest
+
+
+def make_key(fields: dict) -> str:
+    """16-hex fingerprint of everything that changes the numbers."""
+    blob = json.dumps({"format": FORMAT_VERSION, **fields}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass
+class CacheEntry:
+    """One cache entry folder; all reads check checksums."""
+
+    path: Path
+
+    @property
+    def key(self) -> str:
+        return self.path.name
+
+    # -- meta -----------------------------------------------------------------------------------
+    def read_meta(self) -> dict | None:
+        try:
+            return json.loads((self.path / "meta.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    def write_meta(self, meta: dict) -> None:
+        _atomic_write_bytes(self.path / "meta.json", json.dumps(meta, indent=1, sort_keys=True).encode())
+
+    def read_order(self) -> np.ndarray | None:
+        try:
+            return np.load(self.path / "order.npy")
+        except (OSError, ValueError):
+            return None
+
+    def write_order(self, order: np.ndarray) -> None:
+        _atomic_save_npy(self.path / "order.npy", order.astype(np.int64))
+
+    # -- chunks ---------------------------------------------------------------------------------
+    def _chunk_paths(self, pooling: str, index: int) -> tuple[Path, Path]:
+        base = self.path / pooling / f"chunk-{index:05d}"
+        return base.with_suffix(".npy"), base.with_suffix(".json")
+
+    def write_chunk(self, pooling: str, index: int, array: np.ndarray, info: dict) -> None:
+        npy, js = self._chunk_paths(pooling, index)
+        digest = _atomic_save_npy(npy, array)
+        record = {**info, "sha256": digest, "shape": list(array.shape), "dtype": str(array.dtype)}
+        _atomic_write_bytes(js, json.dumps(record).encode())
+
+    def chunk_info(self, pooling: str, index: int, verify: bool = True) -> dict | None:
+        """The chunk's record if it is whole and its checksum matches; a bad chunk is removed."""
+        npy, js = self._chunk_paths(pooling, index)
+        if not js.exists() or not npy.exists():
+            return None
+        try:
+            record = json.loads(js.read_text())
+            if verify and _sha256_file(npy) != record["sha256"]:
+                raise ValueError("checksum mismatch")
+        except (OSError, ValueError, KeyError):
+            npy.unlink(missing_ok=True)
+            js.unlink(missing_ok=True)
+            return None
+        return record
+
+    def read_chunk(self, pooling: str, index: int) -> np.ndarray:
+        npy, _ = self._chunk_paths(pooling, index)
+        return np.load(npy)
+
+    # -- final arrays ---------------------------------------------------------------------------
+    def final_path(self, pooling: str) -> Path:
+        return self.path / pooling / "final.npy"
+
+    def has_final(self, pooling: str, verify: bool = True) -> bool:
+        npy = self.final_path(pooling)
+        js = npy.with_suffix(".json")
+        if not npy.exists() or not js.exists():
+            return False
+        try:
+            record = json.loads(js.read_text())
+            if verify and _sha256_file(npy) != record["sha256"]:
+                raise ValueError("checksum mismatch")
+        except (OSError, ValueError, KeyError):
+            npy.unlink(missing_ok=True)
+            js.unlink(missing_ok=True)
+            return False
+        return True
+
+    def open_final(self, pooling: str) -> np.ndarray:
+        return np.load(self.final_path(pooling), mmap_mode="r")
+
+    def finalise(self, pooling: str, n_chunks: int, order: np.ndarray, shape: tuple, dtype) -> None:
+        """Assemble the chunks into final.npy in the texts' own order, then drop the chunks."""
+        folder = self.path / pooling
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npy")
+        os.close(fd)
+        try:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+            start = 0
+            for i in range(n_chunks):
+                chunk = self.read_chunk(pooling, i)
+                n = chunk.shape[1]
+                out[:, order[start : start + n], :] = chunk
+                start += n
+            assert start == shape[1], (start, shape)
+            out.flush()
+            del out
+            digest = _sha256_file(Path(tmp))
+            os.replace(tmp, self.final_path(pooling))
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        _atomic_write_bytes(
+            self.final_path(pooling).with_suffix(".json"),
+            json.dumps({"sha256": digest, "shape": list(shape), "dtype": str(np.dtype(dtype))}).encode(),
+        )
+        for p in folder.glob("chunk-*"):
+            p.unlink(missing_ok=True)
+
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+
+
+def entries_root(root: Path) -> Path:
+    return root / "embeddings"
+
+
+def entry(root: Path, key: str) -> CacheEntry:
+    return CacheEntry(entries_root(root) / key)
+
+
+def remove_entry(e: CacheEntry) -> None:
+    shutil.rmtree(e.path, ignore_errors=True)

@@ -1,0 +1,741 @@
+"""Datasets: the four built-in benchmarks and the user's own files.
+
+A :class:`Dataset` is a list of class names plus up to three splits (``train``, optional
+``validation``, ``test``), each a list of texts with integer labels indexing ``classes``.
+
+Built-in data (``sst2``, ``mr``, ``r8``, ``r52``) ships as ``layerfuse/_data/<name>.jsonl.gz``
+with an ``index.json`` describing it; both are written by ``scripts/build_datasets.py`` and read
+lazily through :mod:`importlib.resources` (nothing is decompressed at import).
+
+User files are CSV, TSV, JSONL or Parquet (chosen by extension or ``format=``). Every problem a
+user can fix raises :class:`~layerfuse.errors.LayerfuseError` with ``file:line`` (the header of
+a CSV/TSV file is line 1) and what to do about it.
+"""
+
+from __future__ import annotations
+
+import codecs
+import copy
+import csv
+import functools
+import gzip
+import hashlib
+import inspect
+import io
+import json
+import math
+import sys
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import LayerfuseError
+
+__all__ = [
+    "BUILTIN_NAMES",
+    "FORMATS",
+    "SPLIT_NAMES",
+    "Dataset",
+    "Split",
+    "list_builtin",
+    "load_builtin",
+    "load_dataset",
+    "load_files",
+]
+
+SPLIT_NAMES: tuple[str, ...] = ("train", "validation", "test")
+BUILTIN_NAMES: tuple[str, ...] = ("sst2", "mr", "r8", "r52")
+FORMATS: tuple[str, ...] = ("csv", "tsv", "jsonl", "parquet")
+
+_EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+_FORMAT_ALIASES = {"ndjson": "jsonl", "jsonlines": "jsonl", "pq": "parquet", "tab": "tsv"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Hashing helpers
+
+
+def _put_str(h, s: str) -> None:
+    b = s.encode("utf-8", "surrogatepass")
+    h.update(len(b).to_bytes(8, "little"))
+    h.update(b)
+
+
+def _put_int(h, n: int) -> None:
+    h.update(int(n).to_bytes(8, "little"))
+
+
+def _put_texts(h, texts: list[str]) -> None:
+    _put_int(h, len(texts))
+    for t in texts:
+        _put_str(h, t)
+
+
+# ---------------------------------------------------------------------------------------------
+# Split and Dataset
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    """Texts and their labels (``int64`` indices into :attr:`Dataset.classes`).
+
+    ``texts`` is copied to a new list and ``labels`` to a new read-only ``int64`` array.
+    """
+
+    texts: list[str]
+    labels: np.ndarray
+
+    def __post_init__(self) -> None:
+        texts = list(self.texts)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise TypeError(f"Split.texts[{i}] is {type(t).__name__}, expected str")
+        raw = np.asarray(self.labels)
+        if raw.size and raw.dtype.kind not in "iu":
+            raise TypeError(f"Split.labels must be integers, got dtype {raw.dtype}")
+        if raw.ndim != 1:
+            raise ValueError(f"Split.labels must be 1-D, got shape {raw.shape}")
+        labels = np.array(raw, dtype=np.int64)
+        if len(labels) != len(texts):
+            raise ValueError(f"Split has {len(texts)} texts but {len(labels)} labels")
+        labels.flags.writeable = False
+        object.__setattr__(self, "texts", texts)
+        object.__setattr__(self, "labels", labels)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Split):
+            return NotImplemented
+        return self.texts == other.texts and np.array_equal(self.labels, other.labels)
+
+    __hash__ = None  # type: ignore[assignment]  # holds a list: not hashable
+
+    def __repr__(self) -> str:
+        return f"Split(n={len(self.texts)})"
+
+    def counts(self, n_classes: int) -> np.ndarray:
+        """Number of examples per class index (length ``n_classes``)."""
+        return np.bincount(self.labels, minlength=n_classes)[:n_classes]
+
+    def take(self, indices) -> "Split":
+        """A new split with the rows at ``indices`` (in the order given)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        return Split([self.texts[i] for i in idx], self.labels[idx])
+
+
+@dataclass
+class Dataset:
+    """A text-classification dataset: class names plus ``train``/``validation``/``test`` splits."""
+
+    name: str
+    classes: list[str]
+    splits: dict[str, Split]  # ordered: "train", optional "validation", "test"
+    source: str  # one line: where it came from
+
+    def __post_init__(self) -> None:
+        self.classes = [str(c) for c in self.classes]
+        if len(set(self.classes)) != len(self.classes):
+            dup = sorted({c for c in self.classes if self.classes.count(c) > 1})
+            raise ValueError(f"Dataset {self.name!r}: duplicate class names {dup}")
+        unknown = [s for s in self.splits if s not in SPLIT_NAMES]
+        if unknown:
+            raise ValueError(f"Dataset {self.name!r}: unknown split(s) {unknown}; allowed: {', '.join(SPLIT_NAMES)}")
+        ordered = {}
+        for s in SPLIT_NAMES:
+            if s in self.splits:
+                sp = self.splits[s]
+                if not isinstance(sp, Split):
+                    raise TypeError(f"Dataset {self.name!r}: split {s!r} is {type(sp).__name__}, expected Split")
+                if len(sp) and (sp.labels.min() < 0 or sp.labels.max() >= len(self.classes)):
+                    raise ValueError(
+                        f"Dataset {self.name!r}: split {s!r} has labels outside 0..{len(self.classes) - 1}")
+                ordered[s] = sp
+        self.splits = ordered
+        self.source = " ".join(str(self.source).split())
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{k}={len(v)}" for k, v in self.splits.items())
+        return f"Dataset(name={self.name!r}, n_classes={len(self.classes)}, {sizes})"
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    def __getitem__(self, split: str) -> Split:
+        try:
+            return self.splits[split]
+        except KeyError:
+            raise LayerfuseError(
+                f"dataset '{self.name}' has no split '{split}'; available: {', '.join(self.splits)}") from None
+
+    def label_names(self, split: str) -> list[str]:
+        """The labels of ``split`` as class names."""
+        return [self.classes[i] for i in self[split].labels]
+
+    # -- fingerprints ------------------------------------------------------------------------
+
+    def fingerprint(self, split: str | None = None) -> str:
+        """16 hex chars of sha256 over classes, texts (in order) and labels.
+
+        With ``split`` only that split counts (its name does not); without, every split does
+        (with its name).
+        """
+        h = hashlib.sha256(b"layerfuse.dataset.v1\0")
+        _put_int(h, len(self.classes))
+        for c in self.classes:
+            _put_str(h, c)
+        names = [split] if split is not None else list(self.splits)
+        if split is not None:
+            self[split]  # noqa: B018 -- raises a clear error for a missing split
+        else:
+            _put_int(h, len(names))
+        for s in names:
+            sp = self.splits[s]
+            if split is None:
+                _put_str(h, s)
+            _put_texts(h, sp.texts)
+            h.update(sp.labels.astype("<i8", copy=False).tobytes())
+        return h.hexdigest()[:16]
+
+    def text_fingerprint(self, split: str) -> str:
+        """16 hex chars of sha256 over the texts of ``split`` only (order matters)."""
+        h = hashlib.sha256(b"layerfuse.texts.v1\0")
+        _put_texts(h, self[split].texts)
+        return h.hexdigest()[:16]
+
+    # -- derived datasets --------------------------------------------------------------------
+
+    def subsample(self, n: int, seed: int = 0) -> "Dataset":
+        """At most ``n`` texts per split, stratified by label, deterministic in ``seed``.
+
+        Per-class quotas are proportional to the class sizes (largest remainder); when ``n`` is
+        at least the number of classes present in a split, every such class keeps at least one
+        example. Kept rows stay in their original order. Splits already within ``n`` are kept
+        whole. The name becomes ``"<name>[:n]"`` (``"<name>[:n@seed]"`` for a seed other than 0)
+        when anything was cut; ``classes`` never changes.
+        """
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise LayerfuseError(f"subsample size (--limit) must be a positive integer, got {n!r}")
+        n = int(n)
+        k = len(self.classes)
+        new: dict[str, Split] = {}
+        cut = False
+        for s, sp in self.splits.items():
+            if len(sp) <= n:
+                new[s] = sp
+                continue
+            cut = True
+            counts = sp.counts(k)
+            lo = np.minimum(counts, 1) if n >= int((counts > 0).sum()) else np.zeros(k, dtype=np.int64)
+            quotas = _allocate(counts, n, lo, counts)
+            rng = _rng(seed, "subsample", s)
+            new[s] = sp.take(_pick(sp.labels, quotas, rng))
+        if not cut:
+            return Dataset(self.name, list(self.classes), dict(self.splits), self.source)
+        suffix = f"[:{n}]" if seed == 0 else f"[:{n}@{seed}]"
+        return Dataset(self.name + suffix, list(self.classes), new,
+                       f"{self.source}; stratified subsample of at most {n} per split, seed {seed}")
+
+    def summary(self) -> dict:
+        """Name, source, split sizes, classes and per-split class counts (JSON-ready)."""
+        k = len(self.classes)
+        return {
+            "name": self.name,
+            "source": self.source,
+            "n_classes": k,
+            "classes": list(self.classes),
+            "splits": {s: len(sp) for s, sp in self.splits.items()},
+            "class_counts": {
+                s: {c: int(v) for c, v in zip(self.classes, sp.counts(k))} for s, sp in self.splits.items()
+            },
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Stratified selection
+
+
+def _rng(seed: int, *salt: str) -> np.random.Generator:
+    words = [int(seed) % (1 << 64)]
+    for s in salt:
+        words.append(int.from_bytes(hashlib.sha256(s.encode()).digest()[:8], "little"))
+    return np.random.default_rng(np.random.SeedSequence(words))
+
+
+def _allocate(counts: np.ndarray, total: int, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Integer quotas proportional to ``counts`` with ``lo <= q <= hi`` and ``sum(q) == total``
+    (as far as the bounds allow), by largest remainder; ties go to the lower class index."""
+    counts = np.asarray(counts, dtype=np.int64)
+    N = int(counts.sum())
+    ideal = counts * (total / N) if N else np.zeros(len(counts))
+    q = np.clip(np.floor(ideal).astype(np.int64), lo, hi)
+    while q.sum() < total:
+        room = q < hi
+        if not room.any():
+            break
+        gap = np.where(room, ideal - q, -np.inf)
+        q[int(np.argmax(gap))] += 1
+    while q.sum() > total:
+        room = q > lo
+        if not room.any():
+            break
+        over = np.where(room, q - ideal, -np.inf)
+        q[int(np.argmax(over))] -= 1
+    return q
+
+
+def _pick(labels: np.ndarray, quotas: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Sorted row indices with ``quotas[c]`` random rows of each class ``c``."""
+    chosen = []
+    for c, q in enumerate(quotas):
+        if q <= 0:
+            continue
+        rows = np.flatnonzero(labels == c)
+        chosen.append(rows if q >= len(rows) else rng.choice(rows, size=int(q), replace=False))
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+
+
+def _holdout(labels: np.ndarray, n_classes: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified (train_rows, test_rows); every class keeps at least one row in train."""
+    counts = np.bincount(labels, minlength=n_classes)
+    total = int(round(len(labels) * fraction))
+    quotas = _allocate(counts, total, np.zeros(n_classes, dtype=np.int64), np.maximum(counts - 1, 0))
+    test = _pick(labels, quotas, _rng(seed, "holdout"))
+    mask = np.ones(len(labels), dtype=bool)
+    mask[test] = False
+    return np.flatnonzero(mask), test
+
+
+# ---------------------------------------------------------------------------------------------
+# Built-in datasets
+
+
+def _data_dir():
+    return resources.files("layerfuse") / "_data"
+
+
+@functools.lru_cache(maxsize=1)
+def _index() -> dict:
+    try:
+        text = (_data_dir() / "index.json").read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LayerfuseError(
+            "layerfuse/_data/index.json is missing from the installation; reinstall layerfuse "
+            "(or run scripts/build_datasets.py in a source checkout)") from None
+    return json.loads(text)
+
+
+def _normalize_name(name: str) -> str:
+    return "".join(ch for ch in str(name).strip().lower() if ch not in "-_ ")
+
+
+def list_builtin() -> list[dict]:
+    """One dict per built-in dataset (from ``index.json``; nothing is decompressed).
+
+    Keys: ``name``, ``description``, ``source``, ``file``, ``sha256``, ``fingerprint``,
+    ``classes``, ``n_classes``, ``splits`` (name -> size), ``class_counts``, ``sources``.
+    """
+    entries = _index()["datasets"]
+    return [{"name": n, **copy.deepcopy(entries[n])} for n in BUILTIN_NAMES]
+
+
+@functools.lru_cache(maxsize=None)
+def _read_builtin(name: str) -> dict[str, tuple[list[str], np.ndarray]]:
+    entry = _index()["datasets"][name]
+    fname = entry["file"]
+    try:
+        blob = (_data_dir() / fname).read_bytes()
+    except FileNotFoundError:
+        raise LayerfuseError(f"layerfuse/_data/{fname} is missing from the installation; reinstall layerfuse") from None
+    if hashlib.sha256(blob).hexdigest() != entry["sha256"]:
+        raise LayerfuseError(
+            f"layerfuse/_data/{fname} does not match its sha256 in index.json (corrupted install?); reinstall layerfuse")
+    classes = {c: i for i, c in enumerate(entry["classes"])}
+    texts: dict[str, list[str]] = {s: [] for s in entry["splits"]}
+    labels: dict[str, list[int]] = {s: [] for s in entry["splits"]}
+    for line in gzip.decompress(blob).decode("utf-8").split("\n"):
+        if not line:
+            continue
+        rec = json.loads(line)
+        texts[rec["split"]].append(rec["text"])
+        labels[rec["split"]].append(classes[rec["label"]])
+    out = {}
+    for s in entry["splits"]:
+        if len(texts[s]) != entry["splits"][s]:
+            raise LayerfuseError(f"layerfuse/_data/{fname}: split '{s}' has {len(texts[s])} rows, "
+                                 f"index.json says {entry['splits'][s]}; reinstall layerfuse")
+        arr = np.asarray(labels[s], dtype=np.int64)
+        arr.flags.writeable = False
+        out[s] = (texts[s], arr)
+    return out
+
+
+def load_builtin(name: str) -> Dataset:
+    """Load a built-in dataset by name (case-insensitive; ``sst-2`` and ``SST2`` work too)."""
+    key = _normalize_name(name)
+    if key not in BUILTIN_NAMES:
+        hint = ""
+        if any(str(name).lower().endswith(ext) for ext in _EXTENSIONS) or Path(str(name)).is_file():
+            hint = f"; to load your own file use --train {name}"
+        raise LayerfuseError(
+            f"unknown dataset '{name}': the built-in datasets are {', '.join(BUILTIN_NAMES)}{hint}")
+    entry = _index()["datasets"][key]
+    raw = _read_builtin(key)
+    splits = {s: Split(texts, labels) for s, (texts, labels) in raw.items()}
+    return Dataset(name=key, classes=list(entry["classes"]), splits=splits, source=entry["source"])
+
+
+# ---------------------------------------------------------------------------------------------
+# User files
+
+
+class _Table:
+    """Rows read from one file: texts, label strings and where each row is (for messages)."""
+
+    def __init__(self, path: Path, unit: str):
+        self.path = path
+        self.unit = unit  # "line" (text formats) or "row" (Parquet)
+        self.texts: list[str] = []
+        self.labels: list[str] = []
+        self.where: list[int] = []
+
+    def at(self, n: int) -> str:
+        return f"{self.path}:{n}" if self.unit == "line" else f"{self.path}: row {n}"
+
+
+def _resolve_format(path: Path, fmt: str | None) -> str:
+    if fmt is not None:
+        f = str(fmt).strip().lower().lstrip(".")
+        f = _FORMAT_ALIASES.get(f, f)
+        if f not in FORMATS:
+            raise LayerfuseError(f"unknown format '{fmt}' (--format): use one of {', '.join(FORMATS)}")
+        return f
+    ext = path.suffix.lower()
+    if ext in _EXTENSIONS:
+        return _EXTENSIONS[ext]
+    raise LayerfuseError(
+        f"{path}: cannot tell the format from the extension '{ext or '(none)'}'; use a .csv, .tsv, .jsonl, "
+        f".ndjson or .parquet name, or pass --format {'|'.join(FORMATS)}")
+
+
+def _resolve_column(kind: str, wanted: str, found: list[str], where: str, fmt: str) -> str:
+    """The column/field to use for ``wanted``: exact match, else a unique case-insensitive one."""
+    if wanted in found:
+        if found.count(wanted) > 1:
+            raise LayerfuseError(f"{where}: column '{wanted}' appears {found.count(wanted)} times in the header; "
+                                 f"rename the duplicates")
+        return wanted
+    loose = [f for f in found if f.strip().lower() == wanted.strip().lower()]
+    if len(loose) == 1:
+        return loose[0]
+    word = "fields" if fmt == "jsonl" else "columns"
+    shown = ", ".join(repr(f) for f in found[:20]) + (", ..." if len(found) > 20 else "") or "none"
+    extra = " in the header row (the first line must name the columns)" if fmt in ("csv", "tsv") else ""
+    raise LayerfuseError(f"{where}: no {kind} {word[:-1]} '{wanted}'{extra}; {word} found: {shown}; "
+                         f"pass --{kind}-column NAME")
+
+
+def _decode(path: Path, data: bytes, encoding: str) -> str:
+    try:
+        codec = codecs.lookup(encoding)
+    except LookupError:
+        raise LayerfuseError(f"unknown encoding '{encoding}' (--encoding) for {path}; use e.g. utf-8 or latin-1") from None
+    if codec.name == "utf-8" and data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            what_to_do = "the file looks like UTF-16: pass --encoding utf-16"
+        else:
+            what_to_do = "pass --encoding latin-1 (or cp1252, or whatever encoding the file really uses)"
+        raise LayerfuseError(f"{path}:{line}: byte 0x{data[e.start]:02x} at column {col} is not valid "
+                             f"{encoding}; {what_to_do}") from None
+
+
+def _label_str(value: Any) -> str | None:
+    """A label as a stripped string; None if missing/empty; raises TypeError for a bad type."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        if not math.isfinite(value):
+            return None
+        return str(int(value)) if float(value).is_integer() else repr(float(value))
+    if isinstance(value, str):
+        return value.strip() or None
+    raise TypeError(type(value).__name__)
+
+
+def _add_row(table: _Table, n: int, text: Any, label: Any, text_col: str, label_col: str) -> None:
+    if text is None or (isinstance(text, float) and math.isnan(text)):
+        text = ""
+    if not isinstance(text, str):
+        raise LayerfuseError(f"{table.at(n)}: text in '{text_col}' is a {type(text).__name__}, not a string; "
+                             f"check --text-column")
+    if not text.strip():
+        raise LayerfuseError(f"{table.at(n)}: empty text in '{text_col}'; fill it in or remove the row")
+    try:
+        lab = _label_str(label)
+    except TypeError as e:
+        raise LayerfuseError(f"{table.at(n)}: label in '{label_col}' is a {e}, expected a string or a number; "
+                             f"fix the label or check --label-column") from None
+    if lab is None:
+        raise LayerfuseError(f"{table.at(n)}: missing label in '{label_col}'; every row needs a label "
+                             f"(fill it in or remove the row)")
+    table.texts.append(text)
+    table.labels.append(lab)
+    table.where.append(n)
+
+
+def _read_delimited(path: Path, text: str, fmt: str, text_col: str, label_col: str) -> _Table:
+    delim = "," if fmt == "csv" else "\t"
+    if csv.field_size_limit() < sys.maxsize // 2:
+        try:
+            csv.field_size_limit(sys.maxsize)
+        except OverflowError:  # pragma: no cover -- platforms with 32-bit long
+            csv.field_size_limit(2**31 - 1)
+    try:
+        rows = _csv_rows(text, delim, quoting=True)
+    except csv.Error as e:
+        if fmt == "csv":
+            line, msg = e.args
+            raise LayerfuseError(f"{path}:{line}: malformed CSV ({msg}); a field that contains commas, quotes or "
+                                 f"line breaks must be in double quotes, with inner quotes doubled") from None
+        try:  # a plain TSV, where double quotes are ordinary characters
+            rows = _csv_rows(text, delim, quoting=False)
+        except csv.Error as e2:
+            line, msg = e2.args
+            raise LayerfuseError(f"{path}:{line}: malformed TSV ({msg}); fix or remove that line") from None
+    table = _Table(path, "line")
+    header: list[str] | None = None
+    ti = li = 0
+    for line, row in rows:
+        if header is None:
+            header = [h.strip() for h in row]
+            where = f"{path}:{line}"
+            ti = header.index(_resolve_column("text", text_col, header, where, fmt))
+            li = header.index(_resolve_column("label", label_col, header, where, fmt))
+            continue
+        if len(row) != len(header) and not (len(row) > len(header) and not any(f.strip() for f in row[len(header):])):
+            raise LayerfuseError(
+                f"{path}:{line}: {len(row)} fields but the header has {len(header)}; "
+                + ("put fields that contain commas in double quotes" if fmt == "csv"
+                   else "a TSV field must not contain a tab (use CSV or JSONL for such texts)"))
+        _add_row(table, line, row[ti], row[li], header[ti], header[li])
+    if header is None:
+        raise LayerfuseError(f"{path}: file is empty; expected a header row naming the columns "
+                             f"('{text_col}', '{label_col}') and one row per example")
+    return table
+
+
+def _csv_rows(text: str, delim: str, *, quoting: bool) -> list[tuple[int, list[str]]]:
+    """(first line number, fields) of every non-blank record; csv.Error args become (line, msg)."""
+    kw = dict(delimiter=delim, strict=True) if quoting else dict(delimiter=delim, quoting=csv.QUOTE_NONE)
+    reader = csv.reader(io.StringIO(text, newline=""), **kw)
+    out = []
+    start = 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            raise csv.Error(start, str(e)) from None
+        line, start = start, reader.line_num + 1
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue
+        out.append((line, row))
+    return out
+
+
+def _read_jsonl(path: Path, text: str, text_col: str, label_col: str) -> _Table:
+    table = _Table(path, "line")
+    seen_any = False
+    for n, raw in enumerate(text.split("\n"), 1):
+        raw = raw.rstrip("\r")
+        if not raw.strip():
+            continue
+        seen_any = True
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise LayerfuseError(f"{path}:{n}: invalid JSON ({e.msg} at column {e.colno}); each line must be one "
+                                 f"JSON object such as {{\"{text_col}\": \"...\", \"{label_col}\": \"...\"}}") from None
+        if not isinstance(obj, dict):
+            raise LayerfuseError(f"{path}:{n}: expected a JSON object, got a {type(obj).__name__}; each line must be "
+                                 f"one object such as {{\"{text_col}\": \"...\", \"{label_col}\": \"...\"}}")
+        keys = list(obj)
+        tk = _resolve_column("text", text_col, keys, f"{path}:{n}", "jsonl")
+        lk = _resolve_column("label", label_col, keys, f"{path}:{n}", "jsonl")
+        _add_row(table, n, obj[tk], obj[lk], tk, lk)
+    if not seen_any:
+        raise LayerfuseError(f"{path}: file is empty; expected one JSON object per line with fields "
+                             f"'{text_col}' and '{label_col}'")
+    return table
+
+
+def _read_parquet(path: Path, text_col: str, label_col: str) -> _Table:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise LayerfuseError(f"{path}: reading Parquet needs pyarrow, which is not installed; "
+                             f"pip install pyarrow (or convert the file to CSV or JSONL)") from None
+    try:
+        tbl = pq.read_table(path)
+    except Exception as e:  # noqa: BLE001 -- pyarrow raises many types
+        raise LayerfuseError(f"{path}: cannot read as Parquet ({type(e).__name__}: {e}); check the file "
+                             f"or pass --format") from None
+    cols = list(tbl.column_names)
+    tk = _resolve_column("text", text_col, cols, str(path), "parquet")
+    lk = _resolve_column("label", label_col, cols, str(path), "parquet")
+    table = _Table(path, "row")
+    for i, (t, lab) in enumerate(zip(tbl.column(tk).to_pylist(), tbl.column(lk).to_pylist()), 1):
+        _add_row(table, i, t, lab, tk, lk)
+    return table
+
+
+def _read_file(path: Path, fmt: str | None, text_col: str, label_col: str, encoding: str) -> _Table:
+    if not path.exists():
+        raise LayerfuseError(f"{path}: file not found; check the path (relative paths start at {Path.cwd()})")
+    if path.is_dir():
+        raise LayerfuseError(f"{path}: is a directory, not a data file; pass the path of a CSV, TSV, JSONL or "
+                             f"Parquet file")
+    f = _resolve_format(path, fmt)
+    if f == "parquet":
+        table = _read_parquet(path, text_col, label_col)
+    else:
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise LayerfuseError(f"{path}: cannot read ({e.strerror}); check the path and permissions") from None
+        if not data.strip():
+            raise LayerfuseError(f"{path}: file is empty; expected "
+                                 + ("one JSON object per line" if f == "jsonl" else "a header row and one row per example"))
+        text = _decode(path, data, encoding)
+        if f == "jsonl":
+            table = _read_jsonl(path, text, text_col, label_col)
+        else:
+            table = _read_delimited(path, text, f, text_col, label_col)
+    if not table.texts:
+        raise LayerfuseError(f"{path}: no data rows"
+                             + (" after the header" if f in ("csv", "tsv") else "")
+                             + "; add one row per example")
+    return table
+
+
+def _sort_classes(labels) -> list[str]:
+    """Sorted unique labels; numerically if every label looks like a number."""
+    uniq = set(labels)
+
+    def num(s: str) -> float | None:
+        try:
+            v = float(s)
+        except ValueError:
+            return None
+        return v if math.isfinite(v) else None
+
+    if uniq and all(num(s) is not None for s in uniq):
+        return sorted(uniq, key=lambda s: (num(s), s))
+    return sorted(uniq)
+
+
+def load_files(
+    train: str | Path,
+    test: str | Path | None = None,
+    *,
+    text_column: str = "text",
+    label_column: str = "label",
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    encoding: str = "utf-8",
+    format: str | None = None,  # noqa: A002 -- public keyword, mirrors --format
+) -> Dataset:
+    """Load a dataset from the user's files.
+
+    CSV and TSV need a header row; JSONL has one object per line; Parquet needs ``pyarrow``.
+    Labels are kept as strings (JSON numbers become strings); ``classes`` are the sorted unique
+    train labels (numerically when they all look like numbers). Without ``test``, a stratified
+    ``test_fraction`` of ``train`` (seeded by ``seed``) becomes the test split; a class with one
+    example stays in train. The dataset is named after the train file's stem.
+    """
+    train_p = Path(train)
+    test_p = Path(test) if test is not None else None
+    if test_p is None:
+        if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) \
+                or not 0.0 < float(test_fraction) < 1.0:
+            raise LayerfuseError(f"test_fraction (--test-fraction) must be between 0 and 1 (exclusive), "
+                                 f"got {test_fraction!r}")
+    tr = _read_file(train_p, format, text_column, label_column, encoding)
+    classes = _sort_classes(tr.labels)
+    if len(classes) < 2:
+        raise LayerfuseError(f"{train_p}: every one of the {len(tr.labels)} rows has the label '{classes[0]}'; "
+                             f"a classifier needs at least two classes (check --label-column)")
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.array([index[lab] for lab in tr.labels], dtype=np.int64)
+    if test_p is not None:
+        te = _read_file(test_p, format, text_column, label_column, encoding)
+        unseen: dict[str, int] = {}
+        for lab, n in zip(te.labels, te.where):
+            if lab not in index and lab not in unseen:
+                unseen[lab] = n
+        if unseen:
+            (first, n), *rest = unseen.items()
+            more = ", ".join(f"'{lab}' (first at {te.unit} {m})" for lab, m in rest[:5]) + (", ..." if len(rest) > 5 else "")
+            also = f" (also not in train: {more})" if rest else ""
+            raise LayerfuseError(f"{te.at(n)}: label '{first}' never occurs in the training file {train_p}{also}; "
+                                 f"fix the label(s) or add training examples for them")
+        y_te = np.array([index[lab] for lab in te.labels], dtype=np.int64)
+        splits = {"train": Split(tr.texts, y), "test": Split(te.texts, y_te)}
+        source = f"files: train {train_p}, test {test_p}"
+    else:
+        tr_rows, te_rows = _holdout(y, len(classes), float(test_fraction), seed)
+        if len(te_rows) == 0:
+            raise LayerfuseError(f"{train_p}: too few rows ({len(y)}) to hold out a {test_fraction:g} test split "
+                                 f"with every class kept in train; add rows, raise --test-fraction, or pass --test FILE")
+        full = Split(tr.texts, y)
+        splits = {"train": full.take(tr_rows), "test": full.take(te_rows)}
+        source = f"file {train_p} (test: stratified {test_fraction:g} holdout, seed {seed})"
+    return Dataset(name=train_p.stem, classes=classes, splits=splits, source=source)
+
+
+_FILE_DEFAULTS = {
+    k: p.default for k, p in inspect.signature(load_files).parameters.items() if p.kind is p.KEYWORD_ONLY
+}
+
+
+def load_dataset(name: str | None = None, *, train=None, test=None, **kw) -> Dataset:
+    """A built-in dataset by ``name``, or the user's ``train`` (and optional ``test``) files.
+
+    Exactly one of ``name`` and ``train`` must be given. ``kw`` goes to :func:`load_files`;
+    with a built-in name, options left at their defaults (or None) are ignored.
+    """
+    unknown = sorted(set(kw) - set(_FILE_DEFAULTS))
+    if unknown:
+        raise TypeError(f"load_dataset() got unexpected keyword argument(s): {', '.join(unknown)}")
+    if name is not None and train is not None:
+        raise LayerfuseError(f"give either a built-in dataset name ('{name}') or --train FILE, not both")
+    if name is None and train is None:
+        raise LayerfuseError(f"no dataset given: name a built-in one ({', '.join(BUILTIN_NAMES)}) "
+                             f"or pass --train FILE [--test FILE]")
+    if name is not None:
+        if test is not None:
+            raise LayerfuseError(f"--test FILE needs --train FILE; the built-in dataset '{name}' has its own test split")
+        extra = [k for k, v in kw.items() if v is not None and v != _FILE_DEFAULTS[k]]
+        if extra:
+            opts = ", ".join("--" + k.replace("_", "-") for k in extra)
+            raise LayerfuseError(f"{opts} only apply to --train files, not to the built-in dataset '{name}'; "
+                                 f"drop them or load your own files")
+        return load_builtin(name)
+    kw = {k: v for k, v in kw.items() if v is not None}
+    return load_files(train, test, **kw)

