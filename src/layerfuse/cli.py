@@ -105,7 +105,7 @@ def _load_data(args):
 
 
 def _add_extract_args(p: argparse.ArgumentParser) -> None:
-    from .extract import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_LENGTH
+    from .extraction import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_LENGTH
 
     g = p.add_argument_group("extraction")
     g.add_argument("--pooling", default="mean,last", help="comma-separated: mean, last, first, max (default mean,last)")
@@ -159,7 +159,7 @@ def cmd_models(args) -> int:
 
 
 def cmd_extract(args) -> int:
-    from .extract import extract
+    from .extraction import extract
 
     ds = _load_data(args)
     layers = [int(x) for x in args.layers.split(",")] if args.layers else None

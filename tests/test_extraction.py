@@ -9,7 +9,7 @@ import torch
 from layerfuse import cache as cache_mod
 from layerfuse.backbones import load_backbone
 from layerfuse.errors import LayerfuseError
-from layerfuse.extract import extract_texts, plan_batches, pool
+from layerfuse.extraction import extract_texts, plan_batches, pool
 
 TEXTS = [
     "the movie was good",
