@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from layerfuse.backbones import load_backbone  # noqa: E402
 from layerfuse.data import load_builtin  # noqa: E402
-from layerfuse.extract import DEFAULT_BATCH_TOKENS, extract_texts  # noqa: E402
+from layerfuse.extraction import DEFAULT_BATCH_TOKENS, extract_texts  # noqa: E402
 
 
 def matmul_ceiling(dtype: torch.dtype, n: int = 2048, seconds: float = 3.0) -> float:

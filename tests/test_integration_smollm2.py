@@ -7,7 +7,7 @@ import pytest
 
 from layerfuse import backbones
 from layerfuse.data import load_builtin
-from layerfuse.extract import extract
+from layerfuse.extraction import extract
 
 pytestmark = pytest.mark.integration
 
