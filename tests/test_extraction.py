@@ -172,3 +172,14 @@ def test_truncation_is_counted(tiny_model, cache_dir):
 def test_bad_depth_is_a_clear_error(tiny_model, cache_dir):
     with pytest.raises(LayerfuseError, match="layers 0..3"):
         extract_texts(tiny_model, TEXTS, text_fingerprint="bad", depth=9, progress=False)
+
+
+def test_in_memory_embedding_matches_cached_extraction(tiny_model, cache_dir):
+    from layerfuse.extraction import embed_texts
+
+    cached, _ = extract_texts(tiny_model, TEXTS, text_fingerprint="m", poolings=["mean", "last"], progress=False)
+    bb = load_backbone(tiny_model, progress=False)
+    mem = embed_texts(bb, TEXTS, ["mean", "last"], depth=3, round_to="float16")
+    for p in ("mean", "last"):
+        assert mem[p].dtype == np.float32
+        np.testing.assert_array_equal(mem[p], np.asarray(cached[p], dtype=np.float32))

@@ -74,6 +74,13 @@ def _put_texts(h, texts: list[str]) -> None:
         _put_str(h, t)
 
 
+def texts_fingerprint(texts: list[str]) -> str:
+    """16 hex chars of sha256 over a list of texts (order matters); extraction caches key on it."""
+    h = hashlib.sha256(b"layerfuse.texts.v1\0")
+    _put_texts(h, list(texts))
+    return h.hexdigest()[:16]
+
+
 # ---------------------------------------------------------------------------------------------
 # Split and Dataset
 
@@ -204,9 +211,7 @@ class Dataset:
 
     def text_fingerprint(self, split: str) -> str:
         """16 hex chars of sha256 over the texts of ``split`` only (order matters)."""
-        h = hashlib.sha256(b"layerfuse.texts.v1\0")
-        _put_texts(h, self[split].texts)
-        return h.hexdigest()[:16]
+        return texts_fingerprint(self[split].texts)
 
     # -- derived datasets --------------------------------------------------------------------
 

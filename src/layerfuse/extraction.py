@@ -158,6 +158,74 @@ def forward_all_layers(backbone: Backbone, input_ids, attention_mask, depth: int
     return states
 
 
+def tokenize(backbone: Backbone, texts: Sequence[str], max_length: int) -> tuple[list[list[int]], int]:
+    """Token ids per text, cut to ``max_length``; also the number of texts that were cut."""
+    tok = backbone.tokenizer
+    # Tokenise once, untruncated, to count truncations; then cut to max_length.
+    enc = tok(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
+    truncated = sum(len(ids) > max_length for ids in enc)
+    if truncated:
+        # Keep the start of the text; keep a trailing special token (e.g. BERT's [SEP]) if there was one.
+        sep = tok.sep_token_id if not backbone.is_decoder else None
+        enc = [ids if len(ids) <= max_length else (ids[: max_length - 1] + [sep] if sep is not None else ids[:max_length])
+               for ids in enc]
+    empty = [i for i, ids in enumerate(enc) if not ids]
+    if empty:
+        raise LayerfuseError(f"text {empty[0]} tokenises to nothing: remove empty texts")
+    return enc, int(truncated)
+
+
+def embed_sorted(backbone: Backbone, enc: list[list[int]], poolings: Sequence[str], depth: int, *,
+                 batch_tokens: int = DEFAULT_BATCH_TOKENS, padding_side: str = "right", out_dtype=np.float32,
+                 on_batch=None) -> dict[str, np.ndarray]:
+    """Pooled layers 0..depth for token-id lists given longest first: ``{pooling: [depth+1, n, d]}``."""
+    import torch
+
+    tok = backbone.tokenizer
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    dev = next(backbone.model.parameters()).device
+    outs = {p: np.empty((depth + 1, len(enc), backbone.width), dtype=out_dtype) for p in poolings}
+    lengths = np.array([len(ids) for ids in enc])
+    for b in plan_batches(lengths, batch_tokens):
+        ids, mask = _pad([enc[j] for j in b], pad_id, padding_side)
+        ids, mask = ids.to(dev), mask.to(dev)
+        with torch.inference_mode():
+            states = forward_all_layers(backbone, ids, mask, depth)
+            for k in range(depth + 1):
+                h = states[k].float()
+                for p in poolings:
+                    v = pool(h, mask, p)
+                    if out_dtype == np.float16 and v.abs().max() > 65000:
+                        raise LayerfuseError(f"{backbone.ref}: activations exceed the float16 range; "
+                                             "pass --storage float32")
+                    outs[p][k, b, :] = v.cpu().numpy()
+        if on_batch is not None:
+            on_batch(len(b), int(lengths[b].sum()))
+    return outs
+
+
+def embed_texts(backbone: Backbone, texts: Sequence[str], poolings: Sequence[str], depth: int, *,
+                max_length: int = DEFAULT_MAX_LENGTH, batch_tokens: int = DEFAULT_BATCH_TOKENS,
+                round_to: str | None = None) -> dict[str, np.ndarray]:
+    """In memory, no cache: ``{pooling: [depth+1, N, d]}`` float32 in the texts' own order.
+
+    ``round_to="float16"`` rounds through float16, to match embeddings that a classifier was
+    trained on when they came from a float16 cache.
+    """
+    enc, _ = tokenize(backbone, texts, max_length)
+    order = np.argsort(-np.array([len(e) for e in enc]), kind="stable")
+    side = getattr(backbone.tokenizer, "padding_side", "right") or "right"
+    out_dtype = np.float16 if round_to == "float16" else np.float32
+    sorted_out = embed_sorted(backbone, [enc[j] for j in order], poolings, depth, batch_tokens=batch_tokens,
+                              padding_side=side, out_dtype=out_dtype)
+    result = {}
+    for p, arr in sorted_out.items():
+        full = np.empty(arr.shape, dtype=np.float32)
+        full[:, order, :] = arr
+        result[p] = full
+    return result
+
+
 # ---------------------------------------------------------------------------------------------
 # Result object
 
@@ -314,22 +382,9 @@ def extract_texts(
         raise LayerfuseError(f"layer {use_depth} asked for, but {backbone.ref} has layers 0..{L}")
     key = cache_mod.make_key(fields_for(use_depth))
     e = cache_mod.entry(root, key)
-    tok = backbone.tokenizer
-    side = padding_side or getattr(tok, "padding_side", "right") or "right"
-    import torch
-
-    # Tokenise once, untruncated, to count truncations; then cut to max_length.
-    enc = tok(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
-    truncated = sum(len(ids) > max_length for ids in enc)
-    if truncated:
-        # Keep the start of the text; keep a trailing special token (e.g. BERT's [SEP]) if there was one.
-        sep = tok.sep_token_id if not backbone.is_decoder else None
-        enc = [ids if len(ids) <= max_length else (ids[: max_length - 1] + [sep] if sep is not None else ids[:max_length])
-               for ids in enc]
+    side = padding_side or getattr(backbone.tokenizer, "padding_side", "right") or "right"
+    enc, truncated = tokenize(backbone, texts, max_length)
     lengths = np.array([len(ids) for ids in enc])
-    if (lengths == 0).any():
-        first = int(np.flatnonzero(lengths == 0)[0])
-        raise LayerfuseError(f"text {first} tokenises to nothing: remove empty texts")
     order = np.argsort(-lengths, kind="stable")
     meta = {"fields": fields_for(use_depth), "model_ref": backbone.ref, "n_layers": L, "width": backbone.width,
             "truncated": int(truncated), "tokens": int(lengths.sum()), "chunk_texts": chunk_texts}
@@ -357,35 +412,22 @@ def extract_texts(
             bar.write(f"{desc}: resuming, {len(done)} of {n_chunks} chunks already in the cache")
     t0 = time.perf_counter()
     texts_done = 0
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-    dev = next(backbone.model.parameters()).device
     try:
         for ci in todo:
             pos = order[ci * chunk_texts:(ci + 1) * chunk_texts]
-            outs = {p: np.empty((use_depth + 1, len(pos), backbone.width), dtype=store_dtype) for p in todo_poolings}
-            chunk_lengths = lengths[pos]
-            for b in plan_batches(chunk_lengths, batch_tokens):
-                ids, mask = _pad([enc[j] for j in pos[b]], pad_id, side)
-                ids, mask = ids.to(dev), mask.to(dev)
-                with torch.inference_mode():
-                    states = forward_all_layers(backbone, ids, mask, use_depth)
-                    for k in range(use_depth + 1):
-                        h = states[k].float()
-                        for p in todo_poolings:
-                            v = pool(h, mask, p)
-                            if storage == "float16" and v.abs().max() > 65000:
-                                raise LayerfuseError(f"{backbone.ref}: activations exceed the float16 range; "
-                                                     "pass --storage float32")
-                            outs[p][k, b, :] = v.cpu().numpy()
-                n_tok = int(chunk_lengths[b].sum())
+
+            def on_batch(n_texts, n_tok):
+                nonlocal texts_done
                 stats["tokens"] += n_tok
-                texts_done += len(b)
+                texts_done += n_texts
                 if bar is not None:
                     bar.update(n_tok)
-                    el = time.perf_counter() - t0
-                    bar.set_postfix_str(f"{texts_done / el:.1f} texts/s", refresh=False)
+                    bar.set_postfix_str(f"{texts_done / (time.perf_counter() - t0):.1f} texts/s", refresh=False)
+
+            outs = embed_sorted(backbone, [enc[j] for j in pos], todo_poolings, use_depth, batch_tokens=batch_tokens,
+                                padding_side=side, out_dtype=store_dtype, on_batch=on_batch)
             for p in todo_poolings:
-                e.write_chunk(p, ci, outs[p], {"n": len(pos), "tokens": int(chunk_lengths.sum())})
+                e.write_chunk(p, ci, outs[p], {"n": len(pos), "tokens": int(lengths[pos].sum())})
     finally:
         if bar is not None:
             bar.close()
