@@ -10,6 +10,9 @@ _LAZY = {
     "Embeddings": ("layerfuse.extraction", "Embeddings"),
     "load_dataset": ("layerfuse.data", "load_dataset"),
     "LayerfuseError": ("layerfuse.errors", "LayerfuseError"),
+    "load": ("layerfuse.pipeline", "load"),
+    "FusionPipeline": ("layerfuse.pipeline", "FusionPipeline"),
+    "LayerFusionClassifier": ("layerfuse.estimator", "LayerFusionClassifier"),
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -1,0 +1,243 @@
+"""A trained classifier as a folder on disk, and prediction from raw texts.
+
+Folder layout (one small file per stage, plus a manifest, in the spirit of sentence-transformers)::
+
+    DIR/manifest.json      backbones (reference + weight fingerprint), layers, pooling, how layers
+                           combine, extraction settings, label names, metrics, versions
+    DIR/net.safetensors    fusion + head weights (input standardisation included)
+    DIR/net.json           how to rebuild the fusion + head module
+
+``load(DIR).predict(texts)`` runs each backbone once, only up to the deepest layer it needs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .errors import LayerfuseError
+
+MANIFEST = "manifest.json"
+FORMAT = "layerfuse-classifier/1"
+COMBINES = ("single", "average", "separate", "mix")
+
+
+@dataclass
+class SourceSpec:
+    """Which layers of which model feed the fusion, and how they are combined.
+
+    ``single``: one layer → one ``[N, d]`` source; ``average``: mean of the layers → one ``[N, d]``;
+    ``separate``: one ``[N, d]`` source per layer; ``mix``: one ``[N, K, d]`` source for a learned
+    scalar mix.
+    """
+
+    model: str
+    pooling: str
+    layers: list[int]
+    combine: str = "single"
+    fingerprint: str = ""
+
+    def __post_init__(self):
+        self.layers = [int(x) for x in self.layers]
+        if self.combine not in COMBINES:
+            raise LayerfuseError(f"unknown layer combination '{self.combine}': choose from {', '.join(COMBINES)}")
+        if not self.layers:
+            raise LayerfuseError(f"no layers selected for {self.model}")
+        if self.combine == "single" and len(self.layers) != 1:
+            raise LayerfuseError(f"combine='single' takes one layer, got {self.layers}")
+
+    @property
+    def depth(self) -> int:
+        return max(self.layers)
+
+    def label(self) -> str:
+        if self.combine == "average":
+            span = (f"{self.layers[0]}-{self.layers[-1]}" if self.layers == list(range(self.layers[0], self.layers[-1] + 1))
+                    else "+".join(map(str, self.layers)))
+            return f"{self.model}[avg {span}]/{self.pooling}"
+        if self.combine == "single":
+            return f"{self.model}[{self.layers[0]}]/{self.pooling}"
+        return f"{self.model}[{self.combine} {','.join(map(str, self.layers))}]/{self.pooling}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SourceSpec":
+        return cls(**{k: d[k] for k in ("model", "pooling", "layers", "combine", "fingerprint") if k in d})
+
+
+def build_sources(spec: SourceSpec, layers_array) -> list[np.ndarray]:
+    """Turn ``[depth+1, N, d]`` pooled layers of one model into the fusion inputs ``spec`` describes."""
+    if layers_array.shape[0] <= spec.depth:
+        raise LayerfuseError(f"{spec.model}: layer {spec.depth} needed, only 0..{layers_array.shape[0] - 1} available")
+    if spec.combine == "single":
+        return [np.asarray(layers_array[spec.layers[0]], dtype=np.float32)]
+    if spec.combine == "average":
+        acc = np.zeros(layers_array.shape[1:], dtype=np.float32)
+        for k in spec.layers:
+            acc += np.asarray(layers_array[k], dtype=np.float32)
+        return [acc / len(spec.layers)]
+    if spec.combine == "separate":
+        return [np.asarray(layers_array[k], dtype=np.float32) for k in spec.layers]
+    return [np.stack([np.asarray(layers_array[k], dtype=np.float32) for k in spec.layers], axis=1)]
+
+
+def _versions() -> dict:
+    import torch
+    import transformers
+
+    from . import __version__
+
+    return {"layerfuse": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
+
+
+@dataclass
+class FusionPipeline:
+    """Backbones → selected layers → fusion → head, ready to predict on raw texts."""
+
+    specs: list[SourceSpec]
+    trained: object  # layerfuse.train.TrainedModel
+    classes: list[str]
+    extraction: dict  # max_length, dtype, storage, batch_tokens
+    metrics: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+    _backbones: dict = field(default_factory=dict, repr=False)
+
+    # -- prediction ---------------------------------------------------------------------------
+    def _backbone(self, ref: str, fingerprint: str, device: str, cache_dir):
+        from .backbones import describe_reference, load_backbone
+
+        if ref in self._backbones:
+            return self._backbones[ref]
+        try:
+            found = describe_reference(ref, cache_dir)["fingerprint"]
+        except LayerfuseError as e:
+            raise LayerfuseError(f"this classifier needs model '{ref}', which cannot be found: {e}") from e
+        if fingerprint and found and found != fingerprint:
+            raise LayerfuseError(
+                f"model '{ref}' has weight fingerprint {found}, but the classifier was trained on {fingerprint}: "
+                "point it at the same weights (the saved manifest.json lists them) or retrain")
+        bb = load_backbone(ref, dtype=self.extraction.get("dtype", "float32"), device=device, root=cache_dir,
+                           progress=False)
+        if fingerprint and bb.fingerprint != fingerprint:
+            raise LayerfuseError(f"model '{ref}' loaded with fingerprint {bb.fingerprint}, expected {fingerprint}")
+        self._backbones[ref] = bb
+        return bb
+
+    def sources(self, texts: Sequence[str], *, device: str = "cpu", cache_dir=None) -> list[np.ndarray]:
+        """Fusion inputs for raw texts: each backbone runs once, up to the deepest layer it needs."""
+        from .extraction import embed_texts
+
+        texts = list(texts)
+        if not texts:
+            raise LayerfuseError("no texts to predict")
+        bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+        if bad:
+            raise LayerfuseError(f"text {bad[0] + 1} is empty (or not a string): every input needs some text")
+        per_model: dict[str, dict] = {}
+        for s in self.specs:
+            m = per_model.setdefault(s.model, {"depth": 0, "poolings": [], "fingerprint": s.fingerprint})
+            m["depth"] = max(m["depth"], s.depth)
+            if s.pooling not in m["poolings"]:
+                m["poolings"].append(s.pooling)
+        arrays = {}
+        for ref, m in per_model.items():
+            bb = self._backbone(ref, m["fingerprint"], device, cache_dir)
+            arrays[ref] = embed_texts(bb, texts, m["poolings"], depth=m["depth"],
+                                      max_length=self.extraction.get("max_length", 512),
+                                      batch_tokens=self.extraction.get("batch_tokens", 8192),
+                                      round_to=self.extraction.get("storage"))
+        out = []
+        for s in self.specs:
+            out.extend(build_sources(s, arrays[s.model][s.pooling]))
+        return out
+
+    def predict_proba(self, texts: Sequence[str], **kw) -> np.ndarray:
+        return self.trained.predict_proba(self.sources(texts, **kw))
+
+    def predict(self, texts: Sequence[str], **kw) -> list[str]:
+        proba = self.predict_proba(texts, **kw)
+        return [self.classes[i] for i in proba.argmax(1)]
+
+    # -- persistence --------------------------------------------------------------------------
+    def save(self, directory: str | os.PathLike) -> Path:
+        from .train import save_net
+
+        target = Path(directory)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+        try:
+            save_net(self.trained, tmp)
+            manifest = {
+                "format": FORMAT,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "classes": list(self.classes),
+                "sources": [s.to_dict() for s in self.specs],
+                "backbones": {s.model: s.fingerprint for s in self.specs},
+                "extraction": self.extraction,
+                "fusion": self.trained.fusion,
+                "head": self.trained.head,
+                "metrics": self.metrics,
+                "info": self.info,
+                "versions": _versions(),
+            }
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+            if target.exists():
+                if not (target / MANIFEST).exists() and any(target.iterdir()):
+                    raise LayerfuseError(f"{target} exists and is not a layerfuse classifier folder: choose another --save")
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return target
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "FusionPipeline":
+        from .train import load_net
+
+        d = Path(directory)
+        if not d.is_dir():
+            raise LayerfuseError(f"classifier folder {d} does not exist: pass the folder written by --save")
+        mpath = d / MANIFEST
+        if not mpath.exists():
+            raise LayerfuseError(f"{mpath} is missing: {d} is not a layerfuse classifier folder")
+        try:
+            man = json.loads(mpath.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise LayerfuseError(f"{mpath} is not valid JSON ({e}): the folder is damaged, save the classifier again") from e
+        if not isinstance(man, dict) or man.get("format") != FORMAT:
+            raise LayerfuseError(f"{mpath}: unknown format {man.get('format') if isinstance(man, dict) else None!r}, "
+                                 f"expected {FORMAT}")
+        for key in ("classes", "sources", "extraction"):
+            if key not in man:
+                raise LayerfuseError(f"{mpath} lacks the field '{key}': the folder is damaged, save the classifier again")
+        try:
+            specs = [SourceSpec.from_dict(s) for s in man["sources"]]
+        except (TypeError, KeyError) as e:
+            raise LayerfuseError(f"{mpath}: malformed 'sources' entry ({e})") from e
+        trained = load_net(d)
+        if trained.n_classes != len(man["classes"]):
+            raise LayerfuseError(f"{mpath} lists {len(man['classes'])} classes but the network has {trained.n_classes}")
+        n_sources = sum(len(s.layers) if s.combine == "separate" else 1 for s in specs)
+        if n_sources != len(trained.net.source_dims):
+            raise LayerfuseError(f"{mpath} describes {n_sources} sources but the network takes "
+                                 f"{len(trained.net.source_dims)}")
+        return cls(specs=specs, trained=trained, classes=list(man["classes"]), extraction=man["extraction"],
+                   metrics=man.get("metrics", {}), info=man.get("info", {}))
+
+
+def load(directory: str | os.PathLike) -> FusionPipeline:
+    """Load a classifier folder written by ``--save`` / ``FusionPipeline.save``."""
+    return FusionPipeline.load(directory)

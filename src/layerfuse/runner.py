@@ -1,0 +1,308 @@
+"""Orchestration: extract → profile → select → fuse → train → evaluate, for one dataset.
+
+Every choice (pooling, layers, fusion strategy, epochs) is made on the training split (CV
+scores) or the validation split carved from it; the test split is scored once per trained
+model, after training, and only reported.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from .errors import LayerfuseError
+from .pipeline import FusionPipeline, SourceSpec, build_sources
+
+
+@dataclass
+class ModelPrep:
+    """One model's embeddings, layer profiles (per pooling) and chosen layers."""
+
+    ref: str
+    emb: object  # extraction.Embeddings
+    profiles: dict  # pooling -> profile.LayerProfile
+    pooling: str
+    selection: object  # profile.LayerSelection
+    spec: SourceSpec
+    seconds: dict = field(default_factory=dict)
+
+    def sources(self, split: str) -> list[np.ndarray]:
+        return build_sources(self.spec, self.emb.array(split, self.pooling))
+
+
+def parse_list(value: str | Sequence[str] | None, what: str) -> list[str]:
+    if value is None:
+        return []
+    items = [v.strip() for v in (value.split(",") if isinstance(value, str) else value) if str(v).strip()]
+    if not items:
+        raise LayerfuseError(f"{what} is empty")
+    return list(dict.fromkeys(items))
+
+
+def prepare_models(ds, models: Sequence[str], *, poolings=("mean", "last"), layers: str = "auto", k: int = 3,
+                   folds: int = 5, windows: int = 4, extraction: dict | None = None, cache_dir=None,
+                   eval_test: bool = False, progress: bool = True, log=print) -> list[ModelPrep]:
+    """Extract every model, score every layer on train, pick the pooling and layers by CV."""
+    from .extraction import extract
+    from .profile import eval_test_column, score_layers, select_layers
+
+    extraction = dict(extraction or {})
+    preps = []
+    y_train = ds.splits["train"].labels
+    for ref in models:
+        t0 = time.perf_counter()
+        emb = extract(ref, data=ds, poolings=poolings, cache_dir=cache_dir, progress=progress, **extraction)
+        t_extract = time.perf_counter() - t0
+        profiles = {}
+        for p in emb.poolings:
+            prof = score_layers(emb.array("train", p), y_train, folds=folds, windows=windows, progress=progress,
+                                name=f"{ref}/{p}")
+            if eval_test and "test" in emb.splits:
+                eval_test_column(prof, emb.array("train", p), y_train, emb.array("test", p), emb.labels["test"])
+            profiles[p] = prof
+        # The pooling whose best layer has the highest CV probe accuracy on train.
+        pooling = max(profiles, key=lambda p: profiles[p].best("probe_acc")["probe_acc"])
+        sel = select_layers(profiles[pooling], layers, k=k)
+        spec = SourceSpec(ref, pooling, list(sel.layers), sel.combine, emb.fingerprint)
+        t_total = time.perf_counter() - t0
+        log(f"{ref}: pooling {pooling}, layers {spec.label()} ({sel.reason})")
+        preps.append(ModelPrep(ref, emb, profiles, pooling, sel, spec,
+                               {"extract": t_extract, "profile": t_total - t_extract}))
+    return preps
+
+
+@dataclass
+class GridResult:
+    rows: list[dict]
+    best: dict
+    pipeline: FusionPipeline
+    complementarity: list[dict]
+
+
+def model_sets(n: int, combos: str) -> list[tuple[int, ...]]:
+    """Which subsets of the models to fuse: singles always; then all subsets or only the full set."""
+    singles = [(i,) for i in range(n)]
+    if n == 1:
+        return singles
+    if combos == "all":
+        return singles + [c for r in range(2, n + 1) for c in itertools.combinations(range(n), r)]
+    if combos == "full":
+        return singles + [tuple(range(n))]
+    raise LayerfuseError(f"unknown --combos '{combos}': choose all or full")
+
+
+def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Sequence[str] = ("mlp",),
+             seeds: Sequence[int] = (0, 1, 2), combos: str = "all", proj_dim: int = 1024, max_epochs: int = 50,
+             patience: int = 5, val_fraction: float = 0.1, lr: float = 1e-3, batch_size: int = 64,
+             progress: bool = True, log=print) -> GridResult:
+    """Train and evaluate every (model set × fusion × head); pick the best by validation only."""
+    from .fusion import FUSIONS
+    from .train import HEADS, fit_seeds
+
+    for f in fusions:
+        if f not in FUSIONS:
+            raise LayerfuseError(f"unknown fusion '{f}': choose from {', '.join(FUSIONS)}")
+    for h in heads:
+        if h not in HEADS:
+            raise LayerfuseError(f"unknown head '{h}': choose from {', '.join(HEADS)}")
+    y_tr, y_te = ds.splits["train"].labels, ds.splits["test"].labels
+    src_tr = [p.sources("train") for p in preps]
+    src_te = [p.sources("test") for p in preps]
+    rows, results = [], []
+    configs = []
+    for subset in model_sets(len(preps), combos):
+        # A single model with a single source needs no fusion: its row is the head on that source.
+        fs = ["concat"] if len(subset) == 1 else list(fusions)
+        for f in fs:
+            for h in heads:
+                configs.append((subset, f, h))
+    from tqdm.auto import tqdm
+
+    bar = tqdm(configs, desc="fuse", unit="config", disable=not progress, dynamic_ncols=True)
+    for subset, f, h in bar:
+        names = [preps[i].ref for i in subset]
+        bar.set_postfix_str(f"{'+'.join(names)} {f}/{h}", refresh=True)
+        tr = [a for i in subset for a in src_tr[i]]
+        te = [a for i in subset for a in src_te[i]]
+        res = fit_seeds(tr, y_tr, te, y_te, seeds=seeds, n_classes=len(ds.classes), fusion=f, head=h,
+                        proj_dim=proj_dim, max_epochs=max_epochs, patience=patience, val_fraction=val_fraction,
+                        lr=lr, batch_size=batch_size)
+        s = res.summary()
+        row = {
+            "models": "+".join(names),
+            "n_models": len(subset),
+            "layers": " ; ".join(preps[i].spec.label() for i in subset),
+            "fusion": f if len(subset) > 1 else "-",
+            "head": h,
+            "acc_mean": s["acc_mean"], "acc_std": s["acc_std"],
+            "f1_mean": s["f1_mean"], "f1_std": s["f1_std"],
+            "val_acc_mean": s["val_acc_mean"], "val_f1_mean": s["val_f1_mean"],
+            "params": s["n_params"], "train_seconds": s["train_seconds_mean"],
+            "seeds": len(seeds),
+        }
+        rows.append(row)
+        results.append((subset, f, h, res))
+        log(f"  {row['models']:<40} {row['fusion']:<14} {h:<6} test acc {100 * row['acc_mean']:.2f} ± "
+            f"{100 * row['acc_std']:.2f}  (val F1 {100 * (row['val_f1_mean'] or 0):.2f})")
+    # Best configuration by validation macro-F1 (then validation accuracy): never by test.
+    best_i = max(range(len(rows)), key=lambda i: (rows[i]["val_f1_mean"] or 0, rows[i]["val_acc_mean"] or 0))
+    for i, r in enumerate(rows):
+        r["chosen_on_validation"] = i == best_i
+    subset, f, h, res = results[best_i]
+    # Keep the seed whose model did best on validation.
+    j = max(range(len(res.models)), key=lambda k: (res.models[k].val_f1 or 0, res.models[k].val_acc or 0))
+    pipe = FusionPipeline(
+        specs=[preps[i].spec for i in subset],
+        trained=res.models[j],
+        classes=list(ds.classes),
+        extraction=_extraction_settings(preps[subset[0]].emb),
+        metrics={"seed": res.per_seed[j]["seed"], "test_acc": res.per_seed[j]["test_acc"],
+                 "test_macro_f1": res.per_seed[j]["test_macro_f1"],
+                 "test_acc_mean_over_seeds": rows[best_i]["acc_mean"], "test_f1_mean_over_seeds": rows[best_i]["f1_mean"],
+                 "val_f1": res.models[j].val_f1, "val_acc": res.models[j].val_acc},
+        info={"dataset": ds.name, "dataset_fingerprint": ds.fingerprint(), "row": rows[best_i],
+              "chosen_by": "validation macro-F1 (validation carved from train)"},
+    )
+    comp = complementarity(preps, results, y_tr, val_fraction)
+    return GridResult(rows, rows[best_i], pipe, comp)
+
+
+def _extraction_settings(emb) -> dict:
+    st = emb.stats
+    return {"max_length": st["max_length"], "dtype": st["dtype"], "storage": st["storage"],
+            "batch_tokens": st["batch_tokens"]}
+
+
+def linear_cka(a: np.ndarray, b: np.ndarray) -> float:
+    """Linear centred kernel alignment between two representations of the same examples."""
+    a = a - a.mean(0)
+    b = b - b.mean(0)
+    num = np.linalg.norm(a.T @ b) ** 2
+    den = np.linalg.norm(a.T @ a) * np.linalg.norm(b.T @ b)
+    return float(num / den) if den > 0 else 0.0
+
+
+def complementarity(preps, results, y_train, val_fraction: float) -> list[dict]:
+    """Per model pair on the validation split (carved from train, seed 0): linear CKA of the
+    selected representations, and how often both single-model heads are wrong together compared
+    with what independent errors would give. Low CKA and few shared errors suggest fusion can help."""
+    from .train import stratified_validation_split
+
+    if len(preps) < 2 or val_fraction <= 0:
+        return []
+    _, val = stratified_validation_split(y_train, fraction=val_fraction, seed=0)
+    singles = {s[0]: r for (s, f, h, r) in results if len(s) == 1}
+    wrong = {}
+    for i, prep in enumerate(preps):
+        if i in singles:
+            srcs = [a[val] for a in prep.sources("train")]
+            pred = singles[i].models[0].predict(srcs)
+            wrong[i] = pred != y_train[val]
+    rows = []
+    for i, j in itertools.combinations(range(len(preps)), 2):
+        a = np.concatenate([s[val].reshape(len(val), -1) for s in preps[i].sources("train")], 1)
+        b = np.concatenate([s[val].reshape(len(val), -1) for s in preps[j].sources("train")], 1)
+        row = {"a": preps[i].ref, "b": preps[j].ref, "cka": linear_cka(a.astype(np.float64), b.astype(np.float64))}
+        if i in wrong and j in wrong:
+            ei, ej = wrong[i].mean(), wrong[j].mean()
+            both = float((wrong[i] & wrong[j]).mean())
+            row.update(err_a=float(ei), err_b=float(ej), both_wrong=both, both_wrong_if_independent=float(ei * ej),
+                       oracle_acc=float(1 - both))
+        rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration of a whole run (CLI flags and `layerfuse run CONFIG.yaml` both end up here)
+
+DEFAULT_CONFIG: dict = {
+    "data": {"dataset": "sst2", "limit": None},
+    "models": ["smollm2-135m", "minilm-l6"],
+    "extraction": {"pooling": ["mean", "last"], "max_length": 512, "dtype": "bfloat16", "batch_tokens": 8192,
+                   "device": "auto", "storage": "float16"},
+    "profile": {"folds": 5, "windows": 4, "eval_test": True},
+    "selection": {"layers": "auto", "k": 3},
+    "fusion": {"strategies": ["concat", "gated", "attention"], "heads": ["mlp"], "seeds": [0, 1, 2],
+               "combos": "all", "proj_dim": 1024, "max_epochs": 50, "patience": 5, "val_fraction": 0.1,
+               "lr": 1e-3, "batch_size": 64},
+    "output": {"dir": "out/run-sst2", "save": "out/run-sst2/classifier"},
+}
+
+_DATA_KEYS = {"dataset", "train", "test", "text_column", "label_column", "test_fraction", "seed", "encoding",
+              "limit"}
+
+
+def merge_config(user: dict, source: str = "config") -> dict:
+    """DEFAULT_CONFIG overlaid with ``user``; unknown keys are errors naming the field."""
+    import copy
+
+    if not isinstance(user, dict):
+        raise LayerfuseError(f"{source}: the top level must be a mapping of sections ({', '.join(DEFAULT_CONFIG)})")
+    cfg = copy.deepcopy(DEFAULT_CONFIG)
+    for key, value in user.items():
+        if key not in cfg:
+            raise LayerfuseError(f"{source}: unknown section '{key}': expected one of {', '.join(DEFAULT_CONFIG)}")
+        if isinstance(cfg[key], dict):
+            if not isinstance(value, dict):
+                raise LayerfuseError(f"{source}: '{key}' must be a mapping")
+            allowed = _DATA_KEYS if key == "data" else set(cfg[key])
+            for sub in value:
+                if sub not in allowed:
+                    raise LayerfuseError(f"{source}: unknown field '{key}.{sub}': expected one of "
+                                         f"{', '.join(sorted(allowed))}")
+            if key == "data" and ("train" in value):
+                cfg["data"].pop("dataset", None)
+            cfg[key].update(value)
+        else:
+            cfg[key] = value
+    cfg["models"] = parse_list(cfg["models"], f"{source}: models")
+    cfg["extraction"]["pooling"] = parse_list(cfg["extraction"]["pooling"], f"{source}: extraction.pooling")
+    cfg["fusion"]["strategies"] = parse_list(cfg["fusion"]["strategies"], f"{source}: fusion.strategies")
+    cfg["fusion"]["heads"] = parse_list(cfg["fusion"]["heads"], f"{source}: fusion.heads")
+    seeds = cfg["fusion"]["seeds"]
+    if isinstance(seeds, int):
+        seeds = list(range(seeds))
+    try:
+        cfg["fusion"]["seeds"] = [int(s) for s in seeds]
+    except (TypeError, ValueError) as e:
+        raise LayerfuseError(f"{source}: fusion.seeds must be a list of integers or a count") from e
+    return cfg
+
+
+def load_config_file(path) -> dict:
+    import yaml
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.exists():
+        raise LayerfuseError(f"config file {p} does not exist")
+    try:
+        user = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise LayerfuseError(f"{p}{where}: not valid YAML ({getattr(e, 'problem', e)})") from e
+    return merge_config(user, str(p))
+
+
+def load_data(data_cfg: dict):
+    from .data import load_dataset
+
+    d = dict(data_cfg)
+    limit = d.pop("limit", None)
+    name = d.pop("dataset", None)
+    if name and d.get("train"):
+        raise LayerfuseError("give either data.dataset or data.train, not both")
+    if name:
+        ds = load_dataset(name)
+    elif d.get("train"):
+        ds = load_dataset(train=d.pop("train"), test=d.pop("test", None), **d)
+    else:
+        raise LayerfuseError("no data: pass --dataset NAME or --train FILE (or data.dataset in the config)")
+    if limit:
+        ds = ds.subsample(int(limit))
+    return ds

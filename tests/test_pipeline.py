@@ -1,0 +1,157 @@
+"""The whole pipeline on tiny random models: learn, save, load, predict, and fail clearly."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import build_tiny_model
+from layerfuse import load
+from layerfuse.data import Dataset, Split
+from layerfuse.errors import LayerfuseError
+from layerfuse.estimator import LayerFusionClassifier
+
+POS = ["good", "great", "lovely", "best", "fun", "charming", "funny"]
+NEG = ["bad", "awful", "terrible", "worst", "dull", "boring", "sad"]
+FILL = ["the", "movie", "film", "was", "is", "a", "plot", "story", "very", "really", "quite"]
+
+
+def make_texts(n, seed):
+    """A separable task: the label decides which sentiment words appear among filler words."""
+    rng = np.random.default_rng(seed)
+    texts, labels = [], []
+    for i in range(n):
+        lab = i % 2
+        words = list(rng.choice(FILL, size=rng.integers(3, 7)))
+        for _ in range(rng.integers(1, 3)):
+            words.insert(int(rng.integers(0, len(words) + 1)), str(rng.choice(POS if lab else NEG)))
+        texts.append(" ".join(words))
+        labels.append("pos" if lab else "neg")
+    return texts, np.array(labels)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+FAST = dict(folds=3, windows=2, max_epochs=40, patience=8, proj_dim=32, progress=False)
+
+
+def test_estimator_learns_saves_and_loads(tiny_model, cache_dir, tmp_path):
+    X, y = make_texts(120, seed=0)
+    Xt, yt = make_texts(40, seed=1)
+    clf = LayerFusionClassifier(models=tiny_model, layers="best", head="logreg", lr=1e-2, **FAST)
+    clf.fit(X, y)
+    assert set(clf.classes_) == {"neg", "pos"}
+    acc = clf.score(Xt, yt)
+    assert acc >= 0.8, acc
+    proba = clf.predict_proba(Xt)
+    assert proba.shape == (40, 2) and np.allclose(proba.sum(1), 1, atol=1e-5)
+    clf.save(tmp_path / "clf")
+    again = load(tmp_path / "clf")
+    np.testing.assert_array_equal(again.predict_proba(Xt), proba)
+    assert again.predict(Xt[:3]) == list(clf.predict(Xt[:3]))
+    man = json.loads((tmp_path / "clf" / "manifest.json").read_text())
+    assert man["classes"] == ["neg", "pos"]
+    assert man["backbones"][tiny_model] and man["versions"]["torch"]
+    assert (tmp_path / "clf" / "net.safetensors").exists()
+
+
+def test_estimator_clones_and_cross_validates(tiny_model, cache_dir):
+    from sklearn.base import clone
+    from sklearn.model_selection import cross_val_score
+
+    X, y = make_texts(80, seed=2)
+    clf = LayerFusionClassifier(models=tiny_model, layers="best", head="logreg", lr=1e-2, **FAST)
+    c2 = clone(clf)
+    assert c2.get_params() == clf.get_params() and not hasattr(c2, "pipeline_")
+    scores = cross_val_score(clf, X, y, cv=2)
+    assert scores.shape == (2,) and scores.mean() > 0.6
+
+
+def test_two_models_fused_through_the_grid(tiny_model, cache_dir, tmp_path):
+    from layerfuse.runner import prepare_models, run_grid
+
+    other = str(build_tiny_model(tmp_path / "other", layers=2, hidden=16, seed=7))
+    X, y = make_texts(120, seed=3)
+    Xt, yt = make_texts(40, seed=4)
+    classes = ["neg", "pos"]
+    ds = Dataset("toy", classes, {"train": Split(X, (y == "pos").astype(np.int64)),
+                                  "test": Split(Xt, (yt == "pos").astype(np.int64))}, source="test")
+    preps = prepare_models(ds, [tiny_model, other], layers="auto", folds=3, windows=2, progress=False,
+                           log=lambda *_: None)
+    assert all(p.pooling in ("mean", "last") for p in preps)
+    res = run_grid(ds, preps, ["concat", "gated"], heads=["logreg"], seeds=[0, 1], proj_dim=16, max_epochs=30,
+                   patience=5, lr=1e-2, progress=False, log=lambda *_: None)
+    # two single-model rows + two fusions of the pair
+    assert [(r["n_models"], r["fusion"]) for r in res.rows] == [(1, "-"), (1, "-"), (2, "concat"), (2, "gated")]
+    assert sum(r["chosen_on_validation"] for r in res.rows) == 1
+    best = max(res.rows, key=lambda r: (r["val_f1_mean"], r["val_acc_mean"]))
+    assert res.best is best
+    assert max(r["acc_mean"] for r in res.rows) > 0.75
+    assert len(res.complementarity) == 1 and 0 <= res.complementarity[0]["cka"] <= 1 + 1e-9
+    res.pipeline.save(tmp_path / "best")
+    p = load(tmp_path / "best")
+    np.testing.assert_array_equal(p.predict_proba(Xt), res.pipeline.predict_proba(Xt))
+
+
+@pytest.fixture()
+def saved(tmp_path, cache_dir):
+    model_dir = build_tiny_model(tmp_path / "m", seed=11)
+    X, y = make_texts(60, seed=5)
+    clf = LayerFusionClassifier(models=str(model_dir), layers="best", head="logreg", **FAST).fit(X, y)
+    clf.save(tmp_path / "clf")
+    return tmp_path, model_dir
+
+
+def test_mismatched_backbone_is_a_clear_error(saved):
+    tmp_path, model_dir = saved
+    shutil.rmtree(model_dir)
+    build_tiny_model(model_dir, seed=12)  # same path, different weights
+    with pytest.raises(LayerfuseError, match="fingerprint"):
+        load(tmp_path / "clf").predict(["the movie was good"])
+
+
+def test_missing_backbone_is_a_clear_error(saved):
+    tmp_path, model_dir = saved
+    shutil.rmtree(model_dir)
+    with pytest.raises(LayerfuseError, match="cannot be found"):
+        load(tmp_path / "clf").predict(["the movie was good"])
+
+
+def test_malformed_folders_are_clear_errors(saved):
+    tmp_path, _ = saved
+    d = tmp_path / "clf"
+    with pytest.raises(LayerfuseError, match="does not exist"):
+        load(tmp_path / "nope")
+    (d / "manifest.json").write_text("{not json")
+    with pytest.raises(LayerfuseError, match="manifest.json is not valid JSON"):
+        load(d)
+    (d / "manifest.json").unlink()
+    with pytest.raises(LayerfuseError, match="manifest.json is missing"):
+        load(d)
+
+
+def test_missing_weights_file_is_a_clear_error(saved):
+    tmp_path, _ = saved
+    (tmp_path / "clf" / "net.safetensors").unlink()
+    with pytest.raises(LayerfuseError, match="net.safetensors"):
+        load(tmp_path / "clf")
+
+
+def test_estimator_rejects_bad_input(tiny_model):
+    clf = LayerFusionClassifier(models=tiny_model)
+    with pytest.raises(LayerfuseError, match="single class"):
+        clf.fit(["a movie", "the film"], ["x", "x"])
+    with pytest.raises(LayerfuseError, match="not a single string"):
+        clf.fit("a movie", ["x"])
+    with pytest.raises(LayerfuseError, match=r"X\[1\] is empty"):
+        clf.fit(["a movie", "  "], ["x", "y"])
