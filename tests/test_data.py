@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from layerfuse import data as D
-from layerfuse.data import Dataset, Split, list_builtin, load_builtin, load_dataset, load_files
+from layerfuse.data import Dataset, Split, list_builtin, load_builtin, load_dataset, load_files, read_texts
 from layerfuse.errors import LayerfuseError
 
 R8_COUNTS = {
@@ -434,6 +434,84 @@ def test_parquet_round_trip(tmp_path):
     pq.write_table(pa.table({"t": ["a", "b", "c", "d"], "y": [1, 0, 1, 0]}), p)
     ds = load_files(p, p, text_column="t", label_column="y")
     assert ds.classes == ["0", "1"] and ds.splits["train"].texts == ["a", "b", "c", "d"]
+
+
+# ---------------------------------------------------------------------------------------------
+# read_texts: texts to classify, no labels
+
+
+@pytest.mark.parametrize("fname,content", [
+    ("in.csv", 'id,body\n1,"hello, world"\n2,second\n\n3,"multi\nline"\n'),
+    ("in.tsv", "body\tid\nhello, world\t1\nsecond\t2\n\"multi\nline\"\t3\n"),
+    ("in.jsonl", '{"body": "hello, world", "id": 1}\n\n{"body": "second"}\r\n{"body": "multi\\nline"}'),
+    ("in.ndjson", '{"body": "hello, world"}\n{"body": "second"}\n{"body": "multi\\nline"}\n'),
+])
+def test_read_texts_round_trip_custom_column_no_labels(tmp_path, fname, content):
+    assert read_texts(write(tmp_path / fname, content), text_column="body") == ["hello, world", "second", "multi\nline"]
+
+
+def test_read_texts_ignores_labels_format_override_and_encoding(tmp_path):
+    p = write(tmp_path / "lab.csv", "text,label\na,x\nb,\nc,y\n")  # a missing label is no problem here
+    assert read_texts(p) == ["a", "b", "c"]
+    q = write(tmp_path / "data.txt", b"\xef\xbb\xbfText\nhello\n")
+    assert "--format" in err(read_texts, q)
+    assert read_texts(q, format="csv") == ["hello"]
+    assert read_texts(write(tmp_path / "fr.csv", "text\ncaf\xe9\n".encode("latin-1")), encoding="latin-1") == ["café"]
+
+
+def test_read_texts_parquet(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    p = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"t": ["a", "b"]}), p)
+    assert read_texts(p, text_column="t") == ["a", "b"]
+    assert "d.parquet" in err(read_texts, p) and "'t'" in err(read_texts, p)
+
+
+def test_read_texts_missing_column(tmp_path):
+    msg = err(read_texts, write(tmp_path / "cols.csv", "review,stars\ngood,5\n"))
+    assert "cols.csv:1" in msg and "'text'" in msg and "'review'" in msg and "'stars'" in msg
+    assert "--text-column" in msg and "--label-column" not in msg
+    msg = err(read_texts, write(tmp_path / "cols.jsonl", '{"text": "a"}\n{"txt": "b"}\n'))
+    assert "cols.jsonl:2" in msg and "'txt'" in msg and "--text-column" in msg
+
+
+@pytest.mark.parametrize("fname,content,line", [
+    ("t.csv", "text,label\nfine,a\n,b\n", 3),
+    ("t.tsv", "id\ttext\n1\tfine\n2\t \n", 3),
+    ("t.jsonl", '{"text": "fine"}\n\n{"text": "  "}\n', 3),
+    ("t.jsonl", '{"text": "fine"}\n{"text": null}\n', 2),
+])
+def test_read_texts_empty_text(tmp_path, fname, content, line):
+    msg = err(read_texts, write(tmp_path / fname, content))
+    assert f"{fname}:{line}:" in msg and "empty text" in msg
+
+
+@pytest.mark.parametrize("fname,content,expect", [
+    ("e.csv", "", "empty"),
+    ("e.jsonl", "\n", "empty"),
+    ("h.csv", "text\n", "no data rows"),
+])
+def test_read_texts_empty_files(tmp_path, fname, content, expect):
+    msg = err(read_texts, write(tmp_path / fname, content))
+    assert fname in msg and expect in msg
+
+
+def test_read_texts_other_errors(tmp_path):
+    msg = err(read_texts, tmp_path / "nope.csv")
+    assert "nope.csv" in msg and "not found" in msg
+    msg = err(read_texts, write(tmp_path / "bad.jsonl", '{"text": "a"}\n{"text": }\n'))
+    assert "bad.jsonl:2" in msg and "invalid JSON" in msg and "label" not in msg
+    assert "3 fields" in err(read_texts, write(tmp_path / "f.csv", "text,id\na,1\nb,c,2\n"))
+    assert "is a int" in err(read_texts, write(tmp_path / "n.jsonl", '{"text": 5}\n'))
+
+
+def test_read_texts_bad_encoding(tmp_path):
+    msg = err(read_texts, write(tmp_path / "enc.csv", b"text\nok\ncaf\xe9\n"))
+    assert "enc.csv:3" in msg and "utf-8" in msg and "--encoding latin-1" in msg
+    assert "enc.jsonl:2" in err(read_texts, write(tmp_path / "enc.jsonl", b'{"text": "ok"}\n{"text": "\xff"}\n'))
+    assert "--encoding" in err(read_texts, tmp_path / "enc.csv", encoding="no-such-codec")
 
 
 # ---------------------------------------------------------------------------------------------

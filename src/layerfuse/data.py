@@ -44,6 +44,7 @@ __all__ = [
     "load_builtin",
     "load_dataset",
     "load_files",
+    "read_texts",
 ]
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "validation", "test")
@@ -400,7 +401,8 @@ def load_builtin(name: str) -> Dataset:
 
 
 class _Table:
-    """Rows read from one file: texts, label strings and where each row is (for messages)."""
+    """Rows read from one file: texts, label strings (none when read without a label column) and
+    where each row is (for messages)."""
 
     def __init__(self, path: Path, unit: str):
         self.path = path
@@ -482,7 +484,8 @@ def _label_str(value: Any) -> str | None:
     raise TypeError(type(value).__name__)
 
 
-def _add_row(table: _Table, n: int, text: Any, label: Any, text_col: str, label_col: str) -> None:
+def _add_row(table: _Table, n: int, text: Any, label: Any, text_col: str, label_col: str | None) -> None:
+    """Check and append one row; with ``label_col`` None only the text is checked and kept."""
     if text is None or (isinstance(text, float) and math.isnan(text)):
         text = ""
     if not isinstance(text, str):
@@ -490,6 +493,10 @@ def _add_row(table: _Table, n: int, text: Any, label: Any, text_col: str, label_
                              f"check --text-column")
     if not text.strip():
         raise LayerfuseError(f"{table.at(n)}: empty text in '{text_col}'; fill it in or remove the row")
+    if label_col is None:
+        table.texts.append(text)
+        table.where.append(n)
+        return
     try:
         lab = _label_str(label)
     except TypeError as e:
@@ -503,7 +510,17 @@ def _add_row(table: _Table, n: int, text: Any, label: Any, text_col: str, label_
     table.where.append(n)
 
 
-def _read_delimited(path: Path, text: str, fmt: str, text_col: str, label_col: str) -> _Table:
+def _columns(text_col: str, label_col: str | None) -> str:
+    """The wanted columns for messages: ``'text', 'label'`` (or just ``'text'``)."""
+    return f"'{text_col}'" + (f", '{label_col}'" if label_col is not None else "")
+
+
+def _example(text_col: str, label_col: str | None) -> str:
+    """A sample JSON object with the wanted fields, for messages."""
+    return f"{{\"{text_col}\": \"...\"" + (f", \"{label_col}\": \"...\"" if label_col is not None else "") + "}"
+
+
+def _read_delimited(path: Path, text: str, fmt: str, text_col: str, label_col: str | None) -> _Table:
     delim = "," if fmt == "csv" else "\t"
     if csv.field_size_limit() < sys.maxsize // 2:
         try:
@@ -530,17 +547,21 @@ def _read_delimited(path: Path, text: str, fmt: str, text_col: str, label_col: s
             header = [h.strip() for h in row]
             where = f"{path}:{line}"
             ti = header.index(_resolve_column("text", text_col, header, where, fmt))
-            li = header.index(_resolve_column("label", label_col, header, where, fmt))
+            if label_col is not None:
+                li = header.index(_resolve_column("label", label_col, header, where, fmt))
             continue
         if len(row) != len(header) and not (len(row) > len(header) and not any(f.strip() for f in row[len(header):])):
             raise LayerfuseError(
                 f"{path}:{line}: {len(row)} fields but the header has {len(header)}; "
                 + ("put fields that contain commas in double quotes" if fmt == "csv"
                    else "a TSV field must not contain a tab (use CSV or JSONL for such texts)"))
-        _add_row(table, line, row[ti], row[li], header[ti], header[li])
+        if label_col is None:
+            _add_row(table, line, row[ti], None, header[ti], None)
+        else:
+            _add_row(table, line, row[ti], row[li], header[ti], header[li])
     if header is None:
         raise LayerfuseError(f"{path}: file is empty; expected a header row naming the columns "
-                             f"('{text_col}', '{label_col}') and one row per example")
+                             f"({_columns(text_col, label_col)}) and one row per example")
     return table
 
 
@@ -564,7 +585,7 @@ def _csv_rows(text: str, delim: str, *, quoting: bool) -> list[tuple[int, list[s
     return out
 
 
-def _read_jsonl(path: Path, text: str, text_col: str, label_col: str) -> _Table:
+def _read_jsonl(path: Path, text: str, text_col: str, label_col: str | None) -> _Table:
     table = _Table(path, "line")
     seen_any = False
     for n, raw in enumerate(text.split("\n"), 1):
@@ -576,21 +597,25 @@ def _read_jsonl(path: Path, text: str, text_col: str, label_col: str) -> _Table:
             obj = json.loads(raw)
         except json.JSONDecodeError as e:
             raise LayerfuseError(f"{path}:{n}: invalid JSON ({e.msg} at column {e.colno}); each line must be one "
-                                 f"JSON object such as {{\"{text_col}\": \"...\", \"{label_col}\": \"...\"}}") from None
+                                 f"JSON object such as {_example(text_col, label_col)}") from None
         if not isinstance(obj, dict):
             raise LayerfuseError(f"{path}:{n}: expected a JSON object, got a {type(obj).__name__}; each line must be "
-                                 f"one object such as {{\"{text_col}\": \"...\", \"{label_col}\": \"...\"}}")
+                                 f"one object such as {_example(text_col, label_col)}")
         keys = list(obj)
         tk = _resolve_column("text", text_col, keys, f"{path}:{n}", "jsonl")
+        if label_col is None:
+            _add_row(table, n, obj[tk], None, tk, None)
+            continue
         lk = _resolve_column("label", label_col, keys, f"{path}:{n}", "jsonl")
         _add_row(table, n, obj[tk], obj[lk], tk, lk)
     if not seen_any:
-        raise LayerfuseError(f"{path}: file is empty; expected one JSON object per line with fields "
-                             f"'{text_col}' and '{label_col}'")
+        raise LayerfuseError(f"{path}: file is empty; expected one JSON object per line with "
+                             + (f"fields '{text_col}' and '{label_col}'" if label_col is not None
+                                else f"field '{text_col}'"))
     return table
 
 
-def _read_parquet(path: Path, text_col: str, label_col: str) -> _Table:
+def _read_parquet(path: Path, text_col: str, label_col: str | None) -> _Table:
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -603,14 +628,17 @@ def _read_parquet(path: Path, text_col: str, label_col: str) -> _Table:
                              f"or pass --format") from None
     cols = list(tbl.column_names)
     tk = _resolve_column("text", text_col, cols, str(path), "parquet")
-    lk = _resolve_column("label", label_col, cols, str(path), "parquet")
+    lk = _resolve_column("label", label_col, cols, str(path), "parquet") if label_col is not None else None
     table = _Table(path, "row")
-    for i, (t, lab) in enumerate(zip(tbl.column(tk).to_pylist(), tbl.column(lk).to_pylist()), 1):
+    texts = tbl.column(tk).to_pylist()
+    labels = tbl.column(lk).to_pylist() if lk is not None else [None] * len(texts)
+    for i, (t, lab) in enumerate(zip(texts, labels), 1):
         _add_row(table, i, t, lab, tk, lk)
     return table
 
 
-def _read_file(path: Path, fmt: str | None, text_col: str, label_col: str, encoding: str) -> _Table:
+def _read_file(path: Path, fmt: str | None, text_col: str, label_col: str | None, encoding: str) -> _Table:
+    """Read one user file; ``label_col`` None reads texts only (no label is read or required)."""
     if not path.exists():
         raise LayerfuseError(f"{path}: file not found; check the path (relative paths start at {Path.cwd()})")
     if path.is_dir():
@@ -712,6 +740,21 @@ def load_files(
         splits = {"train": full.take(tr_rows), "test": full.take(te_rows)}
         source = f"file {train_p} (test: stratified {test_fraction:g} holdout, seed {seed})"
     return Dataset(name=train_p.stem, classes=classes, splits=splits, source=source)
+
+
+def read_texts(
+    path: str | Path,
+    *,
+    text_column: str = "text",
+    encoding: str = "utf-8",
+    format: str | None = None,  # noqa: A002 -- public keyword, mirrors --format
+) -> list[str]:
+    """The texts of one file, in order, for classifying (no labels needed).
+
+    Same formats, format detection, decoding and error messages as :func:`load_files`; any other
+    column (a label column included) is ignored. Raises :class:`LayerfuseError` for every problem.
+    """
+    return list(_read_file(Path(path), format, text_column, None, encoding).texts)
 
 
 _FILE_DEFAULTS = {

@@ -1,0 +1,46 @@
+"""Run configurations: the documented example is the default, and bad fields are named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from layerfuse.errors import LayerfuseError
+from layerfuse.runner import DEFAULT_CONFIG, load_config_file, merge_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_documented_example_is_the_builtin_default():
+    assert load_config_file(ROOT / "configs" / "example.yaml") == DEFAULT_CONFIG
+
+
+def test_overrides_and_seed_count():
+    cfg = merge_config({"models": "a,b", "fusion": {"seeds": 2, "strategies": "concat"}})
+    assert cfg["models"] == ["a", "b"]
+    assert cfg["fusion"]["seeds"] == [0, 1] and cfg["fusion"]["strategies"] == ["concat"]
+    cfg = merge_config({"data": {"train": "x.csv"}})
+    assert "dataset" not in cfg["data"] and cfg["data"]["train"] == "x.csv"
+
+
+@pytest.mark.parametrize(
+    "user, needle",
+    [
+        ({"fusoin": {}}, "unknown section 'fusoin'"),
+        ({"fusion": {"strategy": ["concat"]}}, "unknown field 'fusion.strategy'"),
+        ({"fusion": "concat"}, "'fusion' must be a mapping"),
+        ({"models": []}, "models is empty"),
+        ({"fusion": {"seeds": ["a"]}}, "fusion.seeds"),
+    ],
+)
+def test_bad_fields_are_named(user, needle):
+    with pytest.raises(LayerfuseError, match=needle):
+        merge_config(user, "cfg.yaml")
+
+
+def test_bad_yaml_names_the_line(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("models:\n  - a\n fusion: [\n")
+    with pytest.raises(LayerfuseError, match=r"bad.yaml line \d+"):
+        load_config_file(p)
