@@ -214,6 +214,212 @@ def cmd_extract(args) -> int:
     return 0
 
 
+def _config_from_args(args, *, models: str) -> dict:
+    """Build a run configuration from command-line flags (same shape as a `run` config file)."""
+    from .runner import merge_config
+
+    data = {"limit": args.limit}
+    if args.dataset:
+        data["dataset"] = args.dataset
+    if args.train:
+        data.update(train=args.train, test=args.test, text_column=args.text_column, label_column=args.label_column,
+                    test_fraction=args.test_fraction, seed=args.seed, encoding=args.encoding)
+    if bool(args.dataset) == bool(args.train):
+        raise LayerfuseError("pass either --dataset NAME or --train FILE (with an optional --test FILE)")
+    user = {
+        "data": data,
+        "models": models,
+        "extraction": {"pooling": args.pooling, "max_length": args.max_length, "dtype": args.dtype,
+                       "batch_tokens": args.batch_tokens, "device": args.device, "storage": args.storage},
+    }
+    return merge_config(user, "command line")
+
+
+def _out_dir(args, default: str) -> "Path":
+    from pathlib import Path
+
+    d = Path(args.out or default)
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _prepare(cfg, args, *, layers="auto", k=3, folds=5, windows=4, eval_test=False, progress=True):
+    from .runner import load_data, prepare_models
+
+    ds = load_data(cfg["data"])
+    log = (lambda *a: print(*a, file=sys.stderr)) if progress else (lambda *a: None)
+    ex = {k_: v for k_, v in cfg["extraction"].items() if k_ != "pooling"}
+    preps = prepare_models(ds, cfg["models"], poolings=cfg["extraction"]["pooling"], layers=layers, k=k,
+                           folds=folds, windows=windows, extraction=ex, cache_dir=getattr(args, "cache_dir", None),
+                           eval_test=eval_test, progress=progress, log=log)
+    return ds, preps
+
+
+def cmd_profile(args) -> int:
+    from . import report
+    from .runner import validate_choices
+
+    cfg = _config_from_args(args, models=args.model)
+    validate_choices([], [], args.select)
+    progress = not args.no_progress and not args.json
+    ds, preps = _prepare(cfg, args, layers=args.select, k=args.k, folds=args.folds, windows=args.windows,
+                         eval_test=args.eval_test, progress=progress)
+    out = _out_dir(args, f"out/profile-{ds.name}")
+    summary = report.write_profile_outputs(preps, out, dataset=ds.name)
+    if args.json:
+        _emit_json(summary)
+        return 0
+    print(report.profile_text(summary))
+    return 0
+
+
+def cmd_fuse(args) -> int:
+    from . import report
+    from .runner import parse_list, run_grid, validate_choices
+
+    cfg = _config_from_args(args, models=args.models)
+    validate_choices(parse_list(args.fusion, "--fusion"), parse_list(args.heads, "--heads"), args.layers)
+    progress = not args.no_progress and not args.json
+    ds, preps = _prepare(cfg, args, layers=args.layers, k=args.k, folds=args.folds, windows=args.windows,
+                         progress=progress)
+    if "test" not in ds.splits:
+        raise LayerfuseError(f"dataset {ds.name} has no test split")
+    log = (lambda *a: print(*a, file=sys.stderr)) if progress else (lambda *a: None)
+    seeds = list(range(args.seeds)) if args.seeds > 0 else [0]
+    grid = run_grid(ds, preps, parse_list(args.fusion, "--fusion"), heads=parse_list(args.heads, "--heads"),
+                    seeds=seeds, combos=args.combos, proj_dim=args.proj_dim, max_epochs=args.max_epochs,
+                    patience=args.patience, val_fraction=args.val_fraction, lr=args.lr, progress=progress, log=log)
+    out = _out_dir(args, f"out/fuse-{ds.name}")
+    summary = report.write_fusion_outputs(grid, preps, out, dataset=ds.name)
+    if args.save:
+        grid.pipeline.save(args.save)
+        summary["saved"] = str(args.save)
+    if args.json:
+        _emit_json(summary)
+        return 0
+    print(report.fusion_text(summary))
+    if args.save:
+        print(f"\nsaved the configuration chosen on validation to {args.save}  "
+              f"(try: layerfuse predict {args.save} --input texts.txt)")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from . import report
+    from .runner import DEFAULT_CONFIG, load_config_file, merge_config, run_grid
+
+    cfg = load_config_file(args.config) if args.config else merge_config({}, "built-in default")
+    if args.out:
+        cfg["output"]["dir"] = args.out
+        cfg["output"]["save"] = str(__import__("pathlib").Path(args.out) / "classifier")
+    progress = not args.no_progress and not args.json
+    log = (lambda *a: print(*a, file=sys.stderr)) if progress else (lambda *a: None)
+    if not args.config:
+        log("layerfuse run: no config given, running the built-in default "
+            f"({cfg['data']['dataset']} with {', '.join(cfg['models'])}; see `layerfuse run --help`)")
+    import time as _time
+
+    t0 = _time.perf_counter()
+    args.cache_dir = args.cache_dir
+    ds, preps = _prepare(cfg, args, layers=cfg["selection"]["layers"], k=cfg["selection"]["k"],
+                         folds=cfg["profile"]["folds"], windows=cfg["profile"]["windows"],
+                         eval_test=cfg["profile"]["eval_test"], progress=progress)
+    if "test" not in ds.splits:
+        raise LayerfuseError(f"dataset {ds.name} has no test split")
+    out = __import__("pathlib").Path(cfg["output"]["dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    prof = report.write_profile_outputs(preps, out, dataset=ds.name)
+    f = cfg["fusion"]
+    grid = run_grid(ds, preps, f["strategies"], heads=f["heads"], seeds=f["seeds"], combos=f["combos"],
+                    proj_dim=f["proj_dim"], max_epochs=f["max_epochs"], patience=f["patience"],
+                    val_fraction=f["val_fraction"], lr=f["lr"], batch_size=f["batch_size"], progress=progress, log=log)
+    fused = report.write_fusion_outputs(grid, preps, out, dataset=ds.name)
+    if cfg["output"].get("save"):
+        grid.pipeline.save(cfg["output"]["save"])
+    import yaml
+
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    summary = {"dataset": ds.name, "seconds": round(_time.perf_counter() - t0, 1), "profile": prof, "fusion": fused,
+               "saved": cfg["output"].get("save"), "report": str(report.write_markdown_report(out))}
+    if args.json:
+        _emit_json(summary)
+        return 0
+    print(report.profile_text(prof))
+    print()
+    print(report.fusion_text(fused))
+    print(f"\nreport   {summary['report']}  (plots and tables in {out})")
+    if summary["saved"]:
+        print(f"saved    {summary['saved']}  (try: layerfuse predict {summary['saved']} --input -)")
+    print(f"time     {summary['seconds']:.0f} s")
+    return 0
+
+
+def _read_inputs(path: str, text_column: str, encoding: str) -> list[str]:
+    from pathlib import Path
+
+    if path == "-":
+        texts = [line.rstrip("\n") for line in sys.stdin]
+        where = "standard input"
+    else:
+        p = Path(path)
+        if p.suffix.lower() in {".csv", ".tsv", ".jsonl", ".ndjson", ".parquet"}:
+            from .data import read_texts
+
+            return read_texts(p, text_column=text_column, encoding=encoding)
+        if not p.exists():
+            raise LayerfuseError(f"input file {p} does not exist")
+        try:
+            texts = p.read_text(encoding=encoding).splitlines()
+        except UnicodeDecodeError as e:
+            raise LayerfuseError(f"{p}: bytes that are not {encoding} at offset {e.start}: pass --encoding "
+                                 "(e.g. --encoding latin-1)") from e
+        where = str(p)
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise LayerfuseError(f"no texts in {where}: give one text per line")
+    return texts
+
+
+def cmd_predict(args) -> int:
+    from .extraction import _resolve_device
+    from .pipeline import load
+
+    pipe = load(args.classifier)
+    texts = _read_inputs(args.input, args.text_column, args.encoding)
+    proba = pipe.predict_proba(texts, device=_resolve_device(args.device), cache_dir=args.cache_dir)
+    labels = [pipe.classes[i] for i in proba.argmax(1)]
+    out = open(args.output, "w") if args.output else sys.stdout
+    try:
+        if args.json:
+            for t, lab, pr in zip(texts, labels, proba):
+                out.write(json.dumps({"text": t, "label": lab,
+                                      "proba": {c: round(float(v), 6) for c, v in zip(pipe.classes, pr)}}) + "\n")
+        else:
+            out.write("\t".join(["label", *[f"p_{c}" for c in pipe.classes], "text"]) + "\n")
+            for t, lab, pr in zip(texts, labels, proba):
+                out.write("\t".join([lab, *[f"{v:.4f}" for v in pr], t.replace("\t", " ")]) + "\n")
+    finally:
+        if args.output:
+            out.close()
+    return 0
+
+
+def cmd_report(args) -> int:
+    from pathlib import Path
+
+    from . import report
+
+    d = Path(args.dir)
+    if not d.is_dir():
+        raise LayerfuseError(f"{d} is not a folder: pass the --out folder of profile, fuse or run")
+    path = report.write_markdown_report(d)
+    if args.json:
+        _emit_json({"report": str(path), "files": sorted(p.name for p in d.iterdir())})
+    else:
+        print(f"wrote {path}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------
 # Parser
 
@@ -230,7 +436,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_examples("""
             layerfuse datasets
             layerfuse models
+            layerfuse run                       # the whole method on a built-in default
             layerfuse extract --model smollm2-135m --dataset sst2 --limit 200
+            layerfuse profile --model smollm2-135m --dataset sst2
+            layerfuse fuse --dataset sst2 --models smollm2-135m,minilm-l6 --fusion concat,gated --save clf
+            layerfuse predict clf --input texts.txt
         """),
     )
     parser.add_argument("--version", action="version", version=f"layerfuse {__import__('layerfuse').__version__}")
@@ -257,6 +467,77 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", help="comma-separated layer numbers; the forward pass stops at the deepest (default: all)")
     _add_data_args(p)
     _add_extract_args(p)
+
+    p = add("profile", "score every layer of one or more models on the training split, pick layers, plot it",
+            """
+            layerfuse profile --model smollm2-135m --dataset sst2
+            layerfuse profile --model smollm2-135m,minilm-l6 --dataset mr --eval-test --out out/mr
+            """, cmd_profile)
+    p.add_argument("--model", required=True, help="one or more model references, comma-separated")
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds on train (default 5)")
+    p.add_argument("--windows", type=int, default=4, help="also score averaged windows of 2..W layers (default 4)")
+    p.add_argument("--select", default="auto", help="selection saved for fusion: auto, best, top-k (top-3), window, all")
+    p.add_argument("--k", type=int, default=3, help="k for top-k (default 3)")
+    p.add_argument("--eval-test", action="store_true",
+                   help="add per-layer test accuracy as an analysis-only column (never used to select)")
+    p.add_argument("--out", help="output folder for tables and plots (default out/profile-DATASET)")
+    _add_data_args(p)
+    _add_extract_args(p)
+
+    p = add("fuse", "train and compare fusions of selected layers across models (single models included)",
+            """
+            layerfuse fuse --dataset sst2 --models smollm2-135m,minilm-l6 --fusion concat,gated,attention
+            layerfuse fuse --dataset r8 --models smollm2-135m --layers window --heads mlp,logreg --save clf/
+            """, cmd_fuse)
+    p.add_argument("--models", required=True, help="model references, comma-separated")
+    p.add_argument("--fusion", default="concat", help="fusion strategies, comma-separated (default concat); "
+                   "see layerfuse.fusion.FUSIONS: concat, sum, mean, hadamard, matmul, quaternion, gated, "
+                   "attention, moe and +res variants")
+    p.add_argument("--layers", default="auto", help="layer selection: auto, best, top-k (top-3), window, all")
+    p.add_argument("--k", type=int, default=3, help="k for top-k (default 3)")
+    p.add_argument("--heads", default="mlp", help="mlp (the paper's head) and/or logreg (default mlp)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per configuration, reported as mean ± std (default 3)")
+    p.add_argument("--combos", default="all", choices=["all", "full"],
+                   help="fuse every subset of 2+ models (all) or only all models together (full)")
+    p.add_argument("--proj-dim", type=int, default=1024, help="projection size before fusion (default 1024)")
+    p.add_argument("--max-epochs", type=int, default=50)
+    p.add_argument("--patience", type=int, default=5, help="early-stopping patience on validation (default 5)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="validation share carved from train (default 0.1)")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--folds", type=int, default=5, help="CV folds for layer selection (default 5)")
+    p.add_argument("--windows", type=int, default=4, help="widest averaged window scored (default 4)")
+    p.add_argument("--save", help="write the configuration chosen on validation as a classifier folder")
+    p.add_argument("--out", help="output folder for tables and plots (default out/fuse-DATASET)")
+    _add_data_args(p)
+    _add_extract_args(p)
+
+    p = add("run", "extract → profile → select → fuse → train → evaluate → report in one command",
+            """
+            layerfuse run                      # built-in default: SST-2 with smollm2-135m + minilm-l6
+            layerfuse run configs/sst2.yaml    # your own configuration (see docs/config.md)
+            """, cmd_run)
+    p.add_argument("config", nargs="?", help="YAML configuration; without it the built-in default runs")
+    p.add_argument("--out", help="output folder (overrides output.dir; the classifier goes to OUT/classifier)")
+    p.add_argument("--cache-dir", help="cache root (default $LAYERFUSE_CACHE or ~/.cache/layerfuse)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    p = add("predict", "label texts with a saved classifier folder",
+            """
+            layerfuse predict out/run-sst2/classifier --input reviews.txt
+            echo "a gorgeous, witty film" | layerfuse predict out/run-sst2/classifier --input - --json
+            """, cmd_predict)
+    p.add_argument("classifier", help="folder written by --save (fuse) or by run")
+    p.add_argument("--input", required=True, help="a text file (one text per line), .csv/.tsv/.jsonl/.parquet "
+                   "with --text-column, or - for standard input")
+    p.add_argument("--text-column", default="text", help="text column for table inputs (default text)")
+    p.add_argument("--encoding", default="utf-8")
+    p.add_argument("--output", help="write here instead of standard output")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--cache-dir", help="cache root (for dequantised GGUF models)")
+
+    p = add("report", "rebuild report.md (tables and plots) in an output folder of profile, fuse or run",
+            "layerfuse report out/run-sst2", cmd_report)
+    p.add_argument("dir", help="output folder")
     return parser
 
 

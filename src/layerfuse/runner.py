@@ -100,15 +100,9 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
              patience: int = 5, val_fraction: float = 0.1, lr: float = 1e-3, batch_size: int = 64,
              progress: bool = True, log=print) -> GridResult:
     """Train and evaluate every (model set × fusion × head); pick the best by validation only."""
-    from .fusion import FUSIONS
-    from .train import HEADS, fit_seeds
+    from .train import fit_seeds
 
-    for f in fusions:
-        if f not in FUSIONS:
-            raise LayerfuseError(f"unknown fusion '{f}': choose from {', '.join(FUSIONS)}")
-    for h in heads:
-        if h not in HEADS:
-            raise LayerfuseError(f"unknown head '{h}': choose from {', '.join(HEADS)}")
+    validate_choices(fusions, heads, "auto")
     y_tr, y_te = ds.splits["train"].labels, ds.splits["test"].labels
     src_tr = [p.sources("train") for p in preps]
     src_te = [p.sources("test") for p in preps]
@@ -263,6 +257,7 @@ def merge_config(user: dict, source: str = "config") -> dict:
     cfg["extraction"]["pooling"] = parse_list(cfg["extraction"]["pooling"], f"{source}: extraction.pooling")
     cfg["fusion"]["strategies"] = parse_list(cfg["fusion"]["strategies"], f"{source}: fusion.strategies")
     cfg["fusion"]["heads"] = parse_list(cfg["fusion"]["heads"], f"{source}: fusion.heads")
+    validate_choices(cfg["fusion"]["strategies"], cfg["fusion"]["heads"], cfg["selection"]["layers"], source)
     seeds = cfg["fusion"]["seeds"]
     if isinstance(seeds, int):
         seeds = list(range(seeds))
@@ -271,6 +266,22 @@ def merge_config(user: dict, source: str = "config") -> dict:
     except (TypeError, ValueError) as e:
         raise LayerfuseError(f"{source}: fusion.seeds must be a list of integers or a count") from e
     return cfg
+
+
+def validate_choices(fusions: Sequence[str], heads: Sequence[str], layers: str, source: str = "") -> None:
+    """Fail before any model runs when a fusion, head or layer strategy name is unknown."""
+    from .fusion import FUSIONS
+    from .profile import _parse_strategy
+    from .train import HEADS
+
+    pre = f"{source}: " if source else ""
+    for f in fusions:
+        if f not in FUSIONS:
+            raise LayerfuseError(f"{pre}unknown fusion '{f}': choose from {', '.join(FUSIONS)}")
+    for h in heads:
+        if h not in HEADS:
+            raise LayerfuseError(f"{pre}unknown head '{h}': choose from {', '.join(HEADS)}")
+    _parse_strategy(layers, 1)
 
 
 def load_config_file(path) -> dict:

@@ -1,0 +1,661 @@
+"""Tables (CSV / JSON / Markdown) and plots (PNG) for layerfuse results.
+
+Plots use matplotlib's object API (``matplotlib.figure.Figure``) with the Agg renderer, so they
+never touch pyplot's global state or need a display. Each function is independent: it takes
+plain data (profiles, rows) and a path, writes one file and returns its path.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from .errors import LayerfuseError
+
+__all__ = [
+    "plot_layer_profile", "plot_windows", "plot_score_agreement", "write_table", "plot_fusion_results",
+    "plot_complementarity", "write_profile_outputs", "write_fusion_outputs", "write_markdown_report",
+]
+
+_ANALYSIS = "test_acc_analysis_only"
+
+#: Axis labels for known score columns; fractions in [0, 1] are shown as percentages.
+_LABELS = {
+    "probe_acc": "CV probe accuracy (%)",
+    "probe_f1": "CV probe macro-F1 (%)",
+    "centroid_acc": "nearest-centroid CV accuracy (%)",
+    "knn_acc": "k-NN leave-one-out accuracy (%)",
+    "fisher": "Fisher / LDA separability",
+    "logme": "LogME (log evidence per sample)",
+    _ANALYSIS: "test accuracy, analysis only (%)",
+}
+_SHORT = {
+    "probe_acc": "CV probe acc",
+    "probe_f1": "CV probe F1",
+    "centroid_acc": "nearest centroid",
+    "knn_acc": "k-NN",
+    "fisher": "Fisher/LDA",
+    "logme": "LogME",
+}
+_PERCENT = {"probe_acc", "probe_f1", "centroid_acc", "knn_acc", _ANALYSIS}
+_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=150, layout="constrained")
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise LayerfuseError(f"{path}: plots are written as PNG; pass a path ending in .png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
+def _scale(score: str) -> float:
+    return 100.0 if score in _PERCENT else 1.0
+
+
+def _fmt(score: str, v: float) -> str:
+    return f"{v:.1f}" if score in _PERCENT else f"{v:.3g}"
+
+
+def _rows_of(profile: Any, kind: str) -> list[dict]:
+    if not hasattr(profile, "rows"):
+        raise LayerfuseError(
+            f"expected a LayerProfile (from layerfuse.profile.score_layers), got "
+            f"{type(profile).__name__}"
+        )
+    rows = [r for r in profile.rows if r.get("kind") == kind]
+    return sorted(rows, key=lambda r: (r["start"], r["end"]))
+
+
+def _values(rows: list[dict], col: str) -> np.ndarray:
+    out = []
+    for r in rows:
+        v = r.get(col)
+        out.append(float(v) if v is not None else float("nan"))
+    return np.asarray(out, dtype=np.float64)
+
+
+def _check_score(profile: Any, score: str) -> None:
+    if not any(score in r for r in profile.rows):
+        have = sorted({k for r in profile.rows for k in r} & set(_LABELS))
+        raise LayerfuseError(
+            f"profile {profile.name or ''} has no {score!r} column; pick one of "
+            f"{', '.join(have) or '(none)'}"
+        )
+
+
+def _as_profiles(profiles: Any) -> dict[str, Any]:
+    if hasattr(profiles, "rows"):
+        return {profiles.name or "model": profiles}
+    if isinstance(profiles, Mapping) and profiles:
+        return dict(profiles)
+    raise LayerfuseError(
+        "pass a LayerProfile or a non-empty dict {model name: LayerProfile} to plot"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# layer profile (the paper's Figure 2 view)
+# --------------------------------------------------------------------------------------------
+
+
+def plot_layer_profile(
+    profiles: Mapping[str, Any] | Any,
+    path: str | Path,
+    score: str = "probe_acc",
+    *,
+    title: str | None = None,
+    show_test: bool = True,
+) -> Path:
+    """Score against relative depth, one line per model; best and last layer marked.
+
+    A ± std band is drawn when the profile has ``<score>_std`` (the probe's fold spread). When
+    rows carry ``test_acc_analysis_only``, it is drawn dashed in the same colour and labelled
+    "test (analysis only)".
+    """
+    profiles = _as_profiles(profiles)
+    fig = _figure(8.0, 4.8)
+    ax = fig.add_subplot()
+    k = _scale(score)
+    all_y: list[float] = []
+    for i, (label, prof) in enumerate(profiles.items()):
+        _check_score(prof, score)
+        rows = _rows_of(prof, "layer")
+        if not rows:
+            raise LayerfuseError(f"profile {label!r} has no layer rows to plot")
+        color = _COLORS[i % len(_COLORS)]
+        x = _values(rows, "depth")
+        yv = _values(rows, score) * k
+        all_y.extend(yv[np.isfinite(yv)].tolist())
+        L = prof.n_layers or max(r["start"] for r in rows)
+        ax.plot(x, yv, "-o", color=color, lw=1.8, ms=3.2, label=f"{label} ({L} layers)", zorder=3)
+        std_col = f"{score}_std"
+        if any(std_col in r for r in rows):
+            sd = _values(rows, std_col) * k
+            ax.fill_between(x, yv - sd, yv + sd, color=color, alpha=0.15, lw=0,
+                            label=f"{label} ± 1 std over folds")
+        if show_test and any(_ANALYSIS in r for r in rows):
+            yt = _values(rows, _ANALYSIS) * 100.0
+            all_y.extend(yt[np.isfinite(yt)].tolist())
+            ax.plot(x, yt, "--", color=color, lw=1.3, alpha=0.85,
+                    label=f"{label} test (analysis only)", zorder=2)
+        # best and last layer, by the plotted train-side score
+        finite = np.where(np.isfinite(yv))[0]
+        if len(finite):
+            b = int(finite[np.argmax(yv[finite])])
+            last = len(rows) - 1
+            ax.scatter([x[b]], [yv[b]], marker="*", s=190, color=color, edgecolor="black",
+                       linewidth=0.8, zorder=5)
+            same = b == last
+            ax.annotate(
+                f"best{' = last' if same else ''}: layer {rows[b]['start']} ({_fmt(score, yv[b])})",
+                (x[b], yv[b]), xytext=(0, 10 + 12 * i), textcoords="offset points",
+                ha="center", fontsize=8, color=color, fontweight="bold",
+                arrowprops=dict(arrowstyle="-", color=color, lw=0.6),
+            )
+            if not same and np.isfinite(yv[last]):
+                ax.scatter([x[last]], [yv[last]], marker="s", s=50, color="white",
+                           edgecolor=color, linewidth=1.6, zorder=5)
+                ax.annotate(
+                    f"last: layer {rows[last]['start']} ({_fmt(score, yv[last])})",
+                    (x[last], yv[last]), xytext=(-6, -16 - 12 * i), textcoords="offset points",
+                    ha="right", fontsize=8, color=color,
+                )
+    if all_y:
+        lo, hi = min(all_y), max(all_y)
+        pad = 0.12 * (hi - lo or 1.0)
+        ax.set_ylim(lo - pad, hi + 2.2 * pad)
+    ax.set_xlim(-0.03, 1.03)
+    ax.set_xlabel("relative depth (layer / L; 0 = token embeddings)")
+    ax.set_ylabel(_LABELS.get(score, score))
+    if title is None:
+        what = _LABELS.get(score, score).replace(" (%)", "")
+        title = f"{what[0].upper() + what[1:]} by layer"
+        if len(profiles) == 1:
+            title += f" — {next(iter(profiles))}"
+    ax.set_title(title, fontsize=11)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right", framealpha=0.9)
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------------------------
+# averaged windows (the paper's Figure 3 view)
+# --------------------------------------------------------------------------------------------
+
+
+def plot_windows(profile: Any, path: str | Path, score: str = "probe_acc", *,
+                 title: str | None = None) -> Path:
+    """Heatmap of averaged windows: start layer (x) by width (y, 1 = single layers).
+
+    The best window (width >= 2) is marked with a star, the best single layer with a circle.
+    """
+    _check_score(profile, score)
+    layers = _rows_of(profile, "layer")
+    windows = _rows_of(profile, "window")
+    if not windows:
+        raise LayerfuseError(
+            "the profile has no window rows; run score_layers with windows >= 2 to plot windows"
+        )
+    n_layers = max(max(r["end"] for r in layers + windows) + 1, profile.n_layers + 1)
+    max_w = max(r["end"] - r["start"] + 1 for r in windows)
+    k = _scale(score)
+    grid = np.full((max_w, n_layers), np.nan)
+    for r in layers + windows:
+        v = r.get(score)
+        if v is not None:
+            grid[r["end"] - r["start"], r["start"]] = float(v) * k
+    fig = _figure(min(3.0 + 0.33 * n_layers, 14.0), 1.9 + 0.55 * max_w)
+    ax = fig.add_subplot()
+    import matplotlib
+
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#e8e8e8")
+    im = ax.imshow(np.ma.masked_invalid(grid), origin="lower", aspect="auto", cmap=cmap,
+                   interpolation="nearest")
+    cb = fig.colorbar(im, ax=ax, pad=0.01)
+    cb.set_label(_LABELS.get(score, score), fontsize=8)
+    cb.ax.tick_params(labelsize=7)
+    finite = np.isfinite(grid)
+    lo, hi = (np.nanmin(grid), np.nanmax(grid)) if finite.any() else (0.0, 1.0)
+    if n_layers <= 40:  # cell values, readable while there are not too many columns
+        for (w, s), v in np.ndenumerate(grid):
+            if np.isfinite(v):
+                light = (v - lo) / ((hi - lo) or 1.0) < 0.55
+                ax.text(s, w, _fmt(score, v), ha="center", va="center", fontsize=5.5,
+                        color="white" if light else "black")
+    win_grid = grid.copy()
+    win_grid[0] = np.nan
+    if np.isfinite(win_grid).any():
+        w, s = np.unravel_index(np.nanargmax(win_grid), grid.shape)
+        ax.scatter([s], [w], marker="*", s=260, facecolor="none", edgecolor="red",
+                   linewidth=1.6, zorder=5,
+                   label=f"best window: layers {s}..{s + w} ({_fmt(score, grid[w, s])})")
+    if np.isfinite(grid[0]).any():
+        s1 = int(np.nanargmax(grid[0]))
+        ax.scatter([s1], [0], marker="o", s=150, facecolor="none", edgecolor="orange",
+                   linewidth=1.6, zorder=5,
+                   label=f"best single layer: {s1} ({_fmt(score, grid[0, s1])})")
+    step = 1 if n_layers <= 16 else 2 if n_layers <= 40 else 5
+    ax.set_xticks(range(0, n_layers, step))
+    ax.set_yticks(range(max_w))
+    ax.set_yticklabels([str(w + 1) for w in range(max_w)])
+    ax.tick_params(labelsize=8)
+    ax.set_xlabel("window start layer")
+    ax.set_ylabel("width (layers averaged)")
+    if title is None:
+        what = _LABELS.get(score, score)
+        title = f"Averaged-layer windows: {what}" + (f" — {profile.name}" if profile.name else "")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22 - 0.04 * (4 - min(max_w, 4))),
+              ncol=2, frameon=False)
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------------------------
+# cheap scores against the probe
+# --------------------------------------------------------------------------------------------
+
+
+def plot_score_agreement(profile: Any, path: str | Path, *, reference: str = "probe_acc",
+                         title: str | None = None) -> Path:
+    """Each cheap score, min-max normalised over layers, against the probe across depth.
+
+    The legend carries each score's Spearman correlation with the probe across layers.
+    """
+    _check_score(profile, reference)
+    rows = _rows_of(profile, "layer")
+    x = _values(rows, "depth")
+    fig = _figure(8.0, 4.6)
+    ax = fig.add_subplot()
+
+    def norm(v: np.ndarray) -> np.ndarray:
+        ok = np.isfinite(v)
+        if not ok.any():
+            return v
+        lo, hi = np.min(v[ok]), np.max(v[ok])
+        return (v - lo) / ((hi - lo) or 1.0)
+
+    ref = _values(rows, reference)
+    ax.plot(x, norm(ref), "-", color="black", lw=2.6, label=f"{_SHORT.get(reference, reference)} "
+            f"(reference, {_fmt(reference, np.nanmin(ref) * _scale(reference))}–"
+            f"{_fmt(reference, np.nanmax(ref) * _scale(reference))}{'%' if reference in _PERCENT else ''})",
+            zorder=4)
+    markers = ["o", "s", "^", "D", "v", "P"]
+    agreement = getattr(profile, "agreement", {}) or {}
+    i = 0
+    for name, col in (("centroid", "centroid_acc"), ("knn", "knn_acc"), ("fisher", "fisher"),
+                      ("logme", "logme")):
+        if not any(col in r for r in rows):
+            continue
+        v = _values(rows, col)
+        rho = agreement.get(name)
+        rho_s = f"ρ = {rho:+.2f}" if isinstance(rho, (int, float)) and math.isfinite(rho) else "ρ n/a"
+        ax.plot(x, norm(v), "-", marker=markers[i % len(markers)], ms=3.5, lw=1.3,
+                color=_COLORS[i % len(_COLORS)], alpha=0.9, label=f"{_SHORT[col]} ({rho_s})")
+        i += 1
+    ax.set_xlabel("relative depth (layer / L; 0 = token embeddings)")
+    ax.set_ylabel("score, min-max normalised over layers")
+    ax.set_ylim(-0.05, 1.12)
+    ax.set_xlim(-0.03, 1.03)
+    if title is None:
+        title = "Cheap scores vs the CV probe across depth" + (
+            f" — {profile.name}" if profile.name else "")
+    ax.set_title(title, fontsize=11)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right", framealpha=0.9,
+              title="Spearman ρ with the probe across layers", title_fontsize=7)
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------------------------
+# tables
+# --------------------------------------------------------------------------------------------
+
+
+def _columns(rows: list[dict]) -> list[str]:
+    cols: list[str] = []
+    for r in rows:
+        for c in r:
+            if c not in cols:
+                cols.append(c)
+    return cols
+
+
+def _cell(v: Any, md: bool = False) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, (list, tuple)):
+        return " ".join(str(x) for x in v)
+    if isinstance(v, (float, np.floating)):
+        v = float(v)
+        if not math.isfinite(v):
+            return ""
+        if md:
+            return f"{v:.4f}" if abs(v) < 1000 else f"{v:.4g}"
+        return repr(v)
+    if isinstance(v, (np.integer,)):
+        return str(int(v))
+    s = str(v)
+    return s.replace("|", "\\|").replace("\n", " ") if md else s
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, (float, np.floating)):
+        v = float(v)
+        return v if math.isfinite(v) else None
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    return v
+
+
+def write_table(rows: Iterable[Mapping[str, Any]] | Any, path: str | Path) -> Path:
+    """Write rows (dicts; or anything with ``to_rows()``) as .csv, .json or .md by extension."""
+    if hasattr(rows, "to_rows"):
+        rows = rows.to_rows()
+    rows = [dict(r) for r in rows]
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext not in (".csv", ".json", ".md"):
+        raise LayerfuseError(f"{path}: unknown table format {ext or '(none)'}; use .csv, .json or .md")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cols = _columns(rows)
+    if ext == ".json":
+        path.write_text(json.dumps([_jsonable(r) for r in rows], indent=2) + "\n", encoding="utf-8")
+    elif ext == ".csv":
+        with path.open("w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(cols)
+            for r in rows:
+                w.writerow([_cell(r.get(c)) for c in cols])
+    else:
+        lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+        for r in rows:
+            lines.append("| " + " | ".join(_cell(r.get(c), md=True) for c in cols) + " |")
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Stage outputs: what `layerfuse profile`, `fuse` and `run` write into their --out folder
+# --------------------------------------------------------------------------------------------
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer, np.floating)):
+        return _jsonable(o)
+    if isinstance(o, np.ndarray):
+        return _jsonable(o.tolist())
+    return str(o)
+
+
+def _slug(text: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9.]+", "-", str(text)).strip("-")[-60:] or "model"
+
+
+def _pct(v) -> str:
+    return "—" if v is None else f"{100 * v:.2f}"
+
+
+def write_profile_outputs(preps, out, *, dataset: str) -> dict:
+    """Profile tables (CSV + JSON per model and pooling), layer-curve, window and agreement plots,
+    and ``selection.json`` (what the fusion stage uses). Returns a JSON-ready summary."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files, models = [], []
+    poolings = sorted({p for prep in preps for p in prep.profiles})
+    for prep in preps:
+        slug = _slug(prep.ref)
+        for pooling, prof in prep.profiles.items():
+            files += [prof.to_csv(out / f"profile_{slug}_{pooling}.csv").name,
+                      prof.to_json(out / f"profile_{slug}_{pooling}.json").name]
+        prof = prep.profiles[prep.pooling]
+        layer_rows = prof.layer_rows()
+        best = prof.best("probe_acc")
+        last = layer_rows[-1]
+        windows = prof.window_rows()
+        best_w = prof.best("probe_acc", kind="window") if windows else None
+        entry = {
+            "model": prep.ref,
+            "pooling": prep.pooling,
+            "n_layers": prof.n_layers,
+            "best_layer": best["start"],
+            "best_depth": round(best["depth"], 3),
+            "best_acc": best["probe_acc"],
+            "best_acc_std": best.get("probe_acc_std"),
+            "best_f1": best.get("probe_f1"),
+            "last_layer": last["start"],
+            "last_acc": last["probe_acc"],
+            "best_window": None if best_w is None else [best_w["start"], best_w["end"]],
+            "best_window_acc": None if best_w is None else best_w["probe_acc"],
+            "agreement_with_probe": prof.agreement,
+            "timings": prof.timings,
+            "selection": prep.selection.to_dict(),
+            "source": prep.spec.to_dict(),
+            "source_label": prep.spec.label(),
+            "pooling_best_acc": {p: pr.best("probe_acc")["probe_acc"] for p, pr in prep.profiles.items()},
+            "seconds": prep.seconds,
+        }
+        test_col = {r["start"]: r.get(_ANALYSIS) for r in prof.rows if r["kind"] == "layer"}
+        if any(v is not None for v in test_col.values()):
+            # Reported next to the CV numbers for analysis; nothing above was chosen with it.
+            entry["test_acc_analysis_only_best_layer"] = test_col.get(best["start"])
+            entry["test_acc_analysis_only_last_layer"] = test_col.get(last["start"])
+            entry["test_acc_analysis_only_top_layer"] = max(test_col, key=lambda k: test_col[k] or -1)
+        models.append(entry)
+        if windows:
+            plot_windows(prof, out / f"windows_{slug}.png")
+            files.append(f"windows_{slug}.png")
+        plot_score_agreement(prof, out / f"agreement_{slug}.png")
+        files.append(f"agreement_{slug}.png")
+    for pooling in poolings:
+        have = {prep.ref: prep.profiles[pooling] for prep in preps if pooling in prep.profiles}
+        plot_layer_profile(have, out / f"layer_profile_{pooling}.png")
+        files.append(f"layer_profile_{pooling}.png")
+    summary = {"dataset": dataset, "split_scored": "train (cross-validated)", "models": models, "files": files}
+    (out / "selection.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+    return summary
+
+
+def profile_text(summary: dict) -> str:
+    lines = [f"layer profile on {summary['dataset']} train ({summary['split_scored']})", ""]
+    rows = []
+    for m in summary["models"]:
+        rows.append({
+            "model": m["model"],
+            "pooling": m["pooling"],
+            "best layer": f"{m['best_layer']}/{m['n_layers']} (depth {m['best_depth']:.2f})",
+            "best CV acc": f"{_pct(m['best_acc'])} ± {_pct(m['best_acc_std'])}",
+            "last layer": _pct(m["last_acc"]),
+            "best window": "—" if m["best_window"] is None else
+            f"{m['best_window'][0]}-{m['best_window'][1]}: {_pct(m['best_window_acc'])}",
+            "selected": m["source_label"],
+        })
+    lines.append(_text_table(rows))
+    lines.append("")
+    for m in summary["models"]:
+        agree = ", ".join(f"{k} {v:+.2f}" for k, v in m["agreement_with_probe"].items() if v is not None)
+        lines.append(f"{m['model']}: Spearman of cheap scores with the CV probe across layers: {agree}")
+        lines.append(f"  selection: {m['selection']['reason']}")
+    return "\n".join(lines)
+
+
+def _text_table(rows: list[dict]) -> str:
+    if not rows:
+        return "(no rows)"
+    cols = list(rows[0])
+    w = [max(len(c), *(len(str(r[c])) for r in rows)) for c in cols]
+    fmt = lambda vals: "  ".join(str(v).ljust(x) for v, x in zip(vals, w)).rstrip()  # noqa: E731
+    return "\n".join([fmt(cols), fmt(["-" * x for x in w])] + [fmt([r[c] for c in cols]) for r in rows])
+
+
+def plot_fusion_results(rows: list[dict], path, *, title: str | None = None) -> Path:
+    """Horizontal bars of test accuracy (mean ± std over seeds) per configuration, best on top;
+    single models in grey, fusions in colour, the configuration chosen on validation marked."""
+    rows = sorted(rows, key=lambda r: r["acc_mean"])
+    labels = [f"{r['models']}  [{r['fusion']}/{r['head']}]" if r["n_models"] > 1 else f"{r['models']}  [{r['head']}]"
+              for r in rows]
+    h = max(2.5, 0.42 * len(rows) + 1.2)
+    fig = _figure(10, h)
+    ax = fig.subplots()
+    colours = ["#9e9e9e" if r["n_models"] == 1 else "#1f77b4" for r in rows]
+    ax.barh(range(len(rows)), [100 * r["acc_mean"] for r in rows], xerr=[100 * r["acc_std"] for r in rows],
+            color=colours, edgecolor="black", linewidth=0.4, capsize=3)
+    for i, r in enumerate(rows):
+        mark = "  ◀ chosen on validation" if r.get("chosen_on_validation") else ""
+        ax.text(100 * r["acc_mean"] + 100 * r["acc_std"] + 0.1, i, f"{100 * r['acc_mean']:.2f}{mark}",
+                va="center", fontsize=8)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels(labels, fontsize=8)
+    lo = min(100 * (r["acc_mean"] - r["acc_std"]) for r in rows)
+    hi = max(100 * (r["acc_mean"] + r["acc_std"]) for r in rows)
+    ax.set_xlim(max(0, lo - 3), min(100, hi + (hi - lo) * 0.35 + 2))
+    ax.set_xlabel("test accuracy, % (mean ± std over seeds; test scored once per trained model)")
+    ax.set_title(title or "Single models (grey) and fusions (blue)")
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_complementarity(comp: list[dict], path) -> Path:
+    """Model pairs on validation: CKA (similarity of representations) and shared errors against
+    what independent errors would give. Pairs low on both are the promising fusions."""
+    models = sorted({c["a"] for c in comp} | {c["b"] for c in comp})
+    n = len(models)
+    idx = {m: i for i, m in enumerate(models)}
+    cka = np.eye(n)
+    shared = np.full((n, n), np.nan)
+    for c in comp:
+        i, j = idx[c["a"]], idx[c["b"]]
+        cka[i, j] = cka[j, i] = c["cka"]
+        if "both_wrong" in c and c["both_wrong_if_independent"] > 0:
+            shared[i, j] = shared[j, i] = c["both_wrong"] / c["both_wrong_if_independent"]
+    fig = _figure(4.2 * 2 + 1, 0.6 * n + 3)
+    axes = fig.subplots(1, 2)
+    for ax, mat, title, cmap, vmin, vmax in [
+        (axes[0], cka, "linear CKA (1 = same information)", "viridis", 0, 1),
+        (axes[1], shared, "shared errors ÷ independent\n(1 = independent, higher = redundant)", "magma_r", 0,
+         max(2.0, np.nanmax(shared) if np.isfinite(shared).any() else 2.0)),
+    ]:
+        im = ax.imshow(mat, cmap=cmap, vmin=vmin, vmax=vmax)
+        for i in range(n):
+            for j in range(n):
+                if np.isfinite(mat[i, j]) and i != j:
+                    ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=9,
+                            color="white" if (mat[i, j] - vmin) / (vmax - vmin) < 0.5 else "black")
+        ax.set_xticks(range(n))
+        ax.set_yticks(range(n))
+        ax.set_xticklabels(models, rotation=30, ha="right", fontsize=8)
+        ax.set_yticklabels(models, fontsize=8)
+        ax.set_title(title, fontsize=10)
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.suptitle("Model complementarity on the validation split", fontsize=11)
+    return _save(fig, path)
+
+
+def write_fusion_outputs(grid, preps, out, *, dataset: str) -> dict:
+    """Fusion table (CSV/JSON/Markdown), bar chart and complementarity figure."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = grid.rows
+    write_table(rows, out / "fusion_results.csv")
+    write_table(rows, out / "fusion_results.json")
+    write_table(rows, out / "fusion_results.md")
+    files = ["fusion_results.csv", "fusion_results.json", "fusion_results.md"]
+    plot_fusion_results(rows, out / "fusion_results.png", title=f"{dataset}: single models (grey) and fusions (blue)")
+    files.append("fusion_results.png")
+    if grid.complementarity:
+        (out / "complementarity.json").write_text(json.dumps(grid.complementarity, indent=2))
+        plot_complementarity(grid.complementarity, out / "complementarity.png")
+        files += ["complementarity.json", "complementarity.png"]
+    summary = {"dataset": dataset, "rows": rows, "best": grid.best, "complementarity": grid.complementarity,
+               "files": files, "chosen_by": "validation macro-F1 (validation carved from train); test never chooses"}
+    (out / "fusion_summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+    return summary
+
+
+def fusion_text(summary: dict) -> str:
+    rows = []
+    for r in sorted(summary["rows"], key=lambda r: -r["acc_mean"]):
+        rows.append({
+            "models": r["models"],
+            "fusion": r["fusion"],
+            "head": r["head"],
+            "test acc": f"{_pct(r['acc_mean'])} ± {_pct(r['acc_std'])}",
+            "test macro-F1": f"{_pct(r['f1_mean'])} ± {_pct(r['f1_std'])}",
+            "val F1": _pct(r["val_f1_mean"]),
+            "params": f"{r['params']:,}",
+            "train s": f"{r['train_seconds']:.1f}",
+            "": "◀ chosen on validation" if r.get("chosen_on_validation") else "",
+        })
+    lines = [f"fusion results on {summary['dataset']} test ({summary['rows'][0]['seeds']} seeds, mean ± std)", "",
+             _text_table(rows)]
+    for c in summary.get("complementarity", []):
+        extra = ""
+        if "both_wrong" in c:
+            extra = (f", both wrong {100 * c['both_wrong']:.1f}% vs {100 * c['both_wrong_if_independent']:.1f}% "
+                     "if independent")
+        lines.append(f"complementarity {c['a']} × {c['b']}: CKA {c['cka']:.2f}{extra}")
+    return "\n".join(lines)
+
+
+def write_markdown_report(out) -> Path:
+    """report.md in an output folder: whatever profile / fusion results it holds, with plots."""
+    out = Path(out)
+    parts = ["# layerfuse report", ""]
+    sel = out / "selection.json"
+    if sel.exists():
+        s = json.loads(sel.read_text())
+        parts += [f"## Layer profile — {s['dataset']}", "",
+                  "Scores are cross-validated on the training split only; test accuracy, where shown, is an "
+                  "analysis column that no selection reads.", ""]
+        parts += ["| model | pooling | best layer (depth) | best CV acc | last layer CV acc | best window | selected |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for m in s["models"]:
+            win = "—" if m["best_window"] is None else f"{m['best_window'][0]}–{m['best_window'][1]}: {_pct(m['best_window_acc'])}"
+            parts.append(f"| {m['model']} | {m['pooling']} | {m['best_layer']} ({m['best_depth']:.2f}) | "
+                         f"{_pct(m['best_acc'])} ± {_pct(m['best_acc_std'])} | {_pct(m['last_acc'])} | {win} | "
+                         f"{m['source_label']} |")
+        parts.append("")
+        for f in sorted(out.glob("layer_profile_*.png")):
+            parts += [f"![{f.stem}]({f.name})", ""]
+        for f in sorted(out.glob("windows_*.png")) + sorted(out.glob("agreement_*.png")):
+            parts += [f"![{f.stem}]({f.name})", ""]
+    fus = out / "fusion_summary.json"
+    if fus.exists():
+        s = json.loads(fus.read_text())
+        parts += [f"## Fusion — {s['dataset']}", "", f"Chosen by {s['chosen_by']}.", ""]
+        parts += ["| models | fusion | head | test acc | test macro-F1 | val F1 | params | train s |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for r in sorted(s["rows"], key=lambda r: -r["acc_mean"]):
+            star = " **(chosen)**" if r.get("chosen_on_validation") else ""
+            parts.append(f"| {r['models']}{star} | {r['fusion']} | {r['head']} | {_pct(r['acc_mean'])} ± "
+                         f"{_pct(r['acc_std'])} | {_pct(r['f1_mean'])} ± {_pct(r['f1_std'])} | "
+                         f"{_pct(r['val_f1_mean'])} | {r['params']:,} | {r['train_seconds']:.1f} |")
+        parts += ["", "![fusion results](fusion_results.png)", ""]
+        if (out / "complementarity.png").exists():
+            parts += ["![complementarity](complementarity.png)", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(parts) + "\n")
+    return path

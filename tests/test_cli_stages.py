@@ -1,0 +1,107 @@
+"""profile, fuse, run, predict and report through the command line, on tiny random models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from conftest import build_tiny_model
+from layerfuse.cli import main
+from test_pipeline import make_texts
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture()
+def files(tmp_path):
+    X, y = make_texts(100, seed=0)
+    Xt, yt = make_texts(30, seed=1)
+    train, test = tmp_path / "train.csv", tmp_path / "test.jsonl"
+    train.write_text("review,sentiment\n" + "\n".join(f"{x},{lab}" for x, lab in zip(X, y)) + "\n")
+    test.write_text("\n".join(json.dumps({"review": x, "sentiment": lab}) for x, lab in zip(Xt, yt)) + "\n")
+    return ["--train", str(train), "--test", str(test), "--text-column", "review", "--label-column", "sentiment"]
+
+
+def _run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return out
+
+
+def test_profile_writes_tables_plots_and_selection(tiny_model, cache_dir, files, tmp_path, capsys):
+    out = tmp_path / "prof"
+    text = _run(capsys, "profile", "--model", tiny_model, *files, "--folds", "3", "--windows", "2", "--eval-test",
+                "--out", out, "--no-progress")
+    assert "best layer" in text
+    summary = json.loads((out / "selection.json").read_text())
+    (m,) = summary["models"]
+    assert m["pooling"] in ("mean", "last") and 0 <= m["best_layer"] <= 3
+    assert "test_acc_analysis_only_best_layer" in m
+    for name in ("layer_profile_mean.png", "layer_profile_last.png", "profile_" ):
+        assert any(p.name.startswith(name) for p in out.iterdir()), name
+    assert all((out / f).stat().st_size > 0 for f in summary["files"])
+    js = json.loads(_run(capsys, "profile", "--model", tiny_model, *files, "--folds", "3", "--windows", "2",
+                         "--out", out, "--json"))
+    assert js["models"][0]["model"] == tiny_model
+
+
+def test_fuse_save_predict_report(tiny_model, cache_dir, files, tmp_path, capsys):
+    other = build_tiny_model(tmp_path / "other", layers=2, hidden=16, seed=3)
+    out, clf = tmp_path / "fuse", tmp_path / "clf"
+    summary = json.loads(_run(capsys, "fuse", "--models", f"{tiny_model},{other}", *files, "--fusion",
+                              "concat,attention", "--heads", "logreg", "--seeds", "2", "--proj-dim", "16",
+                              "--folds", "3", "--windows", "2", "--lr", "0.01", "--out", out, "--save", clf, "--json"))
+    assert len(summary["rows"]) == 4
+    assert (out / "fusion_results.png").stat().st_size > 0 and (out / "complementarity.png").exists()
+    assert sum(r["chosen_on_validation"] for r in summary["rows"]) == 1
+    inp = tmp_path / "in.txt"
+    inp.write_text("the movie was good\n\nreally awful plot\n")
+    lines = _run(capsys, "predict", clf, "--input", inp, "--json").strip().splitlines()
+    preds = [json.loads(x) for x in lines]
+    assert len(preds) == 2 and set(preds[0]["proba"]) == {"neg", "pos"}
+    assert abs(sum(preds[0]["proba"].values()) - 1) < 1e-4
+    tsv = _run(capsys, "predict", clf, "--input", inp)
+    assert tsv.splitlines()[0] == "label\tp_neg\tp_pos\ttext"
+    _run(capsys, "report", out)
+    assert "## Fusion" in (out / "report.md").read_text()
+
+
+def test_run_with_a_config_file(tiny_model, cache_dir, files, tmp_path, capsys):
+    cfg = {
+        "data": {"train": files[1], "test": files[3], "text_column": "review", "label_column": "sentiment"},
+        "models": [tiny_model],
+        "extraction": {"dtype": "float32"},
+        "profile": {"folds": 3, "windows": 2},
+        "fusion": {"strategies": ["concat"], "heads": ["logreg"], "seeds": 2, "proj_dim": 16, "lr": 0.01},
+        "output": {"dir": str(tmp_path / "run"), "save": str(tmp_path / "run" / "clf")},
+    }
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    summary = json.loads(_run(capsys, "run", path, "--json"))
+    assert summary["fusion"]["best"]["models"] == tiny_model
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "## Layer profile" in report and "## Fusion" in report
+    assert (tmp_path / "run" / "clf" / "manifest.json").exists()
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["models"] == [tiny_model]
+
+
+def test_stage_errors_are_one_line(tiny_model, files, capsys, tmp_path):
+    code = main(["fuse", "--models", tiny_model, *files, "--fusion", "blend"])
+    err = capsys.readouterr().err
+    assert code == 2 and "unknown fusion 'blend'" in err and "Traceback" not in err
+    code = main(["predict", str(tmp_path), "--input", "-"])
+    err = capsys.readouterr().err
+    assert code == 2 and "manifest.json is missing" in err
+    code = main(["profile", "--model", tiny_model, *files, "--select", "top-99"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
