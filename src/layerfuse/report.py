@@ -43,6 +43,7 @@ _SHORT = {
     "logme": "LogME",
 }
 _PERCENT = {"probe_acc", "probe_f1", "centroid_acc", "knn_acc", _ANALYSIS}
+_BOX = dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85)
 _COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 
 
@@ -168,7 +169,7 @@ def plot_layer_profile(
                 f"best{' = last' if same else ''}: layer {rows[b]['start']} ({_fmt(score, yv[b])})",
                 (x[b], yv[b]), xytext=(0, 10 + 12 * i), textcoords="offset points",
                 ha="center", fontsize=8, color=color, fontweight="bold",
-                arrowprops=dict(arrowstyle="-", color=color, lw=0.6),
+                arrowprops=dict(arrowstyle="-", color=color, lw=0.6), bbox=_BOX, zorder=6,
             )
             if not same and np.isfinite(yv[last]):
                 ax.scatter([x[last]], [yv[last]], marker="s", s=50, color="white",
@@ -176,7 +177,7 @@ def plot_layer_profile(
                 ax.annotate(
                     f"last: layer {rows[last]['start']} ({_fmt(score, yv[last])})",
                     (x[last], yv[last]), xytext=(-6, -16 - 12 * i), textcoords="offset points",
-                    ha="right", fontsize=8, color=color,
+                    ha="right", fontsize=8, color=color, bbox=_BOX, zorder=6,
                 )
     if all_y:
         lo, hi = min(all_y), max(all_y)
@@ -205,7 +206,7 @@ def plot_windows(profile: Any, path: str | Path, score: str = "probe_acc", *,
                  title: str | None = None) -> Path:
     """Heatmap of averaged windows: start layer (x) by width (y, 1 = single layers).
 
-    The best window (width >= 2) is marked with a star, the best single layer with a circle.
+    The best window (width >= 2) is outlined in red, the best single layer in dashed orange.
     """
     _check_score(profile, score)
     layers = _rows_of(profile, "layer")
@@ -240,18 +241,21 @@ def plot_windows(profile: Any, path: str | Path, score: str = "probe_acc", *,
                 light = (v - lo) / ((hi - lo) or 1.0) < 0.55
                 ax.text(s, w, _fmt(score, v), ha="center", va="center", fontsize=5.5,
                         color="white" if light else "black")
+    from matplotlib.patches import Rectangle
+
+    notes = []
     win_grid = grid.copy()
     win_grid[0] = np.nan
     if np.isfinite(win_grid).any():
         w, s = np.unravel_index(np.nanargmax(win_grid), grid.shape)
-        ax.scatter([s], [w], marker="*", s=260, facecolor="none", edgecolor="red",
-                   linewidth=1.6, zorder=5,
-                   label=f"best window: layers {s}..{s + w} ({_fmt(score, grid[w, s])})")
+        ax.add_patch(Rectangle((s - 0.5, w - 0.5), 1, 1, fill=False, edgecolor="red", lw=2.2,
+                               zorder=5))
+        notes.append(f"red box: best window, layers {s}..{s + w} ({_fmt(score, grid[w, s])})")
     if np.isfinite(grid[0]).any():
         s1 = int(np.nanargmax(grid[0]))
-        ax.scatter([s1], [0], marker="o", s=150, facecolor="none", edgecolor="orange",
-                   linewidth=1.6, zorder=5,
-                   label=f"best single layer: {s1} ({_fmt(score, grid[0, s1])})")
+        ax.add_patch(Rectangle((s1 - 0.5, -0.5), 1, 1, fill=False, edgecolor="orange", lw=2.2,
+                               ls="--", zorder=5))
+        notes.append(f"orange box: best single layer, {s1} ({_fmt(score, grid[0, s1])})")
     step = 1 if n_layers <= 16 else 2 if n_layers <= 40 else 5
     ax.set_xticks(range(0, n_layers, step))
     ax.set_yticks(range(max_w))
@@ -262,9 +266,7 @@ def plot_windows(profile: Any, path: str | Path, score: str = "probe_acc", *,
     if title is None:
         what = _LABELS.get(score, score)
         title = f"Averaged-layer windows: {what}" + (f" — {profile.name}" if profile.name else "")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22 - 0.04 * (4 - min(max_w, 4))),
-              ncol=2, frameon=False)
+    ax.set_title(title + ("\n" + ";   ".join(notes) if notes else ""), fontsize=10)
     return _save(fig, path)
 
 
@@ -562,8 +564,9 @@ def plot_complementarity(comp: list[dict], path) -> Path:
         for i in range(n):
             for j in range(n):
                 if np.isfinite(mat[i, j]) and i != j:
+                    r, g, b, _ = im.cmap(im.norm(mat[i, j]))
                     ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=9,
-                            color="white" if (mat[i, j] - vmin) / (vmax - vmin) < 0.5 else "black")
+                            color="white" if 0.299 * r + 0.587 * g + 0.114 * b < 0.5 else "black")
         ax.set_xticks(range(n))
         ax.set_yticks(range(n))
         ax.set_xticklabels(models, rotation=30, ha="right", fontsize=8)

@@ -220,7 +220,7 @@ DEFAULT_CONFIG: dict = {
                    "device": "auto", "storage": "float16"},
     "profile": {"folds": 5, "windows": 4, "eval_test": True},
     "selection": {"layers": "auto", "k": 3},
-    "fusion": {"strategies": ["concat", "gated", "attention"], "heads": ["mlp"], "seeds": [0, 1, 2],
+    "fusion": {"strategies": ["concat", "attention"], "heads": ["mlp"], "seeds": [0, 1, 2],
                "combos": "all", "proj_dim": 1024, "max_epochs": 50, "patience": 5, "val_fraction": 0.1,
                "lr": 1e-3, "batch_size": 64},
     "output": {"dir": "out/run-sst2", "save": "out/run-sst2/classifier"},
