@@ -295,10 +295,11 @@ def plot_score_agreement(profile: Any, path: str | Path, *, reference: str = "pr
         return (v - lo) / ((hi - lo) or 1.0)
 
     ref = _values(rows, reference)
-    ax.plot(x, norm(ref), "-", color="black", lw=2.6, label=f"{_SHORT.get(reference, reference)} "
-            f"(reference, {_fmt(reference, np.nanmin(ref) * _scale(reference))}–"
-            f"{_fmt(reference, np.nanmax(ref) * _scale(reference))}{'%' if reference in _PERCENT else ''})",
-            zorder=4)
+    k = _scale(reference)
+    unit = "%" if reference in _PERCENT else ""
+    span = f"{_fmt(reference, np.nanmin(ref) * k)}–{_fmt(reference, np.nanmax(ref) * k)}{unit}"
+    ax.plot(x, norm(ref), "-", color="black", lw=2.6, zorder=4,
+            label=f"{_SHORT.get(reference, reference)} (reference, {span})")
     markers = ["o", "s", "^", "D", "v", "P"]
     agreement = getattr(profile, "agreement", {}) or {}
     i = 0
@@ -308,7 +309,8 @@ def plot_score_agreement(profile: Any, path: str | Path, *, reference: str = "pr
             continue
         v = _values(rows, col)
         rho = agreement.get(name)
-        rho_s = f"ρ = {rho:+.2f}" if isinstance(rho, (int, float)) and math.isfinite(rho) else "ρ n/a"
+        ok = isinstance(rho, (int, float)) and math.isfinite(rho)
+        rho_s = f"ρ = {rho:+.2f}" if ok else "ρ n/a"
         ax.plot(x, norm(v), "-", marker=markers[i % len(markers)], ms=3.5, lw=1.3,
                 color=_COLORS[i % len(_COLORS)], alpha=0.9, label=f"{_SHORT[col]} ({rho_s})")
         i += 1
@@ -379,7 +381,9 @@ def write_table(rows: Iterable[Mapping[str, Any]] | Any, path: str | Path) -> Pa
     path = Path(path)
     ext = path.suffix.lower()
     if ext not in (".csv", ".json", ".md"):
-        raise LayerfuseError(f"{path}: unknown table format {ext or '(none)'}; use .csv, .json or .md")
+        raise LayerfuseError(
+            f"{path}: unknown table format {ext or '(none)'}; use .csv, .json or .md"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     cols = _columns(rows)
     if ext == ".json":
