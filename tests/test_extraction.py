@@ -183,3 +183,15 @@ def test_in_memory_embedding_matches_cached_extraction(tiny_model, cache_dir):
     for p in ("mean", "last"):
         assert mem[p].dtype == np.float32
         np.testing.assert_array_equal(mem[p], np.asarray(cached[p], dtype=np.float32))
+
+
+def test_auto_dtype_follows_the_hardware(monkeypatch):
+    from layerfuse import extraction
+
+    monkeypatch.setattr(extraction, "fast_bf16", lambda device: True)
+    assert extraction.resolve_dtype("auto", "cpu") == "bfloat16"
+    monkeypatch.setattr(extraction, "fast_bf16", lambda device: False)
+    assert extraction.resolve_dtype("auto", "cpu") == "float32"
+    assert extraction.resolve_dtype("bfloat16", "cpu") == "bfloat16"
+    with pytest.raises(LayerfuseError, match="unknown --dtype 'fp8'"):
+        extraction.resolve_dtype("fp8", "cpu")

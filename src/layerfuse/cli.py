@@ -113,7 +113,9 @@ def _add_extract_args(p: argparse.ArgumentParser) -> None:
                    help=f"truncate texts to N tokens; the count of truncated texts is reported (default {DEFAULT_MAX_LENGTH})")
     g.add_argument("--batch-tokens", type=int, default=DEFAULT_BATCH_TOKENS,
                    help=f"padded tokens per batch; texts are sorted by length (default {DEFAULT_BATCH_TOKENS})")
-    g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="compute dtype (default float32)")
+    g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                   help="compute dtype; auto = bfloat16 where the GPU/CPU runs it natively (AMX, AVX-512 BF16), "
+                        "else float32 (default auto)")
     g.add_argument("--device", default="auto", help="auto (a GPU when present), cpu or cuda (default auto)")
     g.add_argument("--storage", default="float16", choices=["float16", "float32"], help="cache dtype (default float16)")
     g.add_argument("--cache-dir", help="cache root (default $LAYERFUSE_CACHE or ~/.cache/layerfuse)")

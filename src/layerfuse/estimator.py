@@ -47,7 +47,7 @@ class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, models="smollm2-135m", layers="auto", fusion="concat", head="mlp", pooling="mean,last",
-                 k=3, folds=5, windows=4, proj_dim=1024, max_length=512, dtype="float32", batch_tokens=8192,
+                 k=3, folds=5, windows=4, proj_dim=1024, max_length=512, dtype="auto", batch_tokens=1024,
                  max_epochs=50, patience=5, val_fraction=0.1, lr=1e-3, batch_size=64, seed=0, device="auto",
                  cache_dir=None, progress=False):
         self.models = models

@@ -156,7 +156,7 @@ class FusionPipeline:
             bb = self._backbone(ref, m["fingerprint"], device, cache_dir)
             arrays[ref] = embed_texts(bb, texts, m["poolings"], depth=m["depth"],
                                       max_length=self.extraction.get("max_length", 512),
-                                      batch_tokens=self.extraction.get("batch_tokens", 8192),
+                                      batch_tokens=self.extraction.get("batch_tokens", 1024),
                                       round_to=self.extraction.get("storage"))
         out = []
         for s in self.specs:

@@ -216,7 +216,7 @@ def complementarity(preps, results, y_train, val_fraction: float) -> list[dict]:
 DEFAULT_CONFIG: dict = {
     "data": {"dataset": "sst2", "limit": None},
     "models": ["smollm2-135m", "minilm-l6"],
-    "extraction": {"pooling": ["mean", "last"], "max_length": 512, "dtype": "bfloat16", "batch_tokens": 8192,
+    "extraction": {"pooling": ["mean", "last"], "max_length": 512, "dtype": "auto", "batch_tokens": 2048,
                    "device": "auto", "storage": "float16"},
     "profile": {"folds": 5, "windows": 4, "eval_test": True},
     "selection": {"layers": "auto", "k": 3},

@@ -1,0 +1,256 @@
+"""Reproduce the paper's experiments on SST-2, MR, R8 and R52 with the packaged models.
+
+    python benchmarks/reproduce.py --datasets sst2                  # one dataset (resumes through the cache)
+    python benchmarks/reproduce.py --datasets sst2,mr,r8,r52        # all of them (hours on 2 cores)
+    python benchmarks/reproduce.py --docs                           # rebuild docs/RESULTS.md from result files
+
+Per dataset, every decision is made on the training split (cross-validation) or on a validation
+split carved from it; the official test split is scored once per trained model:
+
+* layer profile of every model on train, with per-layer test accuracy as an analysis column
+  (Figure 2 analogue) and averaged windows (Figure 3 analogue);
+* best single layer (chosen by CV) against the last layer, same head and seeds;
+* fusion of every set of 2, 3 and 4 models with each strategy, at auto-selected layers;
+* baselines on the same splits: TF-IDF (word 1-2-grams) + logistic regression and + linear SVM
+  (C chosen by CV on train), and the sentence-transformers recipe for MiniLM (mean pooling of the
+  last layer, L2-normalised) + logistic regression;
+* resources: per model peak memory, extraction time and tokens/s, cache size; per configuration
+  head training time and prediction latency per text.
+
+Results go to benchmarks/results/reproduce/DATASET/ (JSON, CSV, PNG); `--docs` turns all result
+files present into docs/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+RESULTS = ROOT / "benchmarks" / "results" / "reproduce"
+MODELS = ["smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b", "minilm-l6"]
+MAX_LENGTH = {"sst2": 128, "mr": 128, "r8": 256, "r52": 256}
+FUSIONS = ["concat", "sum", "hadamard", "gated", "attention", "moe", "sum+res"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Extraction in a child process, so each model's peak memory is its own
+
+
+def _extract_child(model, dataset, poolings, max_length, dtype, q):
+    import resource
+
+    from layerfuse.data import load_builtin
+    from layerfuse.extraction import extract
+
+    ds = load_builtin(dataset)
+    emb = extract(model, data=ds, poolings=poolings, max_length=max_length, dtype=dtype, progress=True)
+    st = dict(emb.stats)
+    st["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    st["splits"] = {k: {kk: vv for kk, vv in v.items() if kk != "backbone"} for k, v in st["splits"].items()}
+    q.put(st)
+
+
+def extract_isolated(model, dataset, poolings, max_length, dtype) -> dict:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_extract_child, args=(model, dataset, poolings, max_length, dtype, q))
+    p.start()
+    st = q.get()
+    p.join()
+    if p.exitcode != 0:
+        raise SystemExit(f"extraction of {model} on {dataset} failed")
+    return st
+
+
+# ---------------------------------------------------------------------------------------------
+# Baselines
+
+
+def tfidf_baselines(ds, seed=0) -> list[dict]:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.svm import LinearSVC
+
+    tr, te = ds.splits["train"], ds.splits["test"]
+    vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
+    Xtr, Xte = vec.fit_transform(tr.texts), vec.transform(te.texts)
+    folds = StratifiedKFold(5, shuffle=True, random_state=seed)
+    rows = []
+    for name, est in [("TF-IDF 1-2g + logistic regression", LogisticRegression(max_iter=2000)),
+                      ("TF-IDF 1-2g + linear SVM", LinearSVC())]:
+        t0 = time.perf_counter()
+        g = GridSearchCV(est, {"C": [0.1, 1, 10, 100]}, cv=folds, scoring="accuracy", n_jobs=1).fit(Xtr, tr.labels)
+        rows.append(_baseline_row(name, g.best_estimator_.predict(Xte), te.labels, time.perf_counter() - t0,
+                                  f"C={g.best_params_['C']} by 5-fold CV on train"))
+    return rows
+
+
+def minilm_baseline(ds, seed=0) -> dict:
+    """The usual sentence-transformers recipe: last layer, mean pooling, L2 normalised, + LR."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    from layerfuse.extraction import extract
+
+    emb = extract("minilm-l6", data=ds, poolings="mean", max_length=256, progress=False)
+    norm = lambda a: a / np.linalg.norm(a, axis=1, keepdims=True)  # noqa: E731
+    Xtr, Xte = norm(emb.get("train", -1, "mean")), norm(emb.get("test", -1, "mean"))
+    t0 = time.perf_counter()
+    g = GridSearchCV(LogisticRegression(max_iter=3000), {"C": [0.1, 1, 10, 100]},
+                     cv=StratifiedKFold(5, shuffle=True, random_state=seed), n_jobs=1).fit(Xtr, emb.labels["train"])
+    return _baseline_row("MiniLM-L6 sentence embedding + logistic regression", g.best_estimator_.predict(Xte),
+                         emb.labels["test"], time.perf_counter() - t0, f"C={g.best_params_['C']} by 5-fold CV on train")
+
+
+def _baseline_row(name, pred, y, seconds, note) -> dict:
+    from sklearn.metrics import accuracy_score, f1_score
+
+    return {"method": name, "acc": float(accuracy_score(y, pred)), "macro_f1": float(f1_score(y, pred, average="macro")),
+            "train_seconds": seconds, "note": note}
+
+
+# ---------------------------------------------------------------------------------------------
+# One dataset
+
+
+def best_vs_last(ds, prep, seeds) -> dict:
+    """Same head and seeds on the CV-best single layer and on the last layer."""
+    from layerfuse.pipeline import SourceSpec, build_sources
+    from layerfuse.train import fit_seeds
+
+    prof = prep.profiles[prep.pooling]
+    best = prof.best("probe_acc")["start"]
+    last = prof.n_layers
+    out = {"pooling": prep.pooling}
+    for name, layer in [("best", best), ("last", last)]:
+        spec = SourceSpec(prep.ref, prep.pooling, [layer], "single")
+        tr = build_sources(spec, prep.emb.array("train", prep.pooling))
+        te = build_sources(spec, prep.emb.array("test", prep.pooling))
+        r = fit_seeds(tr, ds.splits["train"].labels, te, ds.splits["test"].labels, seeds=seeds,
+                      n_classes=len(ds.classes), fusion="concat", head="mlp")
+        out[name] = {"layer": layer, "acc_mean": r.acc_mean, "acc_std": r.acc_std, "f1_mean": r.f1_mean,
+                     "f1_std": r.f1_std}
+    return out
+
+
+def prediction_latency(pipeline, texts, repeat: int = 1) -> float:
+    """Seconds per text to predict from raw text (models already loaded, batch of texts)."""
+    pipeline.predict(texts[:8])  # load the backbones and warm up
+    t0 = time.perf_counter()
+    for _ in range(repeat):
+        pipeline.predict(texts)
+    return (time.perf_counter() - t0) / (repeat * len(texts))
+
+
+def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[int], dtype: str) -> None:
+    from layerfuse import report
+    from layerfuse.data import load_builtin
+    from layerfuse.runner import prepare_models, run_grid
+
+    out = RESULTS / name
+    out.mkdir(parents=True, exist_ok=True)
+    ds = load_builtin(name)
+    max_length = MAX_LENGTH[name]
+    resources = {}
+    for m in models:
+        print(f"[{name}] extracting {m} (max length {max_length}, {dtype})", flush=True)
+        st = extract_isolated(m, name, ["mean", "last"], max_length, dtype)
+        resources[m] = {k: st.get(k) for k in ("peak_rss_mb", "extract_seconds", "load_seconds", "tokens_computed",
+                                               "tokens_per_second", "texts_per_second", "cache_bytes", "truncated",
+                                               "cache_hits")}
+    t0 = time.perf_counter()
+    preps = prepare_models(ds, models, poolings=["mean", "last"], layers="auto", eval_test=True,
+                           extraction={"max_length": max_length, "dtype": dtype}, progress=True)
+    prof = report.write_profile_outputs(preps, out, dataset=name)
+    print(f"[{name}] profiles done in {time.perf_counter() - t0:.0f} s", flush=True)
+    bvl = {p.ref: best_vs_last(ds, p, seeds) for p in preps}
+    grid = run_grid(ds, preps, fusions, seeds=seeds, combos="all", progress=True)
+    fused = report.write_fusion_outputs(grid, preps, out, dataset=name)
+    baselines = tfidf_baselines(ds) + [minilm_baseline(ds)]
+    test_texts = ds.splits["test"].texts[:200]
+    latency = {"chosen": prediction_latency(grid.pipeline, test_texts)}
+    summary = {
+        "dataset": name, "date": time.strftime("%Y-%m-%d"), "dtype": dtype, "max_length": max_length, "seeds": seeds,
+        "models": models, "fusions": fusions,
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+        "resources": resources, "profile": prof, "best_vs_last": bvl, "fusion": fused, "baselines": baselines,
+        "prediction_latency_s_per_text": latency,
+        "command": f"python benchmarks/reproduce.py --datasets {name}",
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    report.write_markdown_report(out)
+    print(f"[{name}] wrote {out}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# docs/RESULTS.md from whatever result files exist
+
+
+def write_docs() -> Path:
+    lines = ["# Results: the paper's experiments, reproduced with layerfuse", "",
+             "Every number on this page is read from `benchmarks/results/reproduce/DATASET/summary.json`, written by",
+             "`python benchmarks/reproduce.py --datasets DATASET`; rebuild this page with",
+             "`python benchmarks/reproduce.py --docs`. Layer choices, early stopping and the chosen configuration",
+             "use training / validation data only; test is scored once per trained model.", ""]
+    done = sorted(p.parent.name for p in RESULTS.glob("*/summary.json"))
+    missing = [d for d in MAX_LENGTH if d not in done]
+    if missing:
+        lines += [f"**Not yet run:** {', '.join(missing)} (see the open issue; the script resumes through the cache).", ""]
+    for name in done:
+        s = json.loads((RESULTS / name / "summary.json").read_text())
+        rows = s["fusion"]["rows"]
+        chosen = next(r for r in rows if r.get("chosen_on_validation"))
+        lines += [f"## {name}", "", f"Command: `{s['command']}` ({s['date']}, {s['dtype']}, max length "
+                  f"{s['max_length']}, seeds {s['seeds']}, {s['machine']['cores']} cores).", ""]
+        lines += ["| method | test acc | test macro-F1 |", "| --- | ---: | ---: |"]
+        lines.append(f"| **layerfuse, chosen on validation**: {chosen['models']} [{chosen['fusion']}] | "
+                     f"**{100 * chosen['acc_mean']:.2f} ± {100 * chosen['acc_std']:.2f}** | "
+                     f"{100 * chosen['f1_mean']:.2f} ± {100 * chosen['f1_std']:.2f} |")
+        for m, b in s["best_vs_last"].items():
+            for k in ("best", "last"):
+                lines.append(f"| {m}, {k} layer ({b[k]['layer']}, {b['pooling']}) | {100 * b[k]['acc_mean']:.2f} ± "
+                             f"{100 * b[k]['acc_std']:.2f} | {100 * b[k]['f1_mean']:.2f} ± {100 * b[k]['f1_std']:.2f} |")
+        for b in s["baselines"]:
+            lines.append(f"| {b['method']} ({b['note']}) | {100 * b['acc']:.2f} | {100 * b['macro_f1']:.2f} |")
+        lines += ["", f"![layer profile](../benchmarks/results/reproduce/{name}/layer_profile_mean.png)", "",
+                  f"![fusion](../benchmarks/results/reproduce/{name}/fusion_results.png)", "",
+                  "| model | peak memory MB | extraction s | tokens/s | cache MB |", "| --- | ---: | ---: | ---: | ---: |"]
+        for m, r in s["resources"].items():
+            tps = r.get("tokens_per_second")
+            lines.append(f"| {m} | {r['peak_rss_mb']:.0f} | {r['extract_seconds']:.0f} | "
+                         f"{'cached' if tps is None else f'{tps:.0f}'} | {r['cache_bytes'] / 1e6:.1f} |")
+        lines += ["", f"Full tables: [report.md](../benchmarks/results/reproduce/{name}/report.md).", ""]
+    path = ROOT / "docs" / "RESULTS.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", default="", help="comma-separated: sst2, mr, r8, r52")
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--fusions", default=",".join(FUSIONS))
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
+    ap.add_argument("--docs", action="store_true", help="rebuild docs/RESULTS.md from the result files")
+    args = ap.parse_args()
+    for d in [x for x in args.datasets.split(",") if x]:
+        run_dataset(d, args.models.split(","), args.fusions.split(","), list(range(args.seeds)), args.dtype)
+    if args.docs or args.datasets:
+        print(f"wrote {write_docs()}")
+
+
+if __name__ == "__main__":
+    main()
