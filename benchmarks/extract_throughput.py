@@ -81,13 +81,38 @@ def run_layerfuse(bb, texts: list[str], batch_tokens: int) -> dict:
     return {"seconds": st["seconds"], "tokens": st["tokens"]}
 
 
+def sweep(budgets: list[int], args) -> None:
+    texts = load_builtin("sst2").splits["train"].texts[: args.n]
+    bbs = {dt: load_backbone(args.model, dtype=dt, progress=True) for dt in ("float32", "bfloat16")}
+    for bb in bbs.values():
+        run_layerfuse(bb, texts[:16], budgets[0])
+    rows = []
+    for b in budgets:
+        row = {"batch_tokens": b}
+        for dt, bb in bbs.items():
+            r = run_layerfuse(bb, texts, b)
+            row[f"{dt}_tokens_per_s"] = r["tokens"] / r["seconds"]
+        rows.append(row)
+        print(f"batch tokens {b:>6}: fp32 {row['float32_tokens_per_s']:6.0f} tok/s   "
+              f"bf16 {row['bfloat16_tokens_per_s']:6.0f} tok/s", flush=True)
+    out = ROOT / "benchmarks" / "results" / "extract_batch_sweep.json"
+    out.write_text(json.dumps({"command": f"python benchmarks/extract_throughput.py --sweep {args.sweep}",
+                               "date": time.strftime("%Y-%m-%d %H:%M"), "model": args.model, "texts": len(texts),
+                               "rows": rows}, indent=2))
+    print(f"wrote {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--n", type=int, default=500, help="number of SST-2 train sentences (default 500)")
     ap.add_argument("--batch-tokens", type=int, default=DEFAULT_BATCH_TOKENS)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "extract_throughput"))
+    ap.add_argument("--sweep", help="instead: compare batch-token budgets, e.g. 512,1024,2048,4096,8192, for fp32 and "
+                    "bf16 side by side; writes benchmarks/results/extract_batch_sweep.json")
     args = ap.parse_args()
+    if args.sweep:
+        return sweep([int(x) for x in args.sweep.split(",")], args)
 
     texts = load_builtin("sst2").splits["train"].texts[: args.n]
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "

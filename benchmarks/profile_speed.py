@@ -8,6 +8,7 @@ It then re-runs each score alone on the first array ("standalone"), so the cost 
 per-layer preparation (standardisation, X'X, its eigendecomposition) is visible too.
 
     python benchmarks/profile_speed.py
+    python benchmarks/profile_speed.py --model smollm2-135m --out benchmarks/results/profile_speed_smollm2_sst2.json
     python benchmarks/profile_speed.py --cache-array mean.npy --cache-array last.npy --labels y.npy
 
 Writes benchmarks/results/profile_speed.json and prints a short table.
@@ -67,6 +68,13 @@ def structured_array(layers: int, n: int, d: int, y: np.ndarray, seed: int) -> n
 
 
 def load_arrays(args) -> tuple[list[tuple[str, np.ndarray]], np.ndarray, str]:
+    if args.model:
+        # The real thing: the model's cached SST-2 train embeddings (extracted first if missing).
+        from layerfuse.extraction import extract
+
+        emb = extract(args.model, args.dataset, poolings="mean,last", splits=["train"], max_length=args.max_length)
+        arrays = [(f"{args.model}/{p}", emb.array("train", p)) for p in emb.poolings]
+        return arrays, emb.labels["train"], f"cache: {args.model} on {args.dataset} train, mean + last pooling"
     if args.cache_array:
         if not args.labels:
             raise LayerfuseError("--cache-array needs --labels PATH.npy (one label per row)")
@@ -92,6 +100,9 @@ def load_arrays(args) -> tuple[list[tuple[str, np.ndarray]], np.ndarray, str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", help="profile this model's cached embeddings of --dataset train (e.g. smollm2-135m)")
+    ap.add_argument("--dataset", default="sst2", help="built-in dataset for --model (default sst2)")
+    ap.add_argument("--max-length", type=int, default=512, help="extraction max length for --model (default 512)")
     ap.add_argument("--cache-array", action="append", metavar="PATH.npy",
                     help="a real [L+1, N, d] array to time (repeat for several poolings)")
     ap.add_argument("--labels", metavar="PATH.npy", help="labels for --cache-array")

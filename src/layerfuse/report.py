@@ -486,7 +486,7 @@ def write_profile_outputs(preps, out, *, dataset: str) -> dict:
 
 
 def profile_text(summary: dict) -> str:
-    lines = [f"layer profile on {summary['dataset']} train ({summary['split_scored']})", ""]
+    lines = [f"layer profile on {summary['dataset']}: {summary['split_scored']}", ""]
     rows = []
     for m in summary["models"]:
         rows.append({
