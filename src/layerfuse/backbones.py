@@ -18,12 +18,12 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .cache import _atomic_write_bytes, _sha256_file, atomic_folder
 from .errors import LayerfuseError
 
 # ---------------------------------------------------------------------------------------------
@@ -241,22 +241,9 @@ def _file_sha256(path: Path, root: Path) -> str:
             memo = {}
     if key in memo:
         return memo[key]
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    memo[key] = h.hexdigest()
-    root.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(memo_path, json.dumps(memo, indent=0))
+    memo[key] = _sha256_file(path)
+    _atomic_write_bytes(memo_path, json.dumps(memo, indent=0).encode())
     return memo[key]
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def fingerprint_source(path: Path, gguf_file: str | None, root: Path) -> str:
@@ -386,19 +373,11 @@ def _materialise_gguf(gguf: Path, root: Path, progress: bool) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".deq-"))
-    try:
+    with atomic_folder(target) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         (tmp / "SOURCE").write_text(str(gguf.resolve()) + "\n")
         (tmp / "READY").write_text("ok\n")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

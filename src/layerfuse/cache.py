@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +68,38 @@ def _atomic_save_npy(path: Path, array: np.ndarray) -> str:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return digest
+
+
+def _verified_record(npy: Path, js: Path, verify: bool = True) -> dict | None:
+    """The JSON record written after ``npy`` if both exist and the checksum matches; a damaged
+    or half-written pair is deleted so it is recomputed, never served."""
+    if not js.exists() or not npy.exists():
+        return None
+    try:
+        record = json.loads(js.read_text())
+        if verify and _sha256_file(npy) != record["sha256"]:
+            raise ValueError("checksum mismatch")
+    except (OSError, ValueError, KeyError):
+        npy.unlink(missing_ok=True)
+        js.unlink(missing_ok=True)
+        return None
+    return record
+
+
+@contextmanager
+def atomic_folder(target: Path):
+    """Yield a temporary folder beside ``target``; when the block succeeds it replaces ``target``."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    try:
+        yield tmp
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def make_key(fields: dict) -> str:
@@ -117,18 +150,7 @@ class CacheEntry:
 
     def chunk_info(self, pooling: str, index: int, verify: bool = True) -> dict | None:
         """The chunk's record if it is whole and its checksum matches; a bad chunk is removed."""
-        npy, js = self._chunk_paths(pooling, index)
-        if not js.exists() or not npy.exists():
-            return None
-        try:
-            record = json.loads(js.read_text())
-            if verify and _sha256_file(npy) != record["sha256"]:
-                raise ValueError("checksum mismatch")
-        except (OSError, ValueError, KeyError):
-            npy.unlink(missing_ok=True)
-            js.unlink(missing_ok=True)
-            return None
-        return record
+        return _verified_record(*self._chunk_paths(pooling, index), verify=verify)
 
     def read_chunk(self, pooling: str, index: int) -> np.ndarray:
         npy, _ = self._chunk_paths(pooling, index)
@@ -140,18 +162,7 @@ class CacheEntry:
 
     def has_final(self, pooling: str, verify: bool = True) -> bool:
         npy = self.final_path(pooling)
-        js = npy.with_suffix(".json")
-        if not npy.exists() or not js.exists():
-            return False
-        try:
-            record = json.loads(js.read_text())
-            if verify and _sha256_file(npy) != record["sha256"]:
-                raise ValueError("checksum mismatch")
-        except (OSError, ValueError, KeyError):
-            npy.unlink(missing_ok=True)
-            js.unlink(missing_ok=True)
-            return False
-        return True
+        return _verified_record(npy, npy.with_suffix(".json"), verify=verify) is not None
 
     def open_final(self, pooling: str) -> np.ndarray:
         return np.load(self.final_path(pooling), mmap_mode="r")

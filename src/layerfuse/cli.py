@@ -237,7 +237,7 @@ def _config_from_args(args, *, models: str) -> dict:
     return merge_config(user, "command line")
 
 
-def _out_dir(args, default: str) -> "Path":
+def _out_dir(args, default: str):
     from pathlib import Path
 
     d = Path(args.out or default)
@@ -308,7 +308,7 @@ def cmd_fuse(args) -> int:
 
 def cmd_run(args) -> int:
     from . import report
-    from .runner import DEFAULT_CONFIG, load_config_file, merge_config, run_grid
+    from .runner import load_config_file, merge_config, run_grid
 
     cfg = load_config_file(args.config) if args.config else merge_config({}, "built-in default")
     if args.out:

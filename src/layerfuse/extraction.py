@@ -124,7 +124,6 @@ def _layer_parent(model):
 
 def forward_all_layers(backbone: Backbone, input_ids, attention_mask, depth: int):
     """Hidden states of layers 0..depth: a list of ``depth+1`` tensors ``[B, T, d]``."""
-    import torch
     import torch.nn as nn
 
     model = backbone.model
@@ -363,10 +362,10 @@ def extract_texts(
              "cache_hit": False}
     if isinstance(backbone_ref, Backbone):
         backbone = backbone_ref
-        model_fp, n_layers = backbone.fingerprint, backbone.n_layers
+        model_fp = backbone.fingerprint
     else:
         backbone = None
-        model_fp, n_layers = describe_reference(backbone_ref, cache_dir)["fingerprint"], None
+        model_fp = describe_reference(backbone_ref, cache_dir)["fingerprint"]
 
     def fields_for(d):
         return _entry_fields(model_fp, text_fingerprint, len(texts), max_length, dtype, d, storage, padding_side)
@@ -397,7 +396,7 @@ def extract_texts(
     if backbone is None:
         backbone = loader() if loader is not None else load_backbone(backbone_ref, dtype=dtype, device=device,
                                                                      root=cache_dir, progress=progress)
-        model_fp, n_layers = backbone.fingerprint, backbone.n_layers
+        model_fp = backbone.fingerprint
         stats["load_seconds"] = backbone.load_seconds
     L = backbone.n_layers
     use_depth = L if depth is None else depth

@@ -15,8 +15,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .cache import atomic_folder
 from .errors import LayerfuseError
 
 MANIFEST = "manifest.json"
@@ -175,9 +174,9 @@ class FusionPipeline:
         from .train import save_net
 
         target = Path(directory)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
-        try:
+        if target.exists() and not (target / MANIFEST).exists() and any(target.iterdir()):
+            raise LayerfuseError(f"{target} exists and is not a layerfuse classifier folder: choose another --save")
+        with atomic_folder(target) as tmp:
             save_net(self.trained, tmp)
             manifest = {
                 "format": FORMAT,
@@ -193,14 +192,6 @@ class FusionPipeline:
                 "versions": _versions(),
             }
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
-            if target.exists():
-                if not (target / MANIFEST).exists() and any(target.iterdir()):
-                    raise LayerfuseError(f"{target} exists and is not a layerfuse classifier folder: choose another --save")
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
         return target
 
     @classmethod
