@@ -11,6 +11,8 @@ import json
 import os
 import sys
 import textwrap
+import time
+from pathlib import Path
 
 from .errors import LayerfuseError
 
@@ -238,8 +240,6 @@ def _config_from_args(args, *, models: str) -> dict:
 
 
 def _out_dir(args, default: str):
-    from pathlib import Path
-
     d = Path(args.out or default)
     d.mkdir(parents=True, exist_ok=True)
     return d
@@ -313,22 +313,19 @@ def cmd_run(args) -> int:
     cfg = load_config_file(args.config) if args.config else merge_config({}, "built-in default")
     if args.out:
         cfg["output"]["dir"] = args.out
-        cfg["output"]["save"] = str(__import__("pathlib").Path(args.out) / "classifier")
+        cfg["output"]["save"] = str(Path(args.out) / "classifier")
     progress = not args.no_progress and not args.json
     log = (lambda *a: print(*a, file=sys.stderr)) if progress else (lambda *a: None)
     if not args.config:
         log("layerfuse run: no config given, running the built-in default "
             f"({cfg['data']['dataset']} with {', '.join(cfg['models'])}; see `layerfuse run --help`)")
-    import time as _time
-
-    t0 = _time.perf_counter()
-    args.cache_dir = args.cache_dir
+    t0 = time.perf_counter()
     ds, preps = _prepare(cfg, args, layers=cfg["selection"]["layers"], k=cfg["selection"]["k"],
                          folds=cfg["profile"]["folds"], windows=cfg["profile"]["windows"],
                          eval_test=cfg["profile"]["eval_test"], progress=progress)
     if "test" not in ds.splits:
         raise LayerfuseError(f"dataset {ds.name} has no test split")
-    out = __import__("pathlib").Path(cfg["output"]["dir"])
+    out = Path(cfg["output"]["dir"])
     out.mkdir(parents=True, exist_ok=True)
     prof = report.write_profile_outputs(preps, out, dataset=ds.name)
     f = cfg["fusion"]
@@ -341,7 +338,7 @@ def cmd_run(args) -> int:
     import yaml
 
     (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    summary = {"dataset": ds.name, "seconds": round(_time.perf_counter() - t0, 1), "profile": prof, "fusion": fused,
+    summary = {"dataset": ds.name, "seconds": round(time.perf_counter() - t0, 1), "profile": prof, "fusion": fused,
                "saved": cfg["output"].get("save"), "report": str(report.write_markdown_report(out))}
     if args.json:
         _emit_json(summary)
