@@ -181,15 +181,17 @@ def linear_cka(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def complementarity(preps, results, y_train, val_fraction: float) -> list[dict]:
-    """Per model pair on the validation split (carved from train, seed 0): linear CKA of the
+    """Per model pair on the validation split (carved from train, first seed): linear CKA of the
     selected representations, and how often both single-model heads are wrong together compared
     with what independent errors would give. Low CKA and few shared errors suggest fusion can help."""
     from .train import stratified_validation_split
 
     if len(preps) < 2 or val_fraction <= 0:
         return []
-    _, val = stratified_validation_split(y_train, fraction=val_fraction, seed=0)
     singles = {s[0]: r for (s, f, h, r) in results if len(s) == 1}
+    # The validation rows that the first seed's single-model heads never trained on.
+    first_seed = next(iter(singles.values())).seeds[0] if singles else 0
+    _, val = stratified_validation_split(y_train, fraction=val_fraction, seed=first_seed)
     wrong = {}
     for i, prep in enumerate(preps):
         if i in singles:
