@@ -224,17 +224,61 @@ def write_docs() -> Path:
                              f"{100 * b[k]['acc_std']:.2f} | {100 * b[k]['f1_mean']:.2f} ± {100 * b[k]['f1_std']:.2f} |")
         for b in s["baselines"]:
             lines.append(f"| {b['method']} ({b['note']}) | {100 * b['acc']:.2f} | {100 * b['macro_f1']:.2f} |")
-        lines += ["", f"![layer profile](../benchmarks/results/reproduce/{name}/layer_profile_mean.png)", "",
-                  f"![fusion](../benchmarks/results/reproduce/{name}/fusion_results.png)", "",
-                  "| model | peak memory MB | extraction s | tokens/s | cache MB |", "| --- | ---: | ---: | ---: | ---: |"]
+        lines += ["", "What the numbers say (generated from the same file):", ""] + [f"* {f}" for f in findings(s)]
+        for pooling in ("last", "mean"):
+            lines += ["", f"![layer profile, {pooling} pooling](../benchmarks/results/reproduce/{name}/"
+                          f"layer_profile_{pooling}.png)"]
+        lines += ["", f"![fusion](../benchmarks/results/reproduce/{name}/fusion_results.png)", "",
+                  f"![complementarity](../benchmarks/results/reproduce/{name}/complementarity.png)", "",
+                  "Resources per model (extraction of train + validation + test in a child process; splits already "
+                  "in the cache are read, not recomputed, and not counted in tokens/s):", "",
+                  "| model | peak memory MB | extraction s | tokens/s | splits from cache | cache MB |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: |"]
         for m, r in s["resources"].items():
             tps = r.get("tokens_per_second")
             lines.append(f"| {m} | {r['peak_rss_mb']:.0f} | {r['extract_seconds']:.0f} | "
-                         f"{'cached' if tps is None else f'{tps:.0f}'} | {r['cache_bytes'] / 1e6:.1f} |")
+                         f"{'—' if tps is None else f'{tps:.0f}'} | {r.get('cache_hits', 0)} | "
+                         f"{r['cache_bytes'] / 1e6:.1f} |")
+        lat = s.get("prediction_latency_s_per_text", {}).get("chosen")
+        if lat:
+            lines += ["", f"Prediction with the chosen classifier (all its backbones, from raw text, batches of 200 "
+                          f"test texts, models loaded): {1000 * lat:.1f} ms per text. Head training time per "
+                          "configuration is in the `train s` column of the full table."]
         lines += ["", f"Full tables: [report.md](../benchmarks/results/reproduce/{name}/report.md).", ""]
     path = ROOT / "docs" / "RESULTS.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def findings(s: dict) -> list[str]:
+    """Plain-language statements, each computed from the summary it describes."""
+    out = []
+    rows = s["fusion"]["rows"]
+    chosen = next(r for r in rows if r.get("chosen_on_validation"))
+    singles = [r for r in rows if r["n_models"] == 1]
+    best_single = max(singles, key=lambda r: r["acc_mean"])
+    for m, b in s["best_vs_last"].items():
+        d = 100 * (b["best"]["acc_mean"] - b["last"]["acc_mean"])
+        prof = next(p for p in s["profile"]["models"] if p["model"] == m)
+        out.append(f"{m}: the layer chosen by CV on train is {b['best']['layer']} of {prof['n_layers']} "
+                   f"(depth {b['best']['layer'] / prof['n_layers']:.2f}); on test it is {d:+.2f} points against "
+                   f"the last layer.")
+    out.append(f"The configuration chosen on validation ({chosen['models']}, {chosen['fusion']}) scores "
+               f"{100 * chosen['acc_mean']:.2f} on test, {100 * (chosen['acc_mean'] - best_single['acc_mean']):+.2f} "
+               f"points against the best single model ({best_single['models']}, {100 * best_single['acc_mean']:.2f}).")
+    best_b = max(s["baselines"], key=lambda b: b["acc"])
+    out.append(f"Best baseline: {best_b['method']} at {100 * best_b['acc']:.2f}; the chosen fusion is "
+               f"{100 * (chosen['acc_mean'] - best_b['acc']):+.2f} points from it.")
+    multi = [r for r in rows if r["n_models"] > 1]
+    helped = sum(r["acc_mean"] > max(x["acc_mean"] for x in singles if x["models"] in r["models"].split("+"))
+                 for r in multi)
+    out.append(f"{helped} of {len(multi)} fusions beat the best single model they contain on test.")
+    by_f = {}
+    for r in multi:
+        by_f.setdefault(r["fusion"], []).append(r["acc_mean"])
+    out.append("Mean test accuracy over model sets, per fusion: " + ", ".join(
+        f"{f} {100 * np.mean(v):.2f}" for f, v in sorted(by_f.items(), key=lambda kv: -np.mean(kv[1]))) + ".")
+    return out
 
 
 def main() -> None:
