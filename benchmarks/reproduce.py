@@ -187,7 +187,11 @@ def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[in
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
         "resources": resources, "profile": prof, "best_vs_last": bvl, "fusion": fused, "baselines": baselines,
         "prediction_latency_s_per_text": latency,
-        "command": f"python benchmarks/reproduce.py --datasets {name}",
+        "command": " ".join(["python benchmarks/reproduce.py --datasets", name]
+                            + ([f"--models {','.join(models)}"] if models != MODELS else [])
+                            + ([f"--fusions {','.join(fusions)}"] if fusions != FUSIONS else [])
+                            + ([f"--seeds {len(seeds)}"] if len(seeds) != 3 else [])
+                            + ([f"--dtype {dtype}"] if dtype != "bfloat16" else [])),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     report.write_markdown_report(out)
