@@ -44,6 +44,18 @@ def tiny_model(tmp_path_factory):
     return str(build_tiny_model(tmp_path_factory.mktemp("tiny-llama")))
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """The test machine is small and shared: one intra-op thread avoids oversubscription, which
+    slows the tiny networks of the unit tests 10-30x. Restored after the module."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture()
 def cache_dir(tmp_path, monkeypatch):
     d = tmp_path / "cache"

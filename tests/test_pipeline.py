@@ -7,7 +7,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 from conftest import build_tiny_model
 from layerfuse import load
@@ -34,12 +33,7 @@ def make_texts(n, seed):
     return texts, np.array(labels)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 FAST = dict(folds=3, windows=2, max_epochs=40, patience=8, proj_dim=32, progress=False)

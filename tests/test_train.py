@@ -24,13 +24,7 @@ from layerfuse.train import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The test machine is small and shared; one intra-op thread avoids oversubscription.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_task(n=450, n_classes=3, widths=(20, 30), noise=2.0, seed=0, offset=5.0):
