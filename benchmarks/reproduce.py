@@ -294,6 +294,9 @@ def main() -> None:
     ap.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
     ap.add_argument("--docs", action="store_true", help="rebuild docs/RESULTS.md from the result files")
     args = ap.parse_args()
+    from layerfuse.cli import _quiet_libraries
+
+    _quiet_libraries()
     for d in [x for x in args.datasets.split(",") if x]:
         run_dataset(d, args.models.split(","), args.fusions.split(","), list(range(args.seeds)), args.dtype)
     if args.docs or args.datasets:

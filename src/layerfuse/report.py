@@ -524,7 +524,7 @@ def plot_fusion_results(rows: list[dict], path, *, title: str | None = None) -> 
     labels = [f"{r['models']}  [{r['fusion']}/{r['head']}]" if r["n_models"] > 1 else f"{r['models']}  [{r['head']}]"
               for r in rows]
     h = max(2.5, 0.42 * len(rows) + 1.2)
-    fig = _figure(10, h)
+    fig = _figure(max(10.0, 6.0 + 0.075 * max(len(t) for t in labels)), h)
     ax = fig.subplots()
     colours = ["#9e9e9e" if r["n_models"] == 1 else "#1f77b4" for r in rows]
     ax.barh(range(len(rows)), [100 * r["acc_mean"] for r in rows], xerr=[100 * r["acc_std"] for r in rows],
