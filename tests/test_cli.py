@@ -55,6 +55,8 @@ def test_extract_json_on_user_files(tiny_model, cache_dir, tmp_path, capsys):
         (["extract", "--model", "nope-1b", "--dataset", "sst2"], "unknown model 'nope-1b'"),
         (["extract", "--model", "smollm2-135m", "--dataset", "imdb"], "imdb"),
         (["extract", "--model", "smollm2-135m"], "either --dataset NAME or --train FILE"),
+        (["extract", "--model", "smollm2-135m", "--dataset", "sst2", "--test", "t.csv"], "--test needs --train"),
+        (["extract", "--model", "smollm2-135m", "--dataset", "sst2", "--layers", "3,x"], "--layers takes"),
         (["extract", "--model", "smollm2-135m", "--dataset", "sst2", "--pooling", "avg"], "unknown pooling 'avg'"),
         (["extract", "--model", "smollm2-135m", "--train", "/no/such/file.csv"], "/no/such/file.csv"),
     ],

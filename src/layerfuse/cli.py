@@ -85,27 +85,6 @@ def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     g.add_argument("--limit", type=int, help="use at most N texts per split (stratified sample), for a quick look")
 
 
-def _load_data(args):
-    from .data import load_dataset
-
-    if bool(args.dataset) == bool(args.train):
-        raise LayerfuseError("pass either --dataset NAME or --train FILE (with an optional --test FILE)")
-    if args.test and not args.train:
-        raise LayerfuseError("--test needs --train")
-    if args.dataset:
-        ds = load_dataset(args.dataset)
-    else:
-        ds = load_dataset(
-            train=args.train, test=args.test, text_column=args.text_column, label_column=args.label_column,
-            test_fraction=args.test_fraction, seed=args.seed, encoding=args.encoding,
-        )
-    if args.limit is not None:
-        if args.limit < 1:
-            raise LayerfuseError(f"--limit must be positive, got {args.limit}")
-        ds = ds.subsample(args.limit)
-    return ds
-
-
 def _add_extract_args(p: argparse.ArgumentParser) -> None:
     from .extraction import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_LENGTH
 
@@ -165,8 +144,13 @@ def cmd_models(args) -> int:
 def cmd_extract(args) -> int:
     from .extraction import extract
 
-    ds = _load_data(args)
-    layers = [int(x) for x in args.layers.split(",")] if args.layers else None
+    from .runner import load_data
+
+    ds = load_data(_config_from_args(args, models=args.model)["data"])
+    try:
+        layers = [int(x) for x in args.layers.split(",")] if args.layers else None
+    except ValueError:
+        raise LayerfuseError(f"--layers takes comma-separated layer numbers, got '{args.layers}'") from None
     emb = extract(
         args.model, data=ds, poolings=args.pooling, max_length=args.max_length, batch_tokens=args.batch_tokens,
         dtype=args.dtype, device=args.device, layers=layers, storage=args.storage, cache_dir=args.cache_dir,
@@ -230,6 +214,8 @@ def _config_from_args(args, *, models: str) -> dict:
                     test_fraction=args.test_fraction, seed=args.seed, encoding=args.encoding)
     if bool(args.dataset) == bool(args.train):
         raise LayerfuseError("pass either --dataset NAME or --train FILE (with an optional --test FILE)")
+    if args.test and not args.train:
+        raise LayerfuseError("--test needs --train (a built-in dataset brings its own test split)")
     user = {
         "data": data,
         "models": models,
