@@ -161,7 +161,7 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
         info={"dataset": ds.name, "dataset_fingerprint": ds.fingerprint(), "row": rows[best_i],
               "chosen_by": "validation macro-F1 (validation carved from train)"},
     )
-    comp = complementarity(preps, results, y_tr, val_fraction)
+    comp = complementarity(preps, results, y_tr, val_fraction, src_tr)
     return GridResult(rows, rows[best_i], pipe, comp)
 
 
@@ -180,10 +180,11 @@ def linear_cka(a: np.ndarray, b: np.ndarray) -> float:
     return float(num / den) if den > 0 else 0.0
 
 
-def complementarity(preps, results, y_train, val_fraction: float) -> list[dict]:
+def complementarity(preps, results, y_train, val_fraction: float, sources_train) -> list[dict]:
     """Per model pair on the validation split (carved from train, first seed): linear CKA of the
     selected representations, and how often both single-model heads are wrong together compared
-    with what independent errors would give. Low CKA and few shared errors suggest fusion can help."""
+    with what independent errors would give. Low CKA and few shared errors suggest fusion can help.
+    ``sources_train``: per model, the training sources run_grid already built (reused, not rebuilt)."""
     from .train import stratified_validation_split
 
     if len(preps) < 2 or val_fraction <= 0:
@@ -195,13 +196,13 @@ def complementarity(preps, results, y_train, val_fraction: float) -> list[dict]:
     wrong = {}
     for i, prep in enumerate(preps):
         if i in singles:
-            srcs = [a[val] for a in prep.sources("train")]
+            srcs = [a[val] for a in sources_train[i]]
             pred = singles[i].models[0].predict(srcs)
             wrong[i] = pred != y_train[val]
     rows = []
     for i, j in itertools.combinations(range(len(preps)), 2):
-        a = np.concatenate([s[val].reshape(len(val), -1) for s in preps[i].sources("train")], 1)
-        b = np.concatenate([s[val].reshape(len(val), -1) for s in preps[j].sources("train")], 1)
+        a = np.concatenate([s[val].reshape(len(val), -1) for s in sources_train[i]], 1)
+        b = np.concatenate([s[val].reshape(len(val), -1) for s in sources_train[j]], 1)
         row = {"a": preps[i].ref, "b": preps[j].ref, "cka": linear_cka(a.astype(np.float64), b.astype(np.float64))}
         if i in wrong and j in wrong:
             ei, ej = wrong[i].mean(), wrong[j].mean()
