@@ -34,15 +34,6 @@ def _quiet_libraries() -> None:
 # Formatting helpers
 
 
-def _table(rows: list[dict], columns: list[str]) -> str:
-    cells = [[str(r.get(c, "")) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(columns)]
-    line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths)).rstrip()  # noqa: E731
-    out = [line(columns), line(["-" * w for w in widths])]
-    out += [line(r) for r in cells]
-    return "\n".join(out)
-
-
 def _short(text: str, width: int = 72) -> str:
     return text if len(text) <= width else text[: width - 1].rstrip() + "…"
 
@@ -52,20 +43,10 @@ def _mb(n_bytes: float) -> str:
 
 
 def _emit_json(obj) -> None:
-    json.dump(obj, sys.stdout, indent=2, default=_json_default)
+    from .report import json_default
+
+    json.dump(obj, sys.stdout, indent=2, default=json_default)
     sys.stdout.write("\n")
-
-
-def _json_default(o):
-    import numpy as np
-
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -109,6 +90,7 @@ def _add_extract_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_datasets(args) -> int:
     from .data import list_builtin
+    from .report import text_table
 
     rows = list_builtin()
     if args.json:
@@ -122,13 +104,14 @@ def cmd_datasets(args) -> int:
             "classes": r["n_classes"],
             "description": _short(r.get("description", "")),
         })
-    print(_table(table, ["name", "splits", "classes", "description"]))
+    print(text_table(table, ["name", "splits", "classes", "description"]))
     print("\nYour own data: --train FILE [--test FILE] with --text-column/--label-column (CSV, TSV, JSONL, Parquet).")
     return 0
 
 
 def cmd_models(args) -> int:
     from .backbones import list_models
+    from .report import text_table
 
     rows = list_models()
     if args.json:
@@ -136,7 +119,7 @@ def cmd_models(args) -> int:
         return 0
     table = [{**r, "layers×width": f"{r['layers']} × {r['width']}", "installed": "yes" if r["installed"] else "no",
               "to install": "" if r["installed"] else r["install"]} for r in rows]
-    print(_table(table, ["alias", "layers×width", "params", "installed", "description", "to install"]))
+    print(text_table(table, ["alias", "layers×width", "params", "installed", "description", "to install"]))
     print("\nAlso accepted: a local Hugging Face folder, a .gguf file, or a hub id (org/name; needs a network).")
     return 0
 

@@ -366,11 +366,12 @@ def extract_texts(
     else:
         backbone = None
         model_fp = describe_reference(backbone_ref, cache_dir)["fingerprint"]
+    stats["model_fingerprint"] = model_fp
 
     def fields_for(d):
         return _entry_fields(model_fp, text_fingerprint, len(texts), max_length, dtype, d, storage, padding_side)
 
-    # 1. Look for a finished entry (full depth first, then exactly the depth asked for).
+    # 1. Look for a finished entry of at least the depth asked for (any deeper one serves a prefix).
     if model_fp is not None:
         for e_path in sorted(cache_mod.entries_root(root).glob("*")) if cache_mod.entries_root(root).exists() else []:
             e = cache_mod.CacheEntry(e_path)
@@ -563,7 +564,7 @@ def extract(
     depth_used = next(iter(arrays.values())).shape[0] - 1
     return Embeddings(
         model=model,
-        fingerprint=(bb.fingerprint if bb is not None else describe_reference(model, cache_dir)["fingerprint"]) or "",
+        fingerprint=(bb.fingerprint if bb is not None else per_split[use_splits[0]]["model_fingerprint"]) or "",
         n_layers=n_layers,
         width=width,
         depth=depth_used,

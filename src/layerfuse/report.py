@@ -407,7 +407,8 @@ def write_table(rows: Iterable[Mapping[str, Any]] | Any, path: str | Path) -> Pa
 # --------------------------------------------------------------------------------------------
 
 
-def _json_default(o):
+def json_default(o):
+    """``default=`` for json.dump: numpy scalars and arrays become plain values, the rest strings."""
     if isinstance(o, (np.integer, np.floating)):
         return _jsonable(o)
     if isinstance(o, np.ndarray):
@@ -481,7 +482,7 @@ def write_profile_outputs(preps, out, *, dataset: str) -> dict:
         plot_layer_profile(have, out / f"layer_profile_{pooling}.png")
         files.append(f"layer_profile_{pooling}.png")
     summary = {"dataset": dataset, "split_scored": "train (cross-validated)", "models": models, "files": files}
-    (out / "selection.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+    (out / "selection.json").write_text(json.dumps(summary, indent=2, default=json_default))
     return summary
 
 
@@ -499,7 +500,7 @@ def profile_text(summary: dict) -> str:
             f"{m['best_window'][0]}-{m['best_window'][1]}: {_pct(m['best_window_acc'])}",
             "selected": m["source_label"],
         })
-    lines.append(_text_table(rows))
+    lines.append(text_table(rows))
     lines.append("")
     for m in summary["models"]:
         agree = ", ".join(f"{k} {v:+.2f}" for k, v in m["agreement_with_probe"].items() if v is not None)
@@ -508,13 +509,16 @@ def profile_text(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _text_table(rows: list[dict]) -> str:
-    if not rows:
-        return "(no rows)"
-    cols = list(rows[0])
-    w = [max(len(c), *(len(str(r[c])) for r in rows)) for c in cols]
+def text_table(rows: list[dict], columns: list[str] | None = None) -> str:
+    """Aligned plain-text table for a terminal; ``columns`` defaults to the first row's keys."""
+    if columns is None:
+        if not rows:
+            return "(no rows)"
+        columns = list(rows[0])
+    cells = [[str(r.get(c, "")) for c in columns] for r in rows]
+    w = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
     fmt = lambda vals: "  ".join(str(v).ljust(x) for v, x in zip(vals, w)).rstrip()  # noqa: E731
-    return "\n".join([fmt(cols), fmt(["-" * x for x in w])] + [fmt([r[c] for c in cols]) for r in rows])
+    return "\n".join([fmt(columns), fmt(["-" * x for x in w])] + [fmt(row) for row in cells])
 
 
 def plot_fusion_results(rows: list[dict], path, *, title: str | None = None) -> Path:
@@ -598,7 +602,7 @@ def write_fusion_outputs(grid, preps, out, *, dataset: str) -> dict:
         files += ["complementarity.json", "complementarity.png"]
     summary = {"dataset": dataset, "rows": rows, "best": grid.best, "complementarity": grid.complementarity,
                "files": files, "chosen_by": "validation macro-F1 (validation carved from train); test never chooses"}
-    (out / "fusion_summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+    (out / "fusion_summary.json").write_text(json.dumps(summary, indent=2, default=json_default))
     return summary
 
 
@@ -617,7 +621,7 @@ def fusion_text(summary: dict) -> str:
             "": "◀ chosen on validation" if r.get("chosen_on_validation") else "",
         })
     lines = [f"fusion results on {summary['dataset']} test ({summary['rows'][0]['seeds']} seeds, mean ± std)", "",
-             _text_table(rows)]
+             text_table(rows)]
     for c in summary.get("complementarity", []):
         extra = ""
         if "both_wrong" in c:
