@@ -95,6 +95,18 @@ def test_two_models_fused_through_the_grid(tiny_model, cache_dir, tmp_path):
     res.pipeline.save(tmp_path / "best")
     p = load(tmp_path / "best")
     np.testing.assert_array_equal(p.predict_proba(Xt), res.pipeline.predict_proba(Xt))
+    # Every row can become a saved classifier; the pair rows use both backbones.
+    gated = res.pipeline_for(3)
+    assert len(gated.specs) == 2 and gated.info["row"] is res.rows[3]
+    assert gated.predict_proba(Xt).shape == (len(Xt), 2)
+
+    # Explicit configurations replace the full product: here the pair with one fusion only.
+    res2 = run_grid(ds, preps, [], configs=[((0,), "concat", "logreg"), ((0, 1), "sum", "logreg")], seeds=[0],
+                    proj_dim=16, max_epochs=5, lr=1e-2, progress=False, log=lambda *_: None)
+    assert [(r["models"].count("+") + 1, r["fusion"]) for r in res2.rows] == [(1, "-"), (2, "sum")]
+    with pytest.raises(LayerfuseError, match="fusion"):
+        run_grid(ds, preps, [], configs=[((0, 1), "no-such-fusion", "logreg")], seeds=[0], progress=False,
+                 log=lambda *_: None)
 
 
 @pytest.fixture()

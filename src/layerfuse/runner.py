@@ -81,6 +81,14 @@ class GridResult:
     best: dict
     pipeline: FusionPipeline
     complementarity: list[dict]
+    # Per row: (model indices, fusion, head, SeedResult), so any row can become a pipeline.
+    results: list = field(default_factory=list, repr=False)
+    ds: object = field(default=None, repr=False)
+    preps: list = field(default_factory=list, repr=False)
+
+    def pipeline_for(self, i: int) -> FusionPipeline:
+        """The saved-classifier form of row ``i`` (its best seed on validation)."""
+        return _pipeline_for(self.ds, self.preps, self.rows[i], *self.results[i])
 
 
 def model_sets(n: int, combos: str) -> list[tuple[int, ...]]:
@@ -95,25 +103,40 @@ def model_sets(n: int, combos: str) -> list[tuple[int, ...]]:
     raise LayerfuseError(f"unknown --combos '{combos}': choose all or full")
 
 
+def grid_configs(n: int, fusions: Sequence[str], heads: Sequence[str] = ("mlp",), combos: str = "all",
+                 ) -> list[tuple[tuple[int, ...], str, str]]:
+    """The (model indices, fusion, head) triples a grid trains. A single model needs no fusion:
+    its row is the head on its own sources (recorded as concat)."""
+    configs = []
+    for subset in model_sets(n, combos):
+        for f in (["concat"] if len(subset) == 1 else list(fusions)):
+            for h in heads:
+                configs.append((subset, f, h))
+    return configs
+
+
 def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Sequence[str] = ("mlp",),
              seeds: Sequence[int] = (0, 1, 2), combos: str = "all", proj_dim: int = 1024, max_epochs: int = 50,
              patience: int = 5, val_fraction: float = 0.1, lr: float = 1e-3, batch_size: int = 64,
-             progress: bool = True, log=print) -> GridResult:
-    """Train and evaluate every (model set × fusion × head); pick the best by validation only."""
+             configs: Sequence[tuple] | None = None, progress: bool = True, log=print) -> GridResult:
+    """Train and evaluate every (model set × fusion × head); pick the best by validation only.
+    ``configs`` (see :func:`grid_configs`) replaces the full product of sets, fusions and heads."""
     from .train import fit_seeds
 
-    validate_choices(fusions, heads, "auto")
+    if configs is None:
+        validate_choices(fusions, heads, "auto")
+        configs = grid_configs(len(preps), fusions, heads, combos)
+    else:
+        configs = [(tuple(s), f, h) for s, f, h in configs]
+        bad = [s for s, _, _ in configs if not s or any(not 0 <= i < len(preps) for i in s)]
+        if bad:
+            raise LayerfuseError(f"grid configuration names model set {bad[0]}, but there are {len(preps)} models "
+                                 f"(indices 0..{len(preps) - 1})")
+        validate_choices(sorted({f for _, f, _ in configs}), sorted({h for _, _, h in configs}), "auto")
     y_tr, y_te = ds.splits["train"].labels, ds.splits["test"].labels
     src_tr = [p.sources("train") for p in preps]
     src_te = [p.sources("test") for p in preps]
     rows, results = [], []
-    configs = []
-    for subset in model_sets(len(preps), combos):
-        # A single model with a single source needs no fusion: its row is the head on that source.
-        fs = ["concat"] if len(subset) == 1 else list(fusions)
-        for f in fs:
-            for h in heads:
-                configs.append((subset, f, h))
     from tqdm.auto import tqdm
 
     bar = tqdm(configs, desc="fuse", unit="config", disable=not progress, dynamic_ncols=True)
@@ -146,23 +169,26 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
     best_i = max(range(len(rows)), key=lambda i: (rows[i]["val_f1_mean"] or 0, rows[i]["val_acc_mean"] or 0))
     for i, r in enumerate(rows):
         r["chosen_on_validation"] = i == best_i
-    subset, f, h, res = results[best_i]
-    # Keep the seed whose model did best on validation.
+    pipe = _pipeline_for(ds, preps, rows[best_i], *results[best_i])
+    comp = complementarity(preps, results, y_tr, val_fraction, src_tr)
+    return GridResult(rows, rows[best_i], pipe, comp, results, ds, list(preps))
+
+
+def _pipeline_for(ds, preps, row: dict, subset, f, h, res) -> FusionPipeline:
+    """A saved-classifier form of one grid row: the seed whose model did best on validation."""
     j = max(range(len(res.models)), key=lambda k: (res.models[k].val_f1 or 0, res.models[k].val_acc or 0))
-    pipe = FusionPipeline(
+    return FusionPipeline(
         specs=[preps[i].spec for i in subset],
         trained=res.models[j],
         classes=list(ds.classes),
         extraction=_extraction_settings(preps[subset[0]].emb),
         metrics={"seed": res.per_seed[j]["seed"], "test_acc": res.per_seed[j]["test_acc"],
                  "test_macro_f1": res.per_seed[j]["test_macro_f1"],
-                 "test_acc_mean_over_seeds": rows[best_i]["acc_mean"], "test_f1_mean_over_seeds": rows[best_i]["f1_mean"],
+                 "test_acc_mean_over_seeds": row["acc_mean"], "test_f1_mean_over_seeds": row["f1_mean"],
                  "val_f1": res.models[j].val_f1, "val_acc": res.models[j].val_acc},
-        info={"dataset": ds.name, "dataset_fingerprint": ds.fingerprint(), "row": rows[best_i],
+        info={"dataset": ds.name, "dataset_fingerprint": ds.fingerprint(), "row": row,
               "chosen_by": "validation macro-F1 (validation carved from train)"},
     )
-    comp = complementarity(preps, results, y_tr, val_fraction, src_tr)
-    return GridResult(rows, rows[best_i], pipe, comp)
 
 
 def _extraction_settings(emb) -> dict:
