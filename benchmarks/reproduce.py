@@ -196,6 +196,27 @@ def configuration_resources(grid, texts) -> list[dict]:
     return out
 
 
+def machine_info() -> dict:
+    """What the numbers were measured on."""
+    import torch
+
+    from layerfuse.extraction import fast_bf16
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    try:
+        mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        mem_gb = None
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": mem_gb, "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "native_bf16": fast_bf16("cpu"),
+            "python": platform.python_version(), "os": platform.platform(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
 def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[int], dtype: str) -> None:
     from layerfuse import report
     from layerfuse.data import load_builtin
@@ -240,7 +261,7 @@ def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[in
     summary = {
         "dataset": name, "date": time.strftime("%Y-%m-%d"), "dtype": dtype, "max_length": max_length, "seeds": seeds,
         "models": models, "fusions": fusions,
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+        "machine": machine_info(),
         "resources": resources, "profile": prof, "best_vs_last": bvl, "fusion": fused, "baselines": baselines,
         "prediction_latency_s_per_text": latency, "configuration_resources": per_set,
         "command": " ".join(["python benchmarks/reproduce.py --datasets", name]
@@ -289,6 +310,11 @@ def write_docs() -> Path:
         chosen = next(r for r in rows if r.get("chosen_on_validation"))
         lines += [f"## {name}", "", f"Command: `{s['command']}` ({s['date']}, {s['dtype']}, max length "
                   f"{s['max_length']}, seeds {s['seeds']}, {s['machine']['cores']} cores).", ""]
+        mach = s["machine"]
+        if mach.get("memory_gb"):
+            lines += [f"Machine: {mach['cpu']}, {mach['cores']} cores, {mach['memory_gb']:.0f} GB memory, "
+                      f"{mach['os']}, Python {mach['python']}, torch {mach['torch']} ({mach['torch_threads']} threads, "
+                      f"native bf16: {'yes' if mach['native_bf16'] else 'no'}); GPU: {mach.get('gpu') or 'none'}.", ""]
         lines += ["| method | test acc | test macro-F1 |", "| --- | ---: | ---: |"]
         lines.append(f"| **layerfuse, chosen on validation**: {chosen['models']} [{chosen['fusion']}] | "
                      f"**{100 * chosen['acc_mean']:.2f} ± {100 * chosen['acc_std']:.2f}** | "
