@@ -304,6 +304,7 @@ def write_docs() -> Path:
                          f"{'' if t is None else (' met' if ch['acc_mean'] >= t else ' missed')} | "
                          f"{100 * single['acc_mean']:.2f} ({single['models']}) | {100 * base['acc']:.2f} |")
         lines.append("")
+        lines += across_datasets(summaries)
     for name in done:
         s = summaries[name]
         rows = s["fusion"]["rows"]
@@ -333,13 +334,15 @@ def write_docs() -> Path:
                   f"![complementarity](../benchmarks/results/reproduce/{name}/complementarity.png)", "",
                   "Resources per model (extraction of train + validation + test in a child process; splits already "
                   "in the cache are read, not recomputed, and not counted in tokens/s):", "",
-                  "| model | peak memory MB | extraction s | tokens/s | splits from cache | cache MB |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: |"]
+                  f"| model | peak memory MB | extraction s | tokens/s | splits from cache | cache MB | "
+                  f"texts cut at {s['max_length']} tokens |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        n_texts = sum(len(v) for v in _split_sizes(name).values())
         for m, r in s["resources"].items():
             tps = r.get("tokens_per_second")
             lines.append(f"| {m} | {r['peak_rss_mb']:.0f} | {r['extract_seconds']:.0f} | "
                          f"{'—' if tps is None else f'{tps:.0f}'} | {r.get('cache_hits', 0)} | "
-                         f"{r['cache_bytes'] / 1e6:.1f} |")
+                         f"{r['cache_bytes'] / 1e6:.1f} | {r.get('truncated', 0)} of {n_texts} |")
         per_set = s.get("configuration_resources")
         lat = s.get("prediction_latency_s_per_text", {}).get("chosen")
         if per_set:
@@ -360,6 +363,51 @@ def write_docs() -> Path:
     path = ROOT / "docs" / "RESULTS.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _split_sizes(name: str) -> dict:
+    from layerfuse.data import load_builtin
+
+    return {k: v.texts for k, v in load_builtin(name).splits.items()}
+
+
+def across_datasets(summaries: dict) -> list[str]:
+    """Which layers win where, when fusion helps, and what it costs, over every dataset run."""
+    lines = ["## Across datasets", "",
+             "Layer chosen by 5-fold CV on train for each model (the pooling with the best CV score), as a fraction "
+             "of the model's depth, and what it gains on test over the last layer (same head, 3 seeds):", "",
+             "| model | " + " | ".join(summaries) + " |", "| --- |" + " ---: |" * len(summaries)]
+    models = list(dict.fromkeys(m for s in summaries.values() for m in s["best_vs_last"]))
+    for m in models:
+        cells = []
+        for s in summaries.values():
+            b = s["best_vs_last"].get(m)
+            prof = next((p for p in s["profile"]["models"] if p["model"] == m), None)
+            if not b or not prof:
+                cells.append("—")
+                continue
+            d = 100 * (b["best"]["acc_mean"] - b["last"]["acc_mean"])
+            cells.append(f"{b['best']['layer']}/{prof['n_layers']} ({b['best']['layer'] / prof['n_layers']:.2f}), "
+                         f"{d:+.2f}")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    lines += ["", "Fusion against the best single model, per dataset (test accuracy; the chosen row is picked on "
+              "validation, the others are shown for analysis):", "",
+              "| dataset | best single model | chosen fusion | gain | fusions beating their best member | "
+              "chosen: ms per text | best single: ms per text |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, s in summaries.items():
+        rows = s["fusion"]["rows"]
+        chosen = next(r for r in rows if r.get("chosen_on_validation"))
+        singles = {r["models"]: r for r in rows if r["n_models"] == 1}
+        best = max(singles.values(), key=lambda r: r["acc_mean"])
+        multi = [r for r in rows if r["n_models"] > 1]
+        helped = sum(r["acc_mean"] > max(singles[m]["acc_mean"] for m in r["models"].split("+")) for r in multi)
+        per_set = {r["models"]: r for r in s.get("configuration_resources") or []}
+        ms = lambda m: f"{per_set[m]['latency_ms_per_text']:.1f}" if m in per_set else "—"  # noqa: E731
+        lines.append(f"| {name} | {100 * best['acc_mean']:.2f} ({best['models']}) | {100 * chosen['acc_mean']:.2f} "
+                     f"({chosen['models']}, {chosen['fusion']}) | {100 * (chosen['acc_mean'] - best['acc_mean']):+.2f} "
+                     f"| {helped} of {len(multi)} | {ms(chosen['models'])} | {ms(best['models'])} |")
+    lines.append("")
+    return lines
 
 
 def findings(s: dict) -> list[str]:
