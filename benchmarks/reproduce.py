@@ -280,6 +280,13 @@ def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[in
 
 
 def write_docs() -> Path:
+    path = ROOT / "docs" / "RESULTS.md"
+    path.write_text(render_docs())
+    return path
+
+
+def render_docs() -> str:
+    """docs/RESULTS.md, made from the result files only."""
     lines = ["# Results: the paper's experiments, reproduced with layerfuse", "",
              "Every number on this page is read from `benchmarks/results/reproduce/DATASET/summary.json`, written by",
              "`python benchmarks/reproduce.py --datasets DATASET`; rebuild this page with",
@@ -360,9 +367,7 @@ def write_docs() -> Path:
                           f"test texts, models loaded): {1000 * lat:.1f} ms per text. Head training time per "
                           "configuration is in the `train s` column of the full table."]
         lines += ["", f"Full tables: [report.md](../benchmarks/results/reproduce/{name}/report.md).", ""]
-    path = ROOT / "docs" / "RESULTS.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return "\n".join(lines) + "\n"
 
 
 def _split_sizes(name: str) -> dict:
