@@ -85,6 +85,55 @@ def test_depth_stops_forward_pass_and_matches_full(tiny_model, cache_dir):
     assert st2["cache_hit"] and again["mean"].shape[0] == 2
 
 
+def test_shallow_entry_never_serves_a_full_request(tiny_model, cache_dir):
+    part, _ = extract_texts(tiny_model, TEXTS, text_fingerprint="s", poolings=["mean"], depth=1, progress=False)
+    full, st = extract_texts(tiny_model, TEXTS, text_fingerprint="s", poolings=["mean"], progress=False)
+    assert part["mean"].shape[0] == 2
+    assert not st["cache_hit"] and full["mean"].shape[0] == 4  # 3 blocks + token embeddings
+
+
+def _no_loading():
+    raise AssertionError("the model must not be loaded when the cache holds every text")
+
+
+def test_texts_inside_a_larger_entry_are_read_from_it(tiny_model, cache_dir):
+    big, _ = extract_texts(tiny_model, TEXTS, text_fingerprint="all", storage="float32", progress=False)
+    some = [TEXTS[7], TEXTS[2], TEXTS[2], TEXTS[0]]  # any order, repeats allowed
+    sub, st = extract_texts(tiny_model, some, text_fingerprint="some", storage="float32", progress=False,
+                            loader=_no_loading)
+    assert st["cache_hit"] and st["subset_of"] == st["key"] and st["truncated"] == 0
+    for p in ("mean", "last"):
+        np.testing.assert_array_equal(sub[p], big[p][:, [7, 2, 2, 0]])
+    # A shallower request takes the prefix; other settings or unknown texts are computed afresh.
+    shallow, st = extract_texts(tiny_model, some, text_fingerprint="some", storage="float32", depth=1,
+                                progress=False, loader=_no_loading)
+    np.testing.assert_array_equal(shallow["mean"], big["mean"][:2, [7, 2, 2, 0]])
+    _, st = extract_texts(tiny_model, some, text_fingerprint="some", storage="float32", max_length=4, progress=False)
+    assert not st["cache_hit"]
+    _, st = extract_texts(tiny_model, some[:2] + ["a text never seen"], text_fingerprint="new", storage="float32",
+                          progress=False)
+    assert not st["cache_hit"]
+
+
+def test_truncation_of_a_subset_is_counted_from_the_larger_entry(tiny_model, cache_dir):
+    extract_texts(tiny_model, TEXTS, text_fingerprint="all", max_length=4, progress=False)
+    _, st = extract_texts(tiny_model, [TEXTS[2], TEXTS[1]], text_fingerprint="two", max_length=4, progress=False,
+                          loader=_no_loading)
+    assert st["subset_of"] and st["truncated"] == 1 and st["tokens"] <= 4 + 4
+
+
+def test_entries_without_text_hashes_get_them_on_the_next_hit(tiny_model, cache_dir):
+    _, st = extract_texts(tiny_model, TEXTS, text_fingerprint="old", progress=False)
+    entry = cache_mod.CacheEntry(cache_mod.entries_root(cache_dir) / st["key"])
+    (entry.path / "text_hashes.npy").unlink()  # as an entry written before hashes were kept
+    with pytest.raises(AssertionError, match="must not be loaded"):
+        extract_texts(tiny_model, TEXTS[:3], text_fingerprint="part", progress=False, loader=_no_loading)
+    extract_texts(tiny_model, TEXTS, text_fingerprint="old", progress=False, loader=_no_loading)  # exact hit
+    np.testing.assert_array_equal(entry.read_text_hashes(), cache_mod.text_hashes(TEXTS))
+    _, st = extract_texts(tiny_model, TEXTS[:3], text_fingerprint="part", progress=False, loader=_no_loading)
+    assert st["subset_of"] == entry.key
+
+
 def test_second_run_reads_cache_without_loading_model(tiny_model, cache_dir):
     first, _ = extract_texts(tiny_model, TEXTS, text_fingerprint="c", progress=False)
 

@@ -5,6 +5,9 @@ Layout of one entry (one model × one list of texts × max length × dtype × de
     <root>/embeddings/<key>/
         meta.json               what produced it (shown to the user as the fingerprint)
         order.npy               processing order (texts sorted by token length)
+        text_hashes.npy         one 16-byte digest per text, in the texts' order, so a request for
+                                some of these texts is served from this entry (see subset_rows)
+        text_tokens.npy         each text's token count before truncation (truncation of a subset)
         <pooling>/chunk-00000.npy   [depth+1, n, d] rows of order[0:n]
         <pooling>/chunk-00000.json  sha256 of the .npy, written after it: no json, no chunk
         <pooling>/final.npy     [depth+1, N, d] in the texts' own order, memory-mapped on read
@@ -137,6 +140,27 @@ class CacheEntry:
     def write_order(self, order: np.ndarray) -> None:
         _atomic_save_npy(self.path / "order.npy", order.astype(np.int64))
 
+    def read_text_hashes(self) -> np.ndarray | None:
+        try:
+            h = np.load(self.path / "text_hashes.npy")
+        except (OSError, ValueError):
+            return None
+        return h if h.dtype == np.dtype("S16") and h.ndim == 1 else None
+
+    def write_text_hashes(self, hashes: np.ndarray, full_tokens: np.ndarray | None = None) -> None:
+        """Per text: its digest and, when known, its token count before truncation."""
+        if full_tokens is not None:
+            _atomic_save_npy(self.path / "text_tokens.npy", full_tokens)
+        _atomic_save_npy(self.path / "text_hashes.npy", hashes)
+
+    def read_text_tokens(self) -> np.ndarray | None:
+        try:
+            t = np.load(self.path / "text_tokens.npy")
+        except (OSError, ValueError):
+            return None
+        h = self.read_text_hashes()
+        return t if h is not None and t.shape == h.shape else None
+
     # -- chunks ---------------------------------------------------------------------------------
     def _chunk_paths(self, pooling: str, index: int) -> tuple[Path, Path]:
         base = self.path / pooling / f"chunk-{index:05d}"
@@ -197,6 +221,20 @@ class CacheEntry:
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+
+
+def text_hashes(texts) -> np.ndarray:
+    """One 16-byte BLAKE2b digest per text (``S16`` array), to find texts again in other entries."""
+    return np.array([hashlib.blake2b(t.encode("utf-8"), digest_size=16).digest() for t in texts], dtype="S16")
+
+
+def subset_rows(have: np.ndarray, want: np.ndarray) -> np.ndarray | None:
+    """Row in ``have`` of every hash in ``want``, or None when any is missing."""
+    index = {h: i for i, h in enumerate(have.tolist())}
+    rows = [index.get(h) for h in want.tolist()]
+    if any(r is None for r in rows):
+        return None
+    return np.asarray(rows, dtype=np.int64)
 
 
 def entries_root(root: Path) -> Path:

@@ -149,6 +149,7 @@ def cmd_extract(args) -> int:
         "poolings": emb.poolings,
         "splits": {s: {"texts": int(len(emb.labels[s])), "cache_key": emb.keys[s],
                        "from_cache": bool(st["splits"][s]["cache_hit"]),
+                       "subset_of": st["splits"][s].get("subset_of"),
                        "shape": list(emb.array(s).shape)} for s in emb.splits},
         "truncated_texts": st["truncated"],
         "max_length": st["max_length"],
@@ -170,10 +171,14 @@ def cmd_extract(args) -> int:
           f"{len(ds.classes)} classes)")
     for s in emb.splits:
         info = summary["splits"][s]
-        print(f"  {s:<10} shape {tuple(info['shape'])}  cache {info['cache_key']}"
-              f"{'  (read from cache)' if info['from_cache'] else ''}")
+        where = ("  (rows of the larger cache entry holding these texts)" if info["subset_of"]
+                 else "  (read from cache)" if info["from_cache"] else "")
+        print(f"  {s:<10} shape {tuple(info['shape'])}  cache {info['cache_key']}{where}")
     print(f"poolings   {', '.join(emb.poolings)}   dtype {st['dtype']}   device {st['device']}")
-    print(f"truncated  {st['truncated']} texts longer than {st['max_length']} tokens")
+    if st["truncated"] is None:
+        print(f"truncated  not known: read out of a larger entry (max length {st['max_length']} tokens)")
+    else:
+        print(f"truncated  {st['truncated']} texts longer than {st['max_length']} tokens")
     if st["computed_texts"]:
         print(f"time       {st['total_seconds']:.1f} s (model load {st['load_seconds']:.1f} s, extraction "
               f"{st['extract_seconds']:.1f} s: {st['texts_per_second']:.1f} texts/s, "

@@ -157,11 +157,15 @@ def forward_all_layers(backbone: Backbone, input_ids, attention_mask, depth: int
     return states
 
 
-def tokenize(backbone: Backbone, texts: Sequence[str], max_length: int) -> tuple[list[list[int]], int]:
-    """Token ids per text, cut to ``max_length``; also the number of texts that were cut."""
+def tokenize(backbone: Backbone, texts: Sequence[str], max_length: int, *,
+             full_lengths: list | None = None) -> tuple[list[list[int]], int]:
+    """Token ids per text, cut to ``max_length``; also the number of texts that were cut.
+    ``full_lengths``, when given, receives each text's token count before cutting."""
     tok = backbone.tokenizer
     # Tokenise once, untruncated, to count truncations; then cut to max_length.
     enc = tok(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
+    if full_lengths is not None:
+        full_lengths.extend(len(ids) for ids in enc)
     truncated = sum(len(ids) > max_length for ids in enc)
     if truncated:
         # Keep the start of the text; keep a trailing special token (e.g. BERT's [SEP]) if there was one.
@@ -371,27 +375,55 @@ def extract_texts(
     def fields_for(d):
         return _entry_fields(model_fp, text_fingerprint, len(texts), max_length, dtype, d, storage, padding_side)
 
-    # 1. Look for a finished entry of at least the depth asked for (any deeper one serves a prefix).
+    # 1. Look for a finished entry of at least the depth asked for (any deeper one serves a prefix;
+    #    no depth asked for means every layer). First these very texts; failing that, an entry made
+    #    with the same settings for a larger list that holds all of them (R8's documents are a
+    #    subset of R52's, say, or a labelled sample of a corpus extracted before).
+    hashes = None
     if model_fp is not None:
-        for e_path in sorted(cache_mod.entries_root(root).glob("*")) if cache_mod.entries_root(root).exists() else []:
+        entries = sorted(cache_mod.entries_root(root).glob("*")) if cache_mod.entries_root(root).exists() else []
+        supersets = []
+        for e_path in entries:
             e = cache_mod.CacheEntry(e_path)
             meta = e.read_meta()
             if not meta:
                 continue
             f = meta.get("fields", {})
-            want = fields_for(f.get("depth"))
-            if f != want:
+            need = meta.get("n_layers", 0) if depth is None else depth
+            if f.get("depth", -1) < need:
                 continue
-            if depth is not None and f["depth"] < depth:
+            if f == fields_for(f.get("depth")):
+                if all(e.has_final(p) for p in poolings):
+                    arrays = {p: e.open_final(p) for p in poolings}
+                    if depth is not None:
+                        arrays = {p: a[: depth + 1] for p, a in arrays.items()}
+                    if e.read_text_hashes() is None:  # entries made before hashes were kept
+                        e.write_text_hashes(cache_mod.text_hashes(texts))
+                    stats.update(cache_hit=True, key=e.key, n_layers=meta["n_layers"], width=meta["width"],
+                                 cache_bytes=e.size_bytes(), truncated=meta.get("truncated", 0),
+                                 tokens=meta.get("tokens", 0), cache_path=str(e.path))
+                    return arrays, stats
+            elif ({k: v for k, v in f.items() if k not in ("texts", "n")}
+                  == {k: v for k, v in fields_for(f.get("depth")).items() if k not in ("texts", "n")}
+                  and f.get("n", 0) > len(texts)):
+                supersets.append((e, meta))
+        for e, meta in supersets:
+            have = e.read_text_hashes()
+            if have is None or not all(e.has_final(p) for p in poolings):
                 continue
-            if all(e.has_final(p) for p in poolings):
-                arrays = {p: e.open_final(p) for p in poolings}
-                if depth is not None:
-                    arrays = {p: a[: depth + 1] for p, a in arrays.items()}
-                stats.update(cache_hit=True, key=e.key, n_layers=meta["n_layers"], width=meta["width"],
-                             cache_bytes=e.size_bytes(), truncated=meta.get("truncated", 0),
-                             tokens=meta.get("tokens", 0), cache_path=str(e.path))
-                return arrays, stats
+            if hashes is None:
+                hashes = cache_mod.text_hashes(texts)
+            rows = cache_mod.subset_rows(have, hashes)
+            if rows is None:
+                continue
+            top = (depth if depth is not None else meta["n_layers"]) + 1
+            arrays = {p: np.ascontiguousarray(e.open_final(p)[:top, rows]) for p in poolings}
+            full = e.read_text_tokens()  # None for entries made before token counts were kept
+            stats.update(cache_hit=True, key=e.key, subset_of=e.key, n_layers=meta["n_layers"], width=meta["width"],
+                         cache_bytes=0, cache_path=str(e.path),
+                         truncated=None if full is None else int((full[rows] > max_length).sum()),
+                         tokens=0 if full is None else int(np.minimum(full[rows], max_length).sum()))
+            return arrays, stats
 
     # 2. Compute what is missing.
     if backbone is None:
@@ -406,7 +438,8 @@ def extract_texts(
     key = cache_mod.make_key(fields_for(use_depth))
     e = cache_mod.entry(root, key)
     side = padding_side or getattr(backbone.tokenizer, "padding_side", "right") or "right"
-    enc, truncated = tokenize(backbone, texts, max_length)
+    full_lengths: list[int] = []
+    enc, truncated = tokenize(backbone, texts, max_length, full_lengths=full_lengths)
     lengths = np.array([len(ids) for ids in enc])
     order = np.argsort(-lengths, kind="stable")
     meta = {"fields": fields_for(use_depth), "model_ref": backbone.ref, "n_layers": L, "width": backbone.width,
@@ -417,6 +450,8 @@ def extract_texts(
         cache_mod.remove_entry(e)
         e.path.mkdir(parents=True, exist_ok=True)
         e.write_order(order)
+        e.write_text_hashes(hashes if hashes is not None else cache_mod.text_hashes(texts),
+                            np.asarray(full_lengths, dtype=np.int32))
         e.write_meta(meta)
     n = len(texts)
     n_chunks = (n + chunk_texts - 1) // chunk_texts
@@ -552,7 +587,10 @@ def extract(
         "tokens_computed": tokens,
         "tokens_per_second": tokens / seconds if seconds > 0 else None,
         "texts_per_second": computed / seconds if seconds > 0 else None,
-        "truncated": sum(s.get("truncated", 0) for s in per_split.values()),
+        # None when a split was read out of a larger entry, which does not record it per text.
+        "truncated": (None if any(s.get("truncated", 0) is None for s in per_split.values())
+                      else sum(s.get("truncated", 0) for s in per_split.values())),
+        "subset_of": {k: s["subset_of"] for k, s in per_split.items() if s.get("subset_of")},
         "peak_rss_mb": _peak_rss_mb(),
         "cache_bytes": sum(s.get("cache_bytes", 0) for s in per_split.values()),
         "dtype": dtype,
