@@ -241,7 +241,9 @@ def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[in
             record.write_text(json.dumps(st, indent=2, default=str))
         resources[m] = {k: st.get(k) for k in ("peak_rss_mb", "extract_seconds", "load_seconds", "tokens_computed",
                                                "tokens_per_second", "texts_per_second", "cache_bytes", "truncated",
-                                               "cache_hits")}
+                                               "cache_hits", "subset_of")}
+        if st.get("subset_of"):  # read out of a larger entry (R8 out of R52): name the dataset it came from
+            resources[m]["subset_of_dataset"] = _dataset_of_entries(set(st["subset_of"].values()), m)
     t0 = time.perf_counter()
     preps = prepare_models(ds, models, poolings=["mean", "last"], layers="auto", eval_test=True,
                            extraction={"max_length": max_length, "dtype": dtype}, progress=True)
@@ -345,11 +347,20 @@ def render_docs() -> str:
                   f"texts cut at {s['max_length']} tokens |",
                   "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
         n_texts = sum(len(v) for v in _split_sizes(name).values())
+        subset = {}
         for m, r in s["resources"].items():
             tps = r.get("tokens_per_second")
+            cut = r.get("truncated", 0)
+            if r.get("subset_of"):
+                subset[m] = r.get("subset_of_dataset") or "a larger cache entry"
             lines.append(f"| {m} | {r['peak_rss_mb']:.0f} | {r['extract_seconds']:.0f} | "
                          f"{'—' if tps is None else f'{tps:.0f}'} | {r.get('cache_hits', 0)} | "
-                         f"{r['cache_bytes'] / 1e6:.1f} | {r.get('truncated', 0)} of {n_texts} |")
+                         f"{r['cache_bytes'] / 1e6:.1f} | {'—' if cut is None else cut} of {n_texts} |")
+        if subset:
+            src = sorted(set(subset.values()))
+            lines += ["", f"Every {name} text is also in {', '.join(src)} (same settings), so {', '.join(subset)} "
+                          f"were read out of the {', '.join(src)} cache entries: no forward pass, no cache of their "
+                          f"own; their extraction cost is in the {', '.join(src)} table."]
         per_set = s.get("configuration_resources")
         lat = s.get("prediction_latency_s_per_text", {}).get("chosen")
         if per_set:
@@ -368,6 +379,15 @@ def render_docs() -> str:
                           "configuration is in the `train s` column of the full table."]
         lines += ["", f"Full tables: [report.md](../benchmarks/results/reproduce/{name}/report.md).", ""]
     return "\n".join(lines) + "\n"
+
+
+def _dataset_of_entries(keys: set, model: str) -> str | None:
+    """Which reproduced dataset's recorded extraction made these cache entries."""
+    for rec in RESULTS.glob(f"*/extraction_{model}.json"):
+        made = {sp.get("key") for sp in json.loads(rec.read_text()).get("splits", {}).values()}
+        if keys <= made:
+            return rec.parent.name
+    return None
 
 
 def _split_sizes(name: str) -> dict:
