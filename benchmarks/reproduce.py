@@ -217,7 +217,21 @@ def machine_info() -> dict:
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
-def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[int], dtype: str) -> None:
+def saved_profiles(out: Path, models: list[str]) -> dict:
+    """Profiles a previous run of this dataset wrote (prepare_models checks they still fit)."""
+    from layerfuse.profile import LayerProfile
+
+    found = {}
+    for m in models:
+        for pooling in ("mean", "last"):
+            f = out / f"profile_{m.replace('/', '_')}_{pooling}.json"
+            if f.exists():
+                found.setdefault(m, {})[pooling] = LayerProfile.from_json(f)
+    return found
+
+
+def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[int], dtype: str,
+                combos: str = "all", extra: list[str] | None = None) -> None:
     from layerfuse import report
     from layerfuse.data import load_builtin
     from layerfuse.fusion import FUSIONS as FUSION_REGISTRY
@@ -246,14 +260,17 @@ def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[in
             resources[m]["subset_of_dataset"] = _dataset_of_entries(set(st["subset_of"].values()), m)
     t0 = time.perf_counter()
     preps = prepare_models(ds, models, poolings=["mean", "last"], layers="auto", eval_test=True,
-                           extraction={"max_length": max_length, "dtype": dtype}, progress=True)
+                           extraction={"max_length": max_length, "dtype": dtype}, progress=True,
+                           saved_profiles=saved_profiles(out, models))
     prof = report.write_profile_outputs(preps, out, dataset=name)
     print(f"[{name}] profiles done in {time.perf_counter() - t0:.0f} s", flush=True)
     bvl = {p.ref: best_vs_last(ds, p, seeds) for p in preps}
-    configs = grid_configs(len(preps), fusions)
+    configs = grid_configs(len(preps), fusions, combos=combos)
+    extra_arg = extra
+    extra = [f for f in FUSION_REGISTRY if f not in fusions] if extra is None else extra
     if len(preps) > 1:
         full = tuple(range(len(preps)))
-        configs += [(full, f, "mlp") for f in FUSION_REGISTRY if f not in fusions]
+        configs += [(full, f, "mlp") for f in extra if f not in fusions]
     grid = run_grid(ds, preps, fusions, seeds=seeds, configs=configs, progress=True)
     fused = report.write_fusion_outputs(grid, preps, out, dataset=name)
     baselines = tfidf_baselines(ds) + [minilm_baseline(ds)]
@@ -269,6 +286,8 @@ def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[in
         "command": " ".join(["python benchmarks/reproduce.py --datasets", name]
                             + ([f"--models {','.join(models)}"] if models != MODELS else [])
                             + ([f"--fusions {','.join(fusions)}"] if fusions != FUSIONS else [])
+                            + ([f"--combos {combos}"] if combos != "all" else [])
+                            + ([f"--extra-fusions {','.join(extra) or 'none'}"] if extra_arg is not None else [])
                             + ([f"--seeds {len(seeds)}"] if len(seeds) != 3 else [])
                             + ([f"--dtype {dtype}"] if dtype != "bfloat16" else [])),
     }
@@ -497,6 +516,11 @@ def main() -> None:
     ap.add_argument("--fusions", default=",".join(FUSIONS),
                     help="fusions tried on every model set; every other registered fusion is tried on the set of all "
                          "models (default: %(default)s)")
+    ap.add_argument("--combos", default="all", choices=["all", "full"],
+                    help="model sets: every set of 2..4 models, or only all of them (plus each model alone)")
+    ap.add_argument("--extra-fusions", default=None,
+                    help="fusions tried on the set of all models only (default: every other registered fusion; "
+                         "'none' for none)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
     ap.add_argument("--docs", action="store_true", help="rebuild docs/RESULTS.md from the result files")
@@ -505,7 +529,9 @@ def main() -> None:
 
     _quiet_libraries()
     for d in [x for x in args.datasets.split(",") if x]:
-        run_dataset(d, args.models.split(","), args.fusions.split(","), list(range(args.seeds)), args.dtype)
+        extra = None if args.extra_fusions is None else [f for f in args.extra_fusions.split(",") if f and f != "none"]
+        run_dataset(d, args.models.split(","), args.fusions.split(","), list(range(args.seeds)), args.dtype,
+                    combos=args.combos, extra=extra)
     if args.docs or args.datasets:
         print(f"wrote {write_docs()}")
 

@@ -109,6 +109,30 @@ def test_two_models_fused_through_the_grid(tiny_model, cache_dir, tmp_path):
                  log=lambda *_: None)
 
 
+def test_saved_profiles_are_reused_only_when_they_fit(tiny_model, cache_dir, tmp_path, monkeypatch):
+    import layerfuse.profile as profile_mod
+    from layerfuse.profile import LayerProfile
+    from layerfuse.runner import prepare_models
+
+    X, y = make_texts(60, seed=8)
+    ds = Dataset("toy", ["neg", "pos"], {"train": Split(X, (y == "pos").astype(np.int64))}, source="test")
+    kw = dict(layers="auto", folds=3, windows=2, progress=False, log=lambda *_: None)
+    first = prepare_models(ds, [tiny_model], **kw)
+    saved = {tiny_model: {p: LayerProfile.from_json(prof.to_json(tmp_path / f"{p}.json"))
+                          for p, prof in first[0].profiles.items()}}
+
+    def no_scoring(*a, **k):
+        raise AssertionError("scored again")
+
+    monkeypatch.setattr(profile_mod, "score_layers", no_scoring)
+    again = prepare_models(ds, [tiny_model], saved_profiles=saved, **kw)
+    assert again[0].spec == first[0].spec
+    # Different labels: the saved profiles do not fit, so the layers are scored afresh.
+    flipped = Dataset("toy", ["neg", "pos"], {"train": Split(X, (y != "pos").astype(np.int64))}, source="test")
+    with pytest.raises(AssertionError, match="scored again"):
+        prepare_models(flipped, [tiny_model], saved_profiles=saved, **kw)
+
+
 @pytest.fixture()
 def saved(tmp_path, cache_dir):
     model_dir = build_tiny_model(tmp_path / "m", seed=11)

@@ -45,10 +45,15 @@ def parse_list(value: str | Sequence[str] | None, what: str) -> list[str]:
 
 def prepare_models(ds, models: Sequence[str], *, poolings=("mean", "last"), layers: str = "auto", k: int = 3,
                    folds: int = 5, windows: int = 4, extraction: dict | None = None, cache_dir=None,
-                   eval_test: bool = False, progress: bool = True, log=print) -> list[ModelPrep]:
-    """Extract every model, score every layer on train, pick the pooling and layers by CV."""
+                   eval_test: bool = False, saved_profiles: dict | None = None, progress: bool = True,
+                   log=print) -> list[ModelPrep]:
+    """Extract every model, score every layer on train, pick the pooling and layers by CV.
+
+    ``saved_profiles`` (model -> pooling -> LayerProfile, e.g. read back with
+    ``LayerProfile.from_json``) are reused instead of scoring again when they were made on the
+    same training labels and number of layers; anything else is scored afresh."""
     from .extraction import extract
-    from .profile import eval_test_column, score_layers, select_layers
+    from .profile import ANALYSIS_COLUMN, _label_digest, eval_test_column, score_layers, select_layers
 
     extraction = dict(extraction or {})
     preps = []
@@ -59,6 +64,12 @@ def prepare_models(ds, models: Sequence[str], *, poolings=("mean", "last"), laye
         t_extract = time.perf_counter() - t0
         profiles = {}
         for p in emb.poolings:
+            old = (saved_profiles or {}).get(ref, {}).get(p)
+            if (old is not None and old.n_layers == emb.depth and old.n_samples == len(y_train)
+                    and old.settings.get("label_digest") == _label_digest(np.asarray(y_train))
+                    and (not eval_test or any(ANALYSIS_COLUMN in r for r in old.rows))):
+                profiles[p] = old
+                continue
             prof = score_layers(emb.array("train", p), y_train, folds=folds, windows=windows, progress=progress,
                                 name=f"{ref}/{p}")
             if eval_test and "test" in emb.splits:
