@@ -51,8 +51,10 @@ LATENCY_TEXTS = 100  # test texts per prediction-latency measurement
 # Extraction in a child process, so each model's peak memory is its own
 
 
+from layerfuse.extraction import _peak_rss_mb  # noqa: E402
+
+
 def _extract_child(model, dataset, poolings, max_length, dtype, q):
-    import resource
 
     from layerfuse.data import load_builtin
     from layerfuse.extraction import extract
@@ -60,7 +62,8 @@ def _extract_child(model, dataset, poolings, max_length, dtype, q):
     ds = load_builtin(dataset)
     emb = extract(model, data=ds, poolings=poolings, max_length=max_length, dtype=dtype, progress=True)
     st = dict(emb.stats)
-    st["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    st["peak_rss_mb"] = _peak_rss_mb()
+    st["peak_memory_method"] = "VmHWM"
     st["splits"] = {k: {kk: vv for kk, vv in v.items() if kk != "backbone"} for k, v in st["splits"].items()}
     q.put(st)
 
@@ -150,7 +153,6 @@ def best_vs_last(ds, prep, seeds) -> dict:
 
 
 def _predict_child(directory, texts, q):
-    import resource
 
     from layerfuse.pipeline import load
 
@@ -162,7 +164,7 @@ def _predict_child(directory, texts, q):
     pipe.predict(texts)
     seconds = time.perf_counter() - t0
     q.put({"load_seconds": t_load, "latency_ms_per_text": 1000 * seconds / len(texts),
-           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+           "peak_rss_mb": _peak_rss_mb(), "peak_memory_method": "VmHWM"})
 
 
 def configuration_resources(grid, texts) -> list[dict]:
@@ -389,8 +391,13 @@ def render_docs() -> str:
                           "fusion head itself is small:", "",
                           "| models | fusion | peak memory MB | load s | ms per text | head params | head training s per seed |",
                           "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+            if any(r.get("peak_memory_method") != "VmHWM" for r in per_set):
+                lines += ["", "(Peak memory not shown for this run: it was read with ru_maxrss, which in a spawned "
+                              "child also counts what the parent held when it forked. Rerun the dataset to "
+                              "measure it.)", ""]
             for r in sorted(per_set, key=lambda r: (r["n_models"], r["latency_ms_per_text"])):
-                lines.append(f"| {r['models']} | {r['fusion']} | {r['peak_rss_mb']:.0f} | {r['load_seconds']:.1f} | "
+                mem = f"{r['peak_rss_mb']:.0f}" if r.get("peak_memory_method") == "VmHWM" else "—"
+                lines.append(f"| {r['models']} | {r['fusion']} | {mem} | {r['load_seconds']:.1f} | "
                              f"{r['latency_ms_per_text']:.1f} | {r['params']:,} | {r['train_seconds']:.1f} |")
         elif lat:
             lines += ["", f"Prediction with the chosen classifier (all its backbones, from raw text, batches of 200 "
@@ -501,11 +508,12 @@ def findings(s: dict) -> list[str]:
         one = min((r for r in per_set if r["n_models"] == 1), key=lambda r: r["latency_ms_per_text"])
         big = max(per_set, key=lambda r: (r["n_models"], r["latency_ms_per_text"]))
         ch = next((r for r in per_set if r["models"] == chosen["models"]), None)
+        ok = all(r.get("peak_memory_method") == "VmHWM" for r in per_set)
+        mb = (lambda r: f" and {r['peak_rss_mb']:.0f} MB") if ok else (lambda r: "")  # noqa: E731
         out.append(f"Cost: the cheapest single model ({one['models']}) predicts in {one['latency_ms_per_text']:.1f} ms "
-                   f"per text with {one['peak_rss_mb']:.0f} MB; all {big['n_models']} models together take "
-                   f"{big['latency_ms_per_text']:.1f} ms and {big['peak_rss_mb']:.0f} MB"
-                   + (f"; the chosen configuration {ch['latency_ms_per_text']:.1f} ms and {ch['peak_rss_mb']:.0f} MB"
-                      if ch else "") + ".")
+                   f"per text{mb(one)}; all {big['n_models']} models together take "
+                   f"{big['latency_ms_per_text']:.1f} ms{mb(big)}"
+                   + (f"; the chosen configuration {ch['latency_ms_per_text']:.1f} ms{mb(ch)}" if ch else "") + ".")
     return out
 
 

@@ -284,8 +284,16 @@ class Embeddings:
 
 
 def _peak_rss_mb() -> float:
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kb / 1024.0
+    """Peak resident memory of this process. VmHWM where Linux has it: ru_maxrss also counts
+    what a spawned child's parent held when it forked, which overstates a child's own peak."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def fast_bf16(device: str) -> bool:
