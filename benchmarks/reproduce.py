@@ -385,16 +385,16 @@ def render_docs() -> str:
         per_set = s.get("configuration_resources")
         lat = s.get("prediction_latency_s_per_text", {}).get("chosen")
         if per_set:
+            if any(r.get("peak_memory_method") != "VmHWM" for r in per_set):
+                lines += ["", "Peak memory per configuration is not shown for this run: it was read with ru_maxrss, "
+                              "which in a spawned child also counts what the parent held when it forked. Rerun the "
+                              "dataset to measure it."]
             lines += ["", f"Resources per configuration (its saved classifier loaded in a fresh process, then one batch "
                           f"of {per_set[0]['texts']} test texts predicted from raw text; measured on each model set's "
                           "fusion chosen by validation). Memory and latency grow with every backbone added; the "
                           "fusion head itself is small:", "",
                           "| models | fusion | peak memory MB | load s | ms per text | head params | head training s per seed |",
                           "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
-            if any(r.get("peak_memory_method") != "VmHWM" for r in per_set):
-                lines += ["", "(Peak memory not shown for this run: it was read with ru_maxrss, which in a spawned "
-                              "child also counts what the parent held when it forked. Rerun the dataset to "
-                              "measure it.)", ""]
             for r in sorted(per_set, key=lambda r: (r["n_models"], r["latency_ms_per_text"])):
                 mem = f"{r['peak_rss_mb']:.0f}" if r.get("peak_memory_method") == "VmHWM" else "—"
                 lines.append(f"| {r['models']} | {r['fusion']} | {mem} | {r['load_seconds']:.1f} | "
