@@ -413,7 +413,7 @@ def extract_texts(
                     return arrays, stats
             elif ({k: v for k, v in f.items() if k not in ("texts", "n")}
                   == {k: v for k, v in fields_for(f.get("depth")).items() if k not in ("texts", "n")}
-                  and f.get("n", 0) > len(texts)):
+                  and f.get("n", 0) >= len(texts)):
                 supersets.append((e, meta))
         for e, meta in supersets:
             have = e.read_text_hashes()
