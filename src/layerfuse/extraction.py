@@ -595,7 +595,7 @@ def extract(
         "tokens_computed": tokens,
         "tokens_per_second": tokens / seconds if seconds > 0 else None,
         "texts_per_second": computed / seconds if seconds > 0 else None,
-        # None when a split was read out of a larger entry, which does not record it per text.
+        # None when a split was read out of an older larger entry that kept no per-text token counts.
         "truncated": (None if any(s.get("truncated", 0) is None for s in per_split.values())
                       else sum(s.get("truncated", 0) for s in per_split.values())),
         "subset_of": {k: s["subset_of"] for k, s in per_split.items() if s.get("subset_of")},
