@@ -422,6 +422,13 @@ def _split_sizes(name: str) -> dict:
     return {k: v.texts for k, v in load_builtin(name).splits.items()}
 
 
+def fusions_beating_members(rows: list[dict]) -> tuple[int, list[dict]]:
+    """How many multi-model rows beat, on test, the best single model they contain; and those rows."""
+    singles = {r["models"]: r["acc_mean"] for r in rows if r["n_models"] == 1}
+    multi = [r for r in rows if r["n_models"] > 1]
+    return sum(r["acc_mean"] > max(singles[m] for m in r["models"].split("+")) for r in multi), multi
+
+
 def across_datasets(summaries: dict) -> list[str]:
     """Which layers win where, when fusion helps, and what it costs, over every dataset run."""
     lines = ["## Across datasets", "",
@@ -450,8 +457,7 @@ def across_datasets(summaries: dict) -> list[str]:
         chosen = next(r for r in rows if r.get("chosen_on_validation"))
         singles = {r["models"]: r for r in rows if r["n_models"] == 1}
         best = max(singles.values(), key=lambda r: r["acc_mean"])
-        multi = [r for r in rows if r["n_models"] > 1]
-        helped = sum(r["acc_mean"] > max(singles[m]["acc_mean"] for m in r["models"].split("+")) for r in multi)
+        helped, multi = fusions_beating_members(rows)
         per_set = {r["models"]: r for r in s.get("configuration_resources") or []}
         ms = lambda m: f"{per_set[m]['latency_ms_per_text']:.1f}" if m in per_set else "—"  # noqa: E731
         lines.append(f"| {name} | {100 * best['acc_mean']:.2f} ({best['models']}) | {100 * chosen['acc_mean']:.2f} "
@@ -488,9 +494,7 @@ def findings(s: dict) -> list[str]:
     best_b = max(s["baselines"], key=lambda b: b["acc"])
     out.append(f"Best baseline: {best_b['method']} at {100 * best_b['acc']:.2f}; the chosen fusion is "
                f"{100 * (chosen['acc_mean'] - best_b['acc']):+.2f} points from it.")
-    multi = [r for r in rows if r["n_models"] > 1]
-    helped = sum(r["acc_mean"] > max(x["acc_mean"] for x in singles if x["models"] in r["models"].split("+"))
-                 for r in multi)
+    helped, multi = fusions_beating_members(rows)
     out.append(f"{helped} of {len(multi)} fusions beat the best single model they contain on test.")
     by_f = {}
     for r in multi:
