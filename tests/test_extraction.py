@@ -244,3 +244,33 @@ def test_auto_dtype_follows_the_hardware(monkeypatch):
     assert extraction.resolve_dtype("bfloat16", "cpu") == "bfloat16"
     with pytest.raises(LayerfuseError, match="unknown --dtype 'fp8'"):
         extraction.resolve_dtype("fp8", "cpu")
+
+
+def test_counting_truncations_does_not_warn_about_long_texts(tiny_model):
+    """Texts longer than the model takes are cut after counting; the tokenizer's own warning about
+    them ("Token indices sequence length is longer ...") would only alarm users."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    from layerfuse.extraction import tokenize
+
+    backbone = load_backbone(tiny_model)
+    backbone.tokenizer.model_max_length = 4
+    seen = []
+
+    class Catch(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    handler = Catch(level=logging.WARNING)
+    old = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_warning()
+    hf_logging.get_logger().addHandler(handler)
+    try:
+        enc, truncated = tokenize(backbone, ["the movie was very good fun"], 4)
+    finally:
+        hf_logging.get_logger().removeHandler(handler)
+        hf_logging.set_verbosity(old)
+    assert truncated == 1 and len(enc[0]) == 4
+    assert not [m for m in seen if "longer than the specified maximum" in m]

@@ -162,8 +162,9 @@ def tokenize(backbone: Backbone, texts: Sequence[str], max_length: int, *,
     """Token ids per text, cut to ``max_length``; also the number of texts that were cut.
     ``full_lengths``, when given, receives each text's token count before cutting."""
     tok = backbone.tokenizer
-    # Tokenise once, untruncated, to count truncations; then cut to max_length.
-    enc = tok(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
+    # Tokenise once, untruncated, to count truncations; then cut to max_length. verbose=False: the
+    # tokenizer would warn that a text is longer than the model takes, but it is cut below.
+    enc = tok(list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
     if full_lengths is not None:
         full_lengths.extend(len(ids) for ids in enc)
     truncated = sum(len(ids) > max_length for ids in enc)
