@@ -52,6 +52,7 @@ LATENCY_TEXTS = 100  # test texts per prediction-latency measurement
 
 
 from layerfuse.extraction import _peak_rss_mb  # noqa: E402
+from layerfuse.runner import validation_key  # noqa: E402
 
 
 def _extract_child(model, dataset, poolings, max_length, dtype, q):
@@ -179,8 +180,7 @@ def configuration_resources(grid, texts) -> list[dict]:
     by_set: dict[str, int] = {}
     for i, r in enumerate(grid.rows):
         j = by_set.get(r["models"])
-        if j is None or (r["val_f1_mean"] or 0, r["val_acc_mean"] or 0) > (grid.rows[j]["val_f1_mean"] or 0,
-                                                                           grid.rows[j]["val_acc_mean"] or 0):
+        if j is None or validation_key(r) > validation_key(grid.rows[j]):
             by_set[r["models"]] = i
     for models, i in by_set.items():
         r = grid.rows[i]

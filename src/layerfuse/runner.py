@@ -177,7 +177,7 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
         log(f"  {row['models']:<40} {row['fusion']:<14} {h:<6} test acc {100 * row['acc_mean']:.2f} ± "
             f"{100 * row['acc_std']:.2f}  (val F1 {100 * (row['val_f1_mean'] or 0):.2f})")
     # Best configuration by validation macro-F1 (then validation accuracy): never by test.
-    best_i = max(range(len(rows)), key=lambda i: (rows[i]["val_f1_mean"] or 0, rows[i]["val_acc_mean"] or 0))
+    best_i = max(range(len(rows)), key=lambda i: validation_key(rows[i]))
     for i, r in enumerate(rows):
         r["chosen_on_validation"] = i == best_i
     pipe = _pipeline_for(ds, preps, rows[best_i], *results[best_i])
@@ -185,8 +185,15 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
     return GridResult(rows, rows[best_i], pipe, comp, results, ds, list(preps))
 
 
+def validation_key(row: dict) -> tuple[float, float]:
+    """How grid rows are ranked when one is chosen: validation macro-F1, then validation accuracy
+    (both carved from train; a row without validation ranks last). Never test."""
+    return (row["val_f1_mean"] or 0, row["val_acc_mean"] or 0)
+
+
 def _pipeline_for(ds, preps, row: dict, subset, f, h, res) -> FusionPipeline:
-    """A saved-classifier form of one grid row: the seed whose model did best on validation."""
+    """A saved-classifier form of one grid row: the seed whose model did best on validation
+    (same order as ``validation_key``)."""
     j = max(range(len(res.models)), key=lambda k: (res.models[k].val_f1 or 0, res.models[k].val_acc or 0))
     return FusionPipeline(
         specs=[preps[i].spec for i in subset],
