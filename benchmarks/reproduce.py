@@ -19,6 +19,12 @@ split carved from it; the official test split is scored once per trained model:
 
 Results go to benchmarks/results/reproduce/DATASET/ (JSON, CSV, PNG); `--docs` turns all result
 files present into docs/RESULTS.md.
+
+Two datasets side by side on one small machine: give each process one thread
+(`OMP_NUM_THREADS=1 python benchmarks/reproduce.py --datasets r8 & OMP_NUM_THREADS=1 ... r52`).
+Two processes with torch's default thread count oversubscribe the cores; on 2 cores the R52 grid
+ran several times slower that way. Results differ by float reduction order across thread counts
+(single-model heads on R52 within ~0.5 points, about the seed spread).
 """
 
 from __future__ import annotations
