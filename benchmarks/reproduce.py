@@ -238,6 +238,35 @@ def saved_profiles(out: Path, models: list[str]) -> dict:
     return found
 
 
+RESOURCE_KEYS = ("peak_rss_mb", "extract_seconds", "load_seconds", "tokens_computed", "tokens_per_second",
+                 "texts_per_second", "cache_bytes", "truncated", "cache_hits", "subset_of")
+
+
+def extraction_resources(out: Path, model: str, st: dict, max_length: int, dtype: str,
+                         previous: dict | None = None) -> dict:
+    """A model's extraction cost for the resource table. When this run read the cache, the cost is that
+    of the run that computed it: ``extraction_MODEL.json``, written when it was computed, or else the
+    per-model resources of the previous ``summary.json`` (runs before the records existed), saved
+    as the record from then on."""
+    record = out / f"extraction_{model}.json"
+    if not st.get("cache_hits"):
+        record.write_text(json.dumps(st, indent=2, default=str))
+    elif record.exists():
+        old = json.loads(record.read_text())
+        if old.get("max_length") == max_length and old.get("dtype") == dtype:
+            st = old
+    elif previous and previous.get("max_length") == max_length and previous.get("dtype") == dtype:
+        old = previous.get("resources", {}).get(model) or {}
+        if old.get("cache_hits") == 0:
+            st = {**old, "model": model, "max_length": max_length, "dtype": dtype,
+                  "recorded_from": f"summary.json of the run on {previous.get('date')}"}
+            record.write_text(json.dumps(st, indent=2, default=str))
+    res = {k: st.get(k) for k in RESOURCE_KEYS}
+    if st.get("subset_of"):  # read out of a larger entry (R8 out of R52): name the dataset it came from
+        res["subset_of_dataset"] = _dataset_of_entries(set(st["subset_of"].values()), model)
+    return res
+
+
 def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[int], dtype: str,
                 combos: str = "all", extra: list[str] | None = None) -> None:
     from layerfuse import report
@@ -249,23 +278,12 @@ def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[in
     out.mkdir(parents=True, exist_ok=True)
     ds = load_builtin(name)
     max_length = MAX_LENGTH[name]
+    previous = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else None
     resources = {}
     for m in models:
         print(f"[{name}] extracting {m} (max length {max_length}, {dtype})", flush=True)
         st = extract_isolated(m, name, ["mean", "last"], max_length, dtype)
-        record = out / f"extraction_{m}.json"
-        if st.get("cache_hits") and record.exists():
-            # Read from the cache this time: report the run that computed it (recorded then).
-            old = json.loads(record.read_text())
-            if old.get("max_length") == max_length and old.get("dtype") == dtype:
-                st = old
-        elif not st.get("cache_hits"):
-            record.write_text(json.dumps(st, indent=2, default=str))
-        resources[m] = {k: st.get(k) for k in ("peak_rss_mb", "extract_seconds", "load_seconds", "tokens_computed",
-                                               "tokens_per_second", "texts_per_second", "cache_bytes", "truncated",
-                                               "cache_hits", "subset_of")}
-        if st.get("subset_of"):  # read out of a larger entry (R8 out of R52): name the dataset it came from
-            resources[m]["subset_of_dataset"] = _dataset_of_entries(set(st["subset_of"].values()), m)
+        resources[m] = extraction_resources(out, m, st, max_length, dtype, previous)
     t0 = time.perf_counter()
     preps = prepare_models(ds, models, poolings=["mean", "last"], layers="auto", eval_test=True,
                            extraction={"max_length": max_length, "dtype": dtype}, progress=True,

@@ -28,3 +28,28 @@ def test_every_figure_the_page_shows_exists():
     assert images
     missing = [i for i in images if not (ROOT / "docs" / i).resolve().exists()]
     assert not missing, f"RESULTS.md shows figures that are not committed: {missing}"
+
+
+def test_extraction_cost_of_a_cache_hit_is_the_cost_of_the_run_that_computed_it(tmp_path):
+    rep = _reproduce()
+    computed = {"cache_hits": 0, "extract_seconds": 200.0, "tokens_per_second": 1300.0, "peak_rss_mb": 1400.0,
+                "max_length": 128, "dtype": "bfloat16"}
+    hit = {"cache_hits": 3, "extract_seconds": 0.0, "tokens_per_second": None, "peak_rss_mb": 236.0}
+    # Computed now: recorded, and reported as measured.
+    assert rep.extraction_resources(tmp_path, "m", computed, 128, "bfloat16")["extract_seconds"] == 200.0
+    assert (tmp_path / "extraction_m.json").exists()
+    # Read from the cache later: the record is reported, unless its settings differ.
+    assert rep.extraction_resources(tmp_path, "m", hit, 128, "bfloat16")["extract_seconds"] == 200.0
+    assert rep.extraction_resources(tmp_path, "m", hit, 256, "bfloat16")["extract_seconds"] == 0.0
+    # No record (results from before records existed): the previous summary's measurement, saved as the record.
+    previous = {"date": "2026-11-24", "max_length": 128, "dtype": "bfloat16",
+                "resources": {"n": {k: v for k, v in computed.items() if k not in ("max_length", "dtype")}}}
+    assert rep.extraction_resources(tmp_path, "n", hit, 128, "bfloat16", previous)["extract_seconds"] == 200.0
+    assert "2026-11-24" in (tmp_path / "extraction_n.json").read_text()
+    # ... but not one that was itself a cache hit, nor one with other settings.
+    stale = {**previous, "resources": {"k": hit}}
+    assert rep.extraction_resources(tmp_path, "k", hit, 128, "bfloat16", stale)["extract_seconds"] == 0.0
+    other = tmp_path / "other"
+    other.mkdir()
+    assert rep.extraction_resources(other, "n", hit, 64, "bfloat16", previous)["extract_seconds"] == 0.0
+    assert not list(other.iterdir())
