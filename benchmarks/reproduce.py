@@ -292,11 +292,10 @@ def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[in
     print(f"[{name}] profiles done in {time.perf_counter() - t0:.0f} s", flush=True)
     bvl = {p.ref: best_vs_last(ds, p, seeds) for p in preps}
     configs = grid_configs(len(preps), fusions, combos=combos)
-    extra_arg = extra
-    extra = [f for f in FUSION_REGISTRY if f not in fusions] if extra is None else extra
+    full_set_only = [f for f in FUSION_REGISTRY if f not in fusions] if extra is None else extra
     if len(preps) > 1:
         full = tuple(range(len(preps)))
-        configs += [(full, f, "mlp") for f in extra if f not in fusions]
+        configs += [(full, f, "mlp") for f in full_set_only if f not in fusions]
     grid = run_grid(ds, preps, fusions, seeds=seeds, configs=configs, progress=True)
     fused = report.write_fusion_outputs(grid, preps, out, dataset=name)
     baselines = tfidf_baselines(ds) + [minilm_baseline(ds)]
@@ -313,7 +312,7 @@ def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[in
                             + ([f"--models {','.join(models)}"] if models != MODELS else [])
                             + ([f"--fusions {','.join(fusions)}"] if fusions != FUSIONS else [])
                             + ([f"--combos {combos}"] if combos != "all" else [])
-                            + ([f"--extra-fusions {','.join(extra) or 'none'}"] if extra_arg is not None else [])
+                            + ([f"--extra-fusions {','.join(extra) or 'none'}"] if extra is not None else [])
                             + ([f"--seeds {len(seeds)}"] if len(seeds) != 3 else [])
                             + ([f"--dtype {dtype}"] if dtype != "bfloat16" else [])),
     }
@@ -350,7 +349,7 @@ def render_docs() -> str:
                   "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
         for name, s in summaries.items():
             rows = s["fusion"]["rows"]
-            ch = next(r for r in rows if r.get("chosen_on_validation"))
+            ch = chosen_row(rows)
             single = max((r for r in rows if r["n_models"] == 1), key=lambda r: r["acc_mean"])
             base = max(s["baselines"], key=lambda b: b["acc"])
             t = TARGETS.get(name)
@@ -366,7 +365,7 @@ def render_docs() -> str:
     for name in done:
         s = summaries[name]
         rows = s["fusion"]["rows"]
-        chosen = next(r for r in rows if r.get("chosen_on_validation"))
+        chosen = chosen_row(rows)
         lines += [f"## {name}", "", f"Command: `{s['command']}` ({s['date']}, {s['dtype']}, max length "
                   f"{s['max_length']}, seeds {s['seeds']}, {s['machine']['cores']} cores).", ""]
         mach = s["machine"]
@@ -413,10 +412,6 @@ def render_docs() -> str:
         per_set = s.get("configuration_resources")
         lat = s.get("prediction_latency_s_per_text", {}).get("chosen")
         if per_set:
-            if any(r.get("peak_memory_method") != "VmHWM" for r in per_set):
-                lines += ["", "Peak memory per configuration is not shown for this run: it was read with ru_maxrss, "
-                              "which in a spawned child also counts what the parent held when it forked. Rerun the "
-                              "dataset to measure it."]
             lines += ["", f"Resources per configuration (its saved classifier loaded in a fresh process, then one batch "
                           f"of {per_set[0]['texts']} test texts predicted from raw text; measured on each model set's "
                           "fusion chosen by validation). Memory and latency grow with every backbone added; the "
@@ -424,8 +419,7 @@ def render_docs() -> str:
                           "| models | fusion | peak memory MB | load s | ms per text | head params | head training s per seed |",
                           "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
             for r in sorted(per_set, key=lambda r: (r["n_models"], r["latency_ms_per_text"])):
-                mem = f"{r['peak_rss_mb']:.0f}" if r.get("peak_memory_method") == "VmHWM" else "—"
-                lines.append(f"| {r['models']} | {r['fusion']} | {mem} | {r['load_seconds']:.1f} | "
+                lines.append(f"| {r['models']} | {r['fusion']} | {r['peak_rss_mb']:.0f} | {r['load_seconds']:.1f} | "
                              f"{r['latency_ms_per_text']:.1f} | {r['params']:,} | {r['train_seconds']:.1f} |")
         elif lat:
             lines += ["", f"Prediction with the chosen classifier (all its backbones, from raw text, batches of 200 "
@@ -448,6 +442,11 @@ def _split_sizes(name: str) -> dict:
     from layerfuse.data import load_builtin
 
     return {k: v.texts for k, v in load_builtin(name).splits.items()}
+
+
+def chosen_row(rows: list[dict]) -> dict:
+    """The grid row run_grid chose on validation."""
+    return next(r for r in rows if r.get("chosen_on_validation"))
 
 
 def fusions_beating_members(rows: list[dict]) -> tuple[int, list[dict]]:
@@ -482,7 +481,7 @@ def across_datasets(summaries: dict) -> list[str]:
               "chosen: ms per text | best single: ms per text |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, s in summaries.items():
         rows = s["fusion"]["rows"]
-        chosen = next(r for r in rows if r.get("chosen_on_validation"))
+        chosen = chosen_row(rows)
         singles = {r["models"]: r for r in rows if r["n_models"] == 1}
         best = max(singles.values(), key=lambda r: r["acc_mean"])
         helped, multi = fusions_beating_members(rows)
@@ -508,7 +507,7 @@ def comparisons(s: dict) -> list[tuple[str, float]]:
 
 
 def _higher_comparisons(s: dict) -> list[tuple[str, float]]:
-    chosen = next(r for r in s["fusion"]["rows"] if r.get("chosen_on_validation"))
+    chosen = chosen_row(s["fusion"]["rows"])
     return [(n, a) for n, a in comparisons(s) if a >= chosen["acc_mean"]]
 
 
@@ -521,7 +520,7 @@ def findings(s: dict) -> list[str]:
     """Plain-language statements, each computed from the summary it describes."""
     out = []
     rows = s["fusion"]["rows"]
-    chosen = next(r for r in rows if r.get("chosen_on_validation"))
+    chosen = chosen_row(rows)
     singles = [r for r in rows if r["n_models"] == 1]
     best_single = max(singles, key=lambda r: r["acc_mean"])
     for m, b in s["best_vs_last"].items():
@@ -569,12 +568,11 @@ def findings(s: dict) -> list[str]:
         one = min((r for r in per_set if r["n_models"] == 1), key=lambda r: r["latency_ms_per_text"])
         big = max(per_set, key=lambda r: (r["n_models"], r["latency_ms_per_text"]))
         ch = next((r for r in per_set if r["models"] == chosen["models"]), None)
-        ok = all(r.get("peak_memory_method") == "VmHWM" for r in per_set)
-        mb = (lambda r: f" and {r['peak_rss_mb']:.0f} MB") if ok else (lambda r: "")  # noqa: E731
         out.append(f"Cost: the cheapest single model ({one['models']}) predicts in {one['latency_ms_per_text']:.1f} ms "
-                   f"per text{mb(one)}; all {big['n_models']} models together take "
-                   f"{big['latency_ms_per_text']:.1f} ms{mb(big)}"
-                   + (f"; the chosen configuration {ch['latency_ms_per_text']:.1f} ms{mb(ch)}" if ch else "") + ".")
+                   f"per text and {one['peak_rss_mb']:.0f} MB; all {big['n_models']} models together take "
+                   f"{big['latency_ms_per_text']:.1f} ms and {big['peak_rss_mb']:.0f} MB"
+                   + (f"; the chosen configuration {ch['latency_ms_per_text']:.1f} ms and {ch['peak_rss_mb']:.0f} MB"
+                      if ch else "") + ".")
     return out
 
 
