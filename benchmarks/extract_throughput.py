@@ -8,7 +8,7 @@ Rows, all producing embeddings on the same texts with the same loaded weights:
   padding to the longest text of each batch, keeping the last layer only (fp32).
 * ``layerfuse fp32`` / ``layerfuse bf16``: ``extract_texts`` at its defaults (length-sorted
   batches under a token budget, every layer, mean + last pooling, written to a fresh cache).
-  The default ``--dtype auto`` is bf16 on CPUs with AMX / AVX-512 BF16, else fp32.
+  The default ``--dtype auto`` is bf16 where a bf16 matmul measures >= 1.5x fp32 (AMX CPUs), else fp32.
 
 Also measured in the same run: the machine's matmul ceiling (large fp32 and bf16 matmuls), so
 each row reports the fraction of the ceiling it reaches, counting 2 × non-embedding parameters
@@ -101,12 +101,25 @@ def sweep(budgets: list[int], args) -> None:
     print(f"wrote {out}")
 
 
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "extract_throughput"
+
+
+def bf16_instructions() -> str:
+    """What the CPU advertises for bf16 (from /proc/cpuinfo): it decides whether bf16 pays."""
+    from layerfuse.extraction import _cpu_flags
+
+    flags = _cpu_flags()
+    if "amx_bf16" in flags:
+        return "AMX"
+    return "AVX-512 BF16, no AMX" if "avx512_bf16" in flags else "none"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--n", type=int, default=500, help="number of SST-2 train sentences (default 500)")
     ap.add_argument("--batch-tokens", type=int, default=DEFAULT_BATCH_TOKENS)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "extract_throughput"))
+    ap.add_argument("--out", default=str(DEFAULT_OUT))
     ap.add_argument("--sweep", help="instead: compare batch-token budgets, e.g. 512,1024,2048,4096,8192, for fp32 and "
                     "bf16 side by side; writes benchmarks/results/extract_batch_sweep.json")
     args = ap.parse_args()
@@ -154,13 +167,15 @@ def main() -> None:
     }
     print("ratios: " + ", ".join(f"{k} {v:.2f}×" for k, v in ratios.items()))
     result = {
-        "command": "python benchmarks/extract_throughput.py" + ("" if args.n == 500 else f" --n {args.n}"),
+        "command": "python benchmarks/extract_throughput.py" + ("" if args.n == 500 else f" --n {args.n}")
+                   + ("" if Path(args.out) == DEFAULT_OUT else f" --out {args.out}"),
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "model": args.model,
         "texts": len(texts),
         "batch_tokens": args.batch_tokens,
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "threads": torch.get_num_threads(), "torch": torch.__version__},
+                    "threads": torch.get_num_threads(), "torch": torch.__version__,
+                    "bf16_instructions": bf16_instructions()},
         "matmul_ceiling_gflops": ceiling,
         "flops_per_token": flops_per_token,
         "default_dtype": default_dtype,
@@ -172,7 +187,8 @@ def main() -> None:
     out.with_suffix(".json").write_text(json.dumps(result, indent=2))
     lines = [
         f"Command: `{result['command']}` ({result['date']}, {result['texts']} SST-2 train sentences, "
-        f"{args.model}, {result['machine']['cores']} cores, torch {torch.__version__})",
+        f"{args.model}, {result['machine']['cores']} cores, bf16 instructions: "
+        f"{result['machine']['bf16_instructions']}, torch {torch.__version__})",
         "",
         f"Matmul ceiling measured in the same run: fp32 {ceiling['float32']:.0f} GFLOP/s, "
         f"bf16 {ceiling['bfloat16']:.0f} GFLOP/s; {flops_per_token / 1e6:.0f} MFLOP per token.",

@@ -234,6 +234,30 @@ def test_in_memory_embedding_matches_cached_extraction(tiny_model, cache_dir):
         np.testing.assert_array_equal(mem[p], np.asarray(cached[p], dtype=np.float32))
 
 
+def test_bf16_counts_as_fast_only_where_it_measures_faster(monkeypatch):
+    from layerfuse import extraction
+
+    monkeypatch.setattr(extraction, "_cpu_flags", lambda: {"avx2", "fma"})
+    monkeypatch.setattr(extraction, "bf16_speedup", lambda: 6.0)
+    assert not extraction.fast_bf16("cpu")  # no bf16 instructions at all
+    monkeypatch.setattr(extraction, "_cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    assert extraction.fast_bf16("cpu")
+    # AVX-512 BF16 without AMX: advertised, but slower than float32 on the machine that found it.
+    monkeypatch.setattr(extraction, "bf16_speedup", lambda: 0.6)
+    assert not extraction.fast_bf16("cpu")
+    monkeypatch.setattr(extraction, "_cpu_flags", lambda: {"amx_bf16", "amx_tile", "avx512_bf16"})
+    monkeypatch.setattr(extraction, "bf16_speedup", lambda: 5.0)
+    assert extraction.fast_bf16("cpu")
+
+
+def test_bf16_speedup_is_a_measured_ratio():
+    from layerfuse import extraction
+
+    r = extraction.bf16_speedup()
+    assert 0.01 < r < 100 and extraction.bf16_speedup() == r  # measured once per process
+    assert {"flags"}.isdisjoint(extraction._cpu_flags())
+
+
 def test_auto_dtype_follows_the_hardware(monkeypatch):
     from layerfuse import extraction
 

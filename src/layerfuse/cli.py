@@ -76,8 +76,8 @@ def _add_extract_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-tokens", type=int, default=DEFAULT_BATCH_TOKENS,
                    help=f"padded tokens per batch; texts are sorted by length (default {DEFAULT_BATCH_TOKENS})")
     g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
-                   help="compute dtype; auto = bfloat16 where the GPU/CPU runs it natively (AMX, AVX-512 BF16), "
-                        "else float32 (default auto)")
+                   help="compute dtype; auto = bfloat16 where it measures faster than float32 (a bf16 GPU, an AMX "
+                        "CPU; a quick matmul check), else float32 (default auto)")
     g.add_argument("--device", default="auto", help="auto (a GPU when present), cpu or cuda (default auto)")
     g.add_argument("--storage", default="float16", choices=["float16", "float32"], help="cache dtype (default float16)")
     g.add_argument("--cache-dir", help="cache root (default $LAYERFUSE_CACHE or ~/.cache/layerfuse)")
