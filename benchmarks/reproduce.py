@@ -20,6 +20,11 @@ split carved from it; the official test split is scored once per trained model:
 Results go to benchmarks/results/reproduce/DATASET/ (JSON, CSV, PNG); `--docs` turns all result
 files present into docs/RESULTS.md.
 
+An interrupted run loses nothing finished: embeddings resume chunk by chunk, layer profiles are read
+back from the result files, and every trained grid row (and best/last-layer row) is kept with its
+heads under `$LAYERFUSE_CACHE/grid/`, so the same command resumes after the last finished row. A
+row read back keeps the numbers of the run that trained it (thread count included).
+
 Two datasets side by side on one small machine: give each process one thread
 (`OMP_NUM_THREADS=1 python benchmarks/reproduce.py --datasets r8 & OMP_NUM_THREADS=1 ... r52`).
 Two processes with torch's default thread count oversubscribe the cores; on 2 cores the R52 grid
@@ -139,21 +144,37 @@ def _baseline_row(name, pred, y, seconds, note) -> dict:
 # One dataset
 
 
+def grid_checkpoints() -> Path:
+    """Where trained heads are kept between runs (``layerfuse.runner.load_or_fit``): the cache root."""
+    from layerfuse.backbones import cache_root
+
+    return cache_root() / "grid"
+
+
 def best_vs_last(ds, prep, seeds) -> dict:
-    """Same head and seeds on the CV-best single layer and on the last layer."""
+    """Same head and seeds on the CV-best single layer and on the last layer (resumable like the grid)."""
+    from dataclasses import replace
+
     from layerfuse.pipeline import SourceSpec, build_sources
+    from layerfuse.runner import grid_row_key, load_or_fit
     from layerfuse.train import fit_seeds
 
     prof = prep.profiles[prep.pooling]
     best = prof.best("probe_acc")["start"]
     last = prof.n_layers
     out = {"pooling": prep.pooling}
+    settings = {"seeds": list(seeds), "proj_dim": 1024, "max_epochs": 50, "patience": 5, "val_fraction": 0.1,
+                "lr": 1e-3, "batch_size": 64}
     for name, layer in [("best", best), ("last", last)]:
-        spec = SourceSpec(prep.ref, prep.pooling, [layer], "single")
+        spec = SourceSpec(prep.ref, prep.pooling, [layer], "single", prep.spec.fingerprint)
         tr = build_sources(spec, prep.emb.array("train", prep.pooling))
         te = build_sources(spec, prep.emb.array("test", prep.pooling))
-        r = fit_seeds(tr, ds.splits["train"].labels, te, ds.splits["test"].labels, seeds=seeds,
-                      n_classes=len(ds.classes), fusion="concat", head="mlp")
+        folder = grid_checkpoints() / grid_row_key(ds.fingerprint(), [replace(prep, spec=spec)], "concat", "mlp",
+                                                   settings)
+        r, _ = load_or_fit(folder, lambda: fit_seeds(tr, ds.splits["train"].labels, te, ds.splits["test"].labels,
+                                                     n_classes=len(ds.classes), fusion="concat", head="mlp",
+                                                     **settings),
+                           {"models": [prep.ref], "layer": layer, "dataset": ds.name})
         out[name] = {"layer": layer, "acc_mean": r.acc_mean, "acc_std": r.acc_std, "f1_mean": r.f1_mean,
                      "f1_std": r.f1_std}
     return out
@@ -296,7 +317,8 @@ def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[in
     if len(preps) > 1:
         full = tuple(range(len(preps)))
         configs += [(full, f, "mlp") for f in full_set_only if f not in fusions]
-    grid = run_grid(ds, preps, fusions, seeds=seeds, configs=configs, progress=True)
+    grid = run_grid(ds, preps, fusions, seeds=seeds, configs=configs, checkpoint_dir=grid_checkpoints(),
+                    progress=True)
     fused = report.write_fusion_outputs(grid, preps, out, dataset=name)
     baselines = tfidf_baselines(ds) + [minilm_baseline(ds)]
     per_set = configuration_resources(grid, ds.splits["test"].texts[:LATENCY_TEXTS])

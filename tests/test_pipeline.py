@@ -109,6 +109,58 @@ def test_two_models_fused_through_the_grid(tiny_model, cache_dir, tmp_path):
                  log=lambda *_: None)
 
 
+def test_interrupted_grid_resumes_from_its_checkpoints(tiny_model, cache_dir, tmp_path, monkeypatch):
+    import layerfuse.train as train_mod
+    from layerfuse.runner import prepare_models, run_grid
+
+    other = str(build_tiny_model(tmp_path / "other", layers=2, hidden=16, seed=7))
+    X, y = make_texts(80, seed=5)
+    Xt, yt = make_texts(30, seed=6)
+    ds = Dataset("toy", ["neg", "pos"], {"train": Split(X, (y == "pos").astype(np.int64)),
+                                         "test": Split(Xt, (yt == "pos").astype(np.int64))}, source="test")
+    preps = prepare_models(ds, [tiny_model, other], layers="auto", folds=3, windows=2, progress=False,
+                           log=lambda *_: None)
+    ckpt = tmp_path / "grid"
+    kw = dict(heads=["logreg"], seeds=[0, 1], proj_dim=16, max_epochs=8, lr=1e-2, progress=False,
+              log=lambda *_: None, checkpoint_dir=ckpt)
+    real_fit = train_mod.fit_seeds
+    calls = []
+
+    def counting_fit(*a, **k):
+        calls.append(k["fusion"])
+        if len(calls) == 3:  # the third row is "interrupted" before it finishes
+            raise KeyboardInterrupt
+        return real_fit(*a, **k)
+
+    monkeypatch.setattr(train_mod, "fit_seeds", counting_fit)
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(ds, preps, ["concat", "sum"], **kw)
+    assert len(list(ckpt.iterdir())) == 2  # the two finished rows, nothing half-written
+    calls.clear()
+    monkeypatch.setattr(train_mod, "fit_seeds", lambda *a, **k: calls.append(k["fusion"]) or real_fit(*a, **k))
+    resumed = run_grid(ds, preps, ["concat", "sum"], **kw)
+    assert calls == ["concat", "sum"] and resumed.resumed == 2  # only the pair's rows were trained
+    # Everything read back: same rows, same choice, same saved classifier, no training.
+    calls.clear()
+    again = run_grid(ds, preps, ["concat", "sum"], **kw)
+    assert calls == [] and again.resumed == 4
+    assert again.rows == resumed.rows and again.complementarity == resumed.complementarity
+    np.testing.assert_array_equal(again.pipeline.predict_proba(Xt), resumed.pipeline.predict_proba(Xt))
+    # A row trained without a checkpoint gives the same numbers as the one read back.
+    fresh = run_grid(ds, preps, [], configs=[((0, 1), "sum", "logreg")], **{**kw, "checkpoint_dir": None})
+    assert fresh.rows[0]["acc_mean"] == again.rows[3]["acc_mean"] and calls == ["sum"]
+    # Other settings are other rows; an unreadable checkpoint is trained again, not trusted.
+    calls.clear()
+    run_grid(ds, preps, [], configs=[((0,), "concat", "logreg")], **{**kw, "seeds": [2]})
+    assert calls == ["concat"]
+    for folder in ckpt.iterdir():
+        (folder / "seeds.json").write_text("{broken")
+    calls.clear()
+    notes = []
+    run_grid(ds, preps, [], configs=[((1,), "concat", "logreg")], **{**kw, "log": notes.append})
+    assert calls == ["concat"] and any("unreadable" in n for n in notes)
+
+
 def test_saved_profiles_are_reused_only_when_they_fit(tiny_model, cache_dir, tmp_path, monkeypatch):
     import layerfuse.profile as profile_mod
     from layerfuse.profile import LayerProfile

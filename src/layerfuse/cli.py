@@ -231,6 +231,13 @@ def _prepare(cfg, args, *, layers="auto", k=3, folds=5, windows=4, eval_test=Fal
     return ds, preps
 
 
+def _grid_checkpoints(args) -> Path:
+    """Where run_grid keeps each finished row's trained heads, so an interrupted grid resumes."""
+    from .backbones import cache_root
+
+    return cache_root(getattr(args, "cache_dir", None)) / "grid"
+
+
 def cmd_profile(args) -> int:
     from . import report
     from .runner import validate_choices
@@ -264,7 +271,8 @@ def cmd_fuse(args) -> int:
     seeds = list(range(args.seeds)) if args.seeds > 0 else [0]
     grid = run_grid(ds, preps, parse_list(args.fusion, "--fusion"), heads=parse_list(args.heads, "--heads"),
                     seeds=seeds, combos=args.combos, proj_dim=args.proj_dim, max_epochs=args.max_epochs,
-                    patience=args.patience, val_fraction=args.val_fraction, lr=args.lr, progress=progress, log=log)
+                    patience=args.patience, val_fraction=args.val_fraction, lr=args.lr,
+                    checkpoint_dir=_grid_checkpoints(args), progress=progress, log=log)
     out = _out_dir(args, f"out/fuse-{ds.name}")
     summary = report.write_fusion_outputs(grid, preps, out, dataset=ds.name)
     if args.save:
@@ -305,7 +313,8 @@ def cmd_run(args) -> int:
     f = cfg["fusion"]
     grid = run_grid(ds, preps, f["strategies"], heads=f["heads"], seeds=f["seeds"], combos=f["combos"],
                     proj_dim=f["proj_dim"], max_epochs=f["max_epochs"], patience=f["patience"],
-                    val_fraction=f["val_fraction"], lr=f["lr"], batch_size=f["batch_size"], progress=progress, log=log)
+                    val_fraction=f["val_fraction"], lr=f["lr"], batch_size=f["batch_size"],
+                    checkpoint_dir=_grid_checkpoints(args), progress=progress, log=log)
     fused = report.write_fusion_outputs(grid, preps, out, dataset=ds.name)
     if cfg["output"].get("save"):
         grid.pipeline.save(cfg["output"]["save"])
@@ -527,8 +536,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"layerfuse {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print(f"\nlayerfuse {args.command}: interrupted. Finished chunks are kept in the cache; run the same "
-              "command again to resume.", file=sys.stderr)
+        print(f"\nlayerfuse {args.command}: interrupted. Finished embedding chunks and grid rows are kept in "
+              "the cache; run the same command again to resume.", file=sys.stderr)
         return 130
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -96,6 +97,8 @@ class GridResult:
     results: list = field(default_factory=list, repr=False)
     ds: object = field(default=None, repr=False)
     preps: list = field(default_factory=list, repr=False)
+    # How many rows were read back from ``checkpoint_dir`` instead of trained in this run.
+    resumed: int = 0
 
     def pipeline_for(self, i: int) -> FusionPipeline:
         """The saved-classifier form of row ``i`` (its best seed on validation)."""
@@ -129,9 +132,15 @@ def grid_configs(n: int, fusions: Sequence[str], heads: Sequence[str] = ("mlp",)
 def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Sequence[str] = ("mlp",),
              seeds: Sequence[int] = (0, 1, 2), combos: str = "all", proj_dim: int = 1024, max_epochs: int = 50,
              patience: int = 5, val_fraction: float = 0.1, lr: float = 1e-3, batch_size: int = 64,
-             configs: Sequence[tuple] | None = None, progress: bool = True, log=print) -> GridResult:
+             configs: Sequence[tuple] | None = None, checkpoint_dir=None, progress: bool = True,
+             log=print) -> GridResult:
     """Train and evaluate every (model set × fusion × head); pick the best by validation only.
-    ``configs`` (see :func:`grid_configs`) replaces the full product of sets, fusions and heads."""
+    ``configs`` (see :func:`grid_configs`) replaces the full product of sets, fusions and heads.
+
+    ``checkpoint_dir`` (e.g. ``cache_root() / "grid"``): each finished row's trained seeds are saved
+    there atomically (:func:`~layerfuse.train.save_seeds`) under a key of everything that changes
+    them (dataset, embedding cache keys, layers, fusion, head, seeds, training settings), and a
+    rerun loads them instead of training again, so an interrupted grid resumes after its last row."""
     from .train import fit_seeds
 
     if configs is None:
@@ -148,17 +157,26 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
     src_tr = [p.sources("train") for p in preps]
     src_te = [p.sources("test") for p in preps]
     rows, results = [], []
+    settings = {"seeds": [int(x) for x in seeds], "proj_dim": proj_dim, "max_epochs": max_epochs,
+                "patience": patience, "val_fraction": val_fraction, "lr": lr, "batch_size": batch_size}
+    data_fp = ds.fingerprint() if checkpoint_dir is not None else None
+    resumed = 0
     from tqdm.auto import tqdm
 
     bar = tqdm(configs, desc="fuse", unit="config", disable=not progress, dynamic_ncols=True)
     for subset, f, h in bar:
         names = [preps[i].ref for i in subset]
         bar.set_postfix_str(f"{'+'.join(names)} {f}/{h}", refresh=True)
-        tr = [a for i in subset for a in src_tr[i]]
-        te = [a for i in subset for a in src_te[i]]
-        res = fit_seeds(tr, y_tr, te, y_te, seeds=seeds, n_classes=len(ds.classes), fusion=f, head=h,
-                        proj_dim=proj_dim, max_epochs=max_epochs, patience=patience, val_fraction=val_fraction,
-                        lr=lr, batch_size=batch_size)
+        folder = None if checkpoint_dir is None else (
+            Path(checkpoint_dir) / grid_row_key(data_fp, [preps[i] for i in subset], f, h, settings))
+
+        def fit(subset=subset, f=f, h=h):
+            tr = [a for i in subset for a in src_tr[i]]
+            te = [a for i in subset for a in src_te[i]]
+            return fit_seeds(tr, y_tr, te, y_te, n_classes=len(ds.classes), fusion=f, head=h, **settings)
+
+        res, loaded = load_or_fit(folder, fit, {"models": names, "fusion": f, "head": h, "dataset": ds.name}, log)
+        resumed += loaded
         s = res.summary()
         row = {
             "models": "+".join(names),
@@ -175,14 +193,46 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
         rows.append(row)
         results.append((subset, f, h, res))
         log(f"  {row['models']:<40} {row['fusion']:<14} {h:<6} test acc {100 * row['acc_mean']:.2f} ± "
-            f"{100 * row['acc_std']:.2f}  (val F1 {100 * (row['val_f1_mean'] or 0):.2f})")
+            f"{100 * row['acc_std']:.2f}  (val F1 {100 * (row['val_f1_mean'] or 0):.2f})"
+            + ("  [saved earlier, not retrained]" if loaded else ""))
     # Best configuration by validation macro-F1 (then validation accuracy): never by test.
     best_i = max(range(len(rows)), key=lambda i: validation_key(rows[i]))
     for i, r in enumerate(rows):
         r["chosen_on_validation"] = i == best_i
     pipe = _pipeline_for(ds, preps, rows[best_i], *results[best_i])
     comp = complementarity(preps, results, y_tr, val_fraction, src_tr)
-    return GridResult(rows, rows[best_i], pipe, comp, results, ds, list(preps))
+    if resumed:
+        log(f"  {resumed} of {len(rows)} rows read back from {checkpoint_dir} (trained by an earlier run)")
+    return GridResult(rows, rows[best_i], pipe, comp, results, ds, list(preps), resumed)
+
+
+def load_or_fit(folder, fit, info: dict, log=print):
+    """``fit()`` (returning a :class:`~layerfuse.train.SeedResult`) unless ``folder`` already holds
+    its result from an earlier run; a new result is saved there atomically. ``folder`` None: just
+    fit. Returns ``(result, loaded)``. An unreadable folder is reported and trained again."""
+    from .train import load_seeds, save_seeds
+
+    if folder is not None and Path(folder).is_dir():
+        try:
+            return load_seeds(folder), True
+        except LayerfuseError as exc:
+            log(f"  {folder}: unreadable ({exc}); training again")
+    res = fit()
+    if folder is not None:
+        save_seeds(res, folder, info=info)
+    return res, False
+
+
+def grid_row_key(data_fingerprint: str, preps: Sequence[ModelPrep], fusion: str, head: str, settings: dict) -> str:
+    """The checkpoint folder name of one grid row: a digest of everything its numbers depend on —
+    the dataset (texts and labels), each model's embedding cache entries (model, texts, max length,
+    dtype, storage) and chosen layers, the fusion, the head, the seeds and the training settings."""
+    from .cache import make_key
+
+    sources = [{"spec": asdict(p.spec), "splits": {s: p.emb.keys.get(s) for s in ("train", "test")}}
+               for p in preps]
+    return make_key({"what": "grid-row", "data": data_fingerprint, "sources": sources, "fusion": fusion,
+                     "head": head, **settings})
 
 
 def validation_key(row: dict) -> tuple[float, float]:

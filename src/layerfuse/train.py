@@ -44,13 +44,16 @@ __all__ = [
     "fit_head",
     "fit_seeds",
     "load_net",
+    "load_seeds",
     "save_net",
+    "save_seeds",
     "source_dims_of",
     "stratified_validation_split",
 ]
 
 WEIGHTS_FILE = "net.safetensors"
 CONFIG_FILE = "net.json"
+SEEDS_FILE = "seeds.json"
 FORMAT_VERSION = 1
 _EVAL_BATCH = 2048
 
@@ -723,3 +726,36 @@ def load_net(directory) -> TrainedModel:
         n_params=_count_params(net),
         history=list(meta.get("history") or []),
     )
+
+
+def save_seeds(result: SeedResult, directory, info: dict | None = None) -> Path:
+    """Write a :class:`SeedResult` into ``directory``: every seed's net (:func:`save_net`, folder
+    ``seed-<s>``) and the scores (``seeds.json``, with ``info`` beside them). The folder is built
+    under a temporary name and renamed into place, so an interrupted save leaves nothing half-written."""
+    from .cache import atomic_folder
+
+    d = Path(directory)
+    with atomic_folder(d) as tmp:
+        for s, model in zip(result.seeds, result.models):
+            save_net(model, tmp / f"seed-{s}")
+        doc = {"format": "layerfuse.seeds", "version": FORMAT_VERSION, "summary": result.summary(), "info": info or {}}
+        (tmp / SEEDS_FILE).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    return d
+
+
+def load_seeds(directory) -> SeedResult:
+    """Read back the exact :class:`SeedResult` written by :func:`save_seeds`, models included."""
+    d = Path(directory)
+    path = d / SEEDS_FILE
+    if not path.is_file():
+        raise LayerfuseError(f"{path}: file missing; pass a folder written by save_seeds")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise LayerfuseError(f"{path}: not valid JSON ({exc})") from None
+    names = set(SeedResult.__dataclass_fields__) - {"models"}
+    summary = doc.get("summary") if isinstance(doc, dict) else None
+    if not isinstance(summary, dict) or doc.get("format") != "layerfuse.seeds" or set(summary) != names:
+        raise LayerfuseError(f"{path}: not a layerfuse seeds file of this version (fields {sorted(names)} expected)")
+    models = [load_net(d / f"seed-{s}") for s in summary["seeds"]]
+    return SeedResult(**summary, models=models)
