@@ -66,7 +66,44 @@ from layerfuse.extraction import _peak_rss_mb  # noqa: E402
 from layerfuse.runner import validation_key  # noqa: E402
 
 
-def _extract_child(model, dataset, poolings, max_length, dtype, q):
+def _exit_with_parent(parent: int) -> None:
+    """In a child: end this process when the parent is gone (killed runs leave no orphan burning CPU)."""
+    import threading
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _child_main(target, args, parent, q):
+    _exit_with_parent(parent)
+    q.put(target(*args))
+
+
+def in_child(target, *args, what: str) -> dict:
+    """``target(*args)`` in a fresh spawned process (its own peak memory); its result comes back
+    through a queue. A child that dies without a result is an error, not a hang."""
+    import queue
+
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_child_main, args=(target, args, os.getpid(), q))
+    p.start()
+    while True:
+        try:
+            out = q.get(timeout=2)
+            break
+        except queue.Empty:
+            if not p.is_alive():
+                raise SystemExit(f"{what} failed (child exit code {p.exitcode}); see the messages above")
+    p.join()
+    return out
+
+
+def _extract_child(model, dataset, poolings, max_length, dtype):
 
     from layerfuse.data import load_builtin
     from layerfuse.extraction import extract
@@ -77,19 +114,12 @@ def _extract_child(model, dataset, poolings, max_length, dtype, q):
     st["peak_rss_mb"] = _peak_rss_mb()
     st["peak_memory_method"] = "VmHWM"
     st["splits"] = {k: {kk: vv for kk, vv in v.items() if kk != "backbone"} for k, v in st["splits"].items()}
-    q.put(st)
+    return st
 
 
 def extract_isolated(model, dataset, poolings, max_length, dtype) -> dict:
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    p = ctx.Process(target=_extract_child, args=(model, dataset, poolings, max_length, dtype, q))
-    p.start()
-    st = q.get()
-    p.join()
-    if p.exitcode != 0:
-        raise SystemExit(f"extraction of {model} on {dataset} failed")
-    return st
+    return in_child(_extract_child, model, dataset, poolings, max_length, dtype,
+                    what=f"extraction of {model} on {dataset}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,7 +210,7 @@ def best_vs_last(ds, prep, seeds) -> dict:
     return out
 
 
-def _predict_child(directory, texts, q):
+def _predict_child(directory, texts):
 
     from layerfuse.pipeline import load
 
@@ -191,8 +221,8 @@ def _predict_child(directory, texts, q):
     t0 = time.perf_counter()
     pipe.predict(texts)
     seconds = time.perf_counter() - t0
-    q.put({"load_seconds": t_load, "latency_ms_per_text": 1000 * seconds / len(texts),
-           "peak_rss_mb": _peak_rss_mb(), "peak_memory_method": "VmHWM"})
+    return {"load_seconds": t_load, "latency_ms_per_text": 1000 * seconds / len(texts),
+            "peak_rss_mb": _peak_rss_mb(), "peak_memory_method": "VmHWM"}
 
 
 def configuration_resources(grid, texts) -> list[dict]:
@@ -202,7 +232,6 @@ def configuration_resources(grid, texts) -> list[dict]:
     microseconds, so the backbones make the cost. Head training time is the grid row's."""
     import tempfile
 
-    ctx = mp.get_context("spawn")
     out = []
     by_set: dict[str, int] = {}
     for i, r in enumerate(grid.rows):
@@ -213,11 +242,7 @@ def configuration_resources(grid, texts) -> list[dict]:
         r = grid.rows[i]
         with tempfile.TemporaryDirectory() as tmp:
             grid.pipeline_for(i).save(Path(tmp) / "clf")
-            q = ctx.Queue()
-            p = ctx.Process(target=_predict_child, args=(str(Path(tmp) / "clf"), list(texts), q))
-            p.start()
-            m = q.get()
-            p.join()
+            m = in_child(_predict_child, str(Path(tmp) / "clf"), list(texts), what=f"prediction with {models}")
         m.update(models=models, n_models=r["n_models"], fusion=r["fusion"], params=r["params"],
                  train_seconds=r["train_seconds"], texts=len(texts))
         print(f"  {models:<60} {m['peak_rss_mb']:7.0f} MB  {m['latency_ms_per_text']:7.1f} ms/text", flush=True)

@@ -53,3 +53,56 @@ def test_extraction_cost_of_a_cache_hit_is_the_cost_of_the_run_that_computed_it(
     other.mkdir()
     assert rep.extraction_resources(other, "n", hit, 64, "bfloat16", previous)["extract_seconds"] == 0.0
     assert not list(other.iterdir())
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(x) for x in path.read_text().split()] if path.exists() else []
+
+
+def _running(pid: int) -> bool:
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
+def test_child_processes_report_failure_and_never_outlive_the_run(monkeypatch):
+    import math
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import pytest
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import reproduce
+
+    assert reproduce.in_child(math.factorial, 5, what="factorial") == 120
+    # A child that dies without a result stops the run with a message instead of waiting forever.
+    with pytest.raises(SystemExit, match="exit code 3"):
+        reproduce.in_child(os._exit, 3, what="crash")
+    if not Path("/proc/self/task").exists():
+        pytest.skip("needs /proc to find the child")
+    # Killing the run (here: SIGKILL to the parent) ends a child that is still working.
+    code = ("import sys, time; sys.path.insert(0, sys.argv[1]); import reproduce; "
+            "reproduce.in_child(time.sleep, 120, what='sleep')")
+    parent = subprocess.Popen([sys.executable, "-c", code, str(ROOT / "benchmarks")])
+    try:
+        deadline = time.time() + 60
+        while not (kids := _children(parent.pid)) and time.time() < deadline:
+            time.sleep(0.2)
+        assert kids, "the child never started"
+        time.sleep(1)  # let the child reach its watchdog
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        deadline = time.time() + 30
+        while any(_running(k) for k in kids) and time.time() < deadline:
+            time.sleep(0.2)
+        alive = [k for k in kids if _running(k)]
+        assert not alive, f"child {alive} outlived the killed run"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
