@@ -271,10 +271,13 @@ def machine_info() -> dict:
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
-def saved_profiles(out: Path, models: list[str]) -> dict:
-    """Profiles a previous run of this dataset wrote (prepare_models checks they still fit)."""
+def saved_profiles(out: Path, models: list[str], max_length: int, dtype: str, previous: dict | None) -> dict:
+    """Profiles a previous run of this dataset wrote, when that run extracted with the same max
+    length and dtype (its summary.json says; prepare_models checks labels and depth)."""
     from layerfuse.profile import LayerProfile
 
+    if not previous or previous.get("max_length") != max_length or previous.get("dtype") != dtype:
+        return {}
     found = {}
     for m in models:
         for pooling in ("mean", "last"):
@@ -333,7 +336,7 @@ def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[in
     t0 = time.perf_counter()
     preps = prepare_models(ds, models, poolings=["mean", "last"], layers="auto", eval_test=True,
                            extraction={"max_length": max_length, "dtype": dtype}, progress=True,
-                           saved_profiles=saved_profiles(out, models))
+                           saved_profiles=saved_profiles(out, models, max_length, dtype, previous))
     prof = report.write_profile_outputs(preps, out, dataset=name)
     print(f"[{name}] profiles done in {time.perf_counter() - t0:.0f} s", flush=True)
     bvl = {p.ref: best_vs_last(ds, p, seeds) for p in preps}

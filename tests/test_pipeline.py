@@ -183,6 +183,10 @@ def test_saved_profiles_are_reused_only_when_they_fit(tiny_model, cache_dir, tmp
     flipped = Dataset("toy", ["neg", "pos"], {"train": Split(X, (y != "pos").astype(np.int64))}, source="test")
     with pytest.raises(AssertionError, match="scored again"):
         prepare_models(flipped, [tiny_model], saved_profiles=saved, **kw)
+    # Same texts and labels, other embeddings (here: another max length): scored afresh too.
+    assert all(prof.settings["features"].endswith("/" + p) for p, prof in saved[tiny_model].items())
+    with pytest.raises(AssertionError, match="scored again"):
+        prepare_models(ds, [tiny_model], saved_profiles=saved, extraction={"max_length": 8}, **kw)
 
 
 @pytest.fixture()

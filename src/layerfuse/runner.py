@@ -66,13 +66,18 @@ def prepare_models(ds, models: Sequence[str], *, poolings=("mean", "last"), laye
         profiles = {}
         for p in emb.poolings:
             old = (saved_profiles or {}).get(ref, {}).get(p)
+            # Which embeddings a profile scored: the train split's cache entry (model, texts, max
+            # length, dtype, storage) and pooling. Profiles saved before this was recorded lack it.
+            features = f"{emb.keys.get('train')}/{p}"
             if (old is not None and old.n_layers == emb.depth and old.n_samples == len(y_train)
                     and old.settings.get("label_digest") == _label_digest(np.asarray(y_train))
+                    and old.settings.get("features", features) == features
                     and (not eval_test or any(ANALYSIS_COLUMN in r for r in old.rows))):
                 profiles[p] = old
                 continue
             prof = score_layers(emb.array("train", p), y_train, folds=folds, windows=windows, progress=progress,
                                 name=f"{ref}/{p}")
+            prof.settings["features"] = features
             if eval_test and "test" in emb.splits:
                 eval_test_column(prof, emb.array("train", p), y_train, emb.array("test", p), emb.labels["test"])
             profiles[p] = prof
