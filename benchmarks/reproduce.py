@@ -25,6 +25,10 @@ back from the result files, and every trained grid row (and best/last-layer row)
 heads under `$LAYERFUSE_CACHE/grid/`, so the same command resumes after the last finished row. A
 row read back keeps the numbers of the run that trained it (thread count included).
 
+`--workers 2` on 2 cores trains two grid rows at a time with one thread each: the same numbers
+as a run with OMP_NUM_THREADS=1 (how the committed results were made), in less time
+(benchmarks/grid_workers.py). torch's threads are divided among the workers.
+
 Two datasets side by side on one small machine: give each process one thread
 (`OMP_NUM_THREADS=1 python benchmarks/reproduce.py --datasets r8 & OMP_NUM_THREADS=1 ... r52`).
 Two processes with torch's default thread count oversubscribe the cores; on 2 cores the R52 grid
@@ -66,20 +70,10 @@ from layerfuse.extraction import _peak_rss_mb  # noqa: E402
 from layerfuse.runner import validation_key  # noqa: E402
 
 
-def _exit_with_parent(parent: int) -> None:
-    """In a child: end this process when the parent is gone (killed runs leave no orphan burning CPU)."""
-    import threading
-
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(1)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
 def _child_main(target, args, parent, q):
-    _exit_with_parent(parent)
+    from layerfuse.runner import exit_with_parent
+
+    exit_with_parent(parent)
     q.put(target(*args))
 
 
@@ -181,32 +175,26 @@ def grid_checkpoints() -> Path:
     return cache_root() / "grid"
 
 
-def best_vs_last(ds, prep, seeds) -> dict:
-    """Same head and seeds on the CV-best single layer and on the last layer (resumable like the grid)."""
+def best_vs_last(ds, preps, seeds, workers: int = 1) -> dict:
+    """Per model, the same head and seeds on its CV-best single layer and on its last layer: single-model
+    grid rows, so they resume from checkpoints and train ``workers`` at a time like the grid."""
     from dataclasses import replace
 
-    from layerfuse.pipeline import SourceSpec, build_sources
-    from layerfuse.runner import grid_row_key, load_or_fit
-    from layerfuse.train import fit_seeds
+    from layerfuse.pipeline import SourceSpec
+    from layerfuse.runner import run_grid
 
-    prof = prep.profiles[prep.pooling]
-    best = prof.best("probe_acc")["start"]
-    last = prof.n_layers
-    out = {"pooling": prep.pooling}
-    settings = {"seeds": list(seeds), "proj_dim": 1024, "max_epochs": 50, "patience": 5, "val_fraction": 0.1,
-                "lr": 1e-3, "batch_size": 64}
-    for name, layer in [("best", best), ("last", last)]:
-        spec = SourceSpec(prep.ref, prep.pooling, [layer], "single", prep.spec.fingerprint)
-        tr = build_sources(spec, prep.emb.array("train", prep.pooling))
-        te = build_sources(spec, prep.emb.array("test", prep.pooling))
-        folder = grid_checkpoints() / grid_row_key(ds.fingerprint(), [replace(prep, spec=spec)], "concat", "mlp",
-                                                   settings)
-        r, _ = load_or_fit(folder, lambda: fit_seeds(tr, ds.splits["train"].labels, te, ds.splits["test"].labels,
-                                                     n_classes=len(ds.classes), fusion="concat", head="mlp",
-                                                     **settings),
-                           {"models": [prep.ref], "layer": layer, "dataset": ds.name})
-        out[name] = {"layer": layer, "acc_mean": r.acc_mean, "acc_std": r.acc_std, "f1_mean": r.f1_mean,
-                     "f1_std": r.f1_std}
+    variants, where = [], []
+    for p in preps:
+        prof = p.profiles[p.pooling]
+        for name, layer in [("best", prof.best("probe_acc")["start"]), ("last", prof.n_layers)]:
+            variants.append(replace(p, spec=SourceSpec(p.ref, p.pooling, [layer], "single", p.spec.fingerprint)))
+            where.append((p.ref, name, layer))
+    grid = run_grid(ds, variants, [], seeds=seeds, configs=[((i,), "concat", "mlp") for i in range(len(variants))],
+                    checkpoint_dir=grid_checkpoints(), workers=workers, progress=True)
+    out = {p.ref: {"pooling": p.pooling} for p in preps}
+    for (ref, name, layer), r in zip(where, grid.rows):
+        out[ref][name] = {"layer": layer, "acc_mean": r["acc_mean"], "acc_std": r["acc_std"], "f1_mean": r["f1_mean"],
+                          "f1_std": r["f1_std"]}
     return out
 
 
@@ -317,7 +305,7 @@ def extraction_resources(out: Path, model: str, st: dict, max_length: int, dtype
 
 
 def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[int], dtype: str,
-                combos: str = "all", extra: list[str] | None = None) -> None:
+                combos: str = "all", extra: list[str] | None = None, workers: int = 1) -> None:
     from layerfuse import report
     from layerfuse.data import load_builtin
     from layerfuse.fusion import FUSIONS as FUSION_REGISTRY
@@ -339,14 +327,14 @@ def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[in
                            saved_profiles=saved_profiles(out, models, max_length, dtype, previous))
     prof = report.write_profile_outputs(preps, out, dataset=name)
     print(f"[{name}] profiles done in {time.perf_counter() - t0:.0f} s", flush=True)
-    bvl = {p.ref: best_vs_last(ds, p, seeds) for p in preps}
+    bvl = best_vs_last(ds, preps, seeds, workers)
     configs = grid_configs(len(preps), fusions, combos=combos)
     full_set_only = [f for f in FUSION_REGISTRY if f not in fusions] if extra is None else extra
     if len(preps) > 1:
         full = tuple(range(len(preps)))
         configs += [(full, f, "mlp") for f in full_set_only if f not in fusions]
     grid = run_grid(ds, preps, fusions, seeds=seeds, configs=configs, checkpoint_dir=grid_checkpoints(),
-                    progress=True)
+                    workers=workers, progress=True)
     fused = report.write_fusion_outputs(grid, preps, out, dataset=name)
     baselines = tfidf_baselines(ds) + [minilm_baseline(ds)]
     per_set = configuration_resources(grid, ds.splits["test"].texts[:LATENCY_TEXTS])
@@ -355,7 +343,7 @@ def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[in
     summary = {
         "dataset": name, "date": time.strftime("%Y-%m-%d"), "dtype": dtype, "max_length": max_length, "seeds": seeds,
         "models": models, "fusions": fusions,
-        "machine": machine_info(),
+        "machine": {**machine_info(), **({"grid_workers": workers} if workers > 1 else {})},
         "resources": resources, "profile": prof, "best_vs_last": bvl, "fusion": fused, "baselines": baselines,
         "prediction_latency_s_per_text": latency, "configuration_resources": per_set,
         "command": " ".join(["python benchmarks/reproduce.py --datasets", name]
@@ -422,7 +410,9 @@ def render_docs() -> str:
         if mach.get("memory_gb"):
             lines += [f"Machine: {mach['cpu']}, {mach['cores']} cores, {mach['memory_gb']:.0f} GB memory, "
                       f"{mach['os']}, Python {mach['python']}, torch {mach['torch']} ({mach['torch_threads']} threads, "
-                      f"native bf16: {'yes' if mach['native_bf16'] else 'no'}); GPU: {mach.get('gpu') or 'none'}.", ""]
+                      f"native bf16: {'yes' if mach['native_bf16'] else 'no'}); GPU: {mach.get('gpu') or 'none'}"
+                      + (f"; grid rows trained {mach['grid_workers']} at a time, {max(1, mach['torch_threads'] // mach['grid_workers'])} "
+                         "thread(s) each" if mach.get("grid_workers") else "") + ".", ""]
         lines += ["| method | test acc | test macro-F1 |", "| --- | ---: | ---: |"]
         lines.append(f"| **layerfuse, chosen on validation**: {chosen['models']} [{chosen['fusion']}] | "
                      f"**{100 * chosen['acc_mean']:.2f} ± {100 * chosen['acc_std']:.2f}** | "
@@ -640,6 +630,9 @@ def main() -> None:
                          "'none' for none)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
+    ap.add_argument("--workers", type=int, default=1,
+                    help="grid rows trained at a time, each in its own process with torch's threads divided "
+                         "among them (default 1); see benchmarks/grid_workers.py for what it gains")
     ap.add_argument("--docs", action="store_true", help="rebuild docs/RESULTS.md from the result files")
     args = ap.parse_args()
     from layerfuse.cli import _quiet_libraries
@@ -648,7 +641,7 @@ def main() -> None:
     for d in [x for x in args.datasets.split(",") if x]:
         extra = None if args.extra_fusions is None else [f for f in args.extra_fusions.split(",") if f and f != "none"]
         run_dataset(d, args.models.split(","), args.fusions.split(","), list(range(args.seeds)), args.dtype,
-                    combos=args.combos, extra=extra)
+                    combos=args.combos, extra=extra, workers=max(1, args.workers))
     if args.docs or args.datasets:
         print(f"wrote {write_docs()}")
 

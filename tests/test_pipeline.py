@@ -161,6 +161,34 @@ def test_interrupted_grid_resumes_from_its_checkpoints(tiny_model, cache_dir, tm
     assert calls == ["concat"] and any("unreadable" in n for n in notes)
 
 
+def test_grid_rows_trained_in_worker_processes_match_a_sequential_run(tiny_model, cache_dir, tmp_path):
+    from layerfuse.runner import prepare_models, run_grid
+
+    other = str(build_tiny_model(tmp_path / "other", layers=2, hidden=16, seed=7))
+    X, y = make_texts(80, seed=5)
+    Xt, yt = make_texts(30, seed=6)
+    ds = Dataset("toy", ["neg", "pos"], {"train": Split(X, (y == "pos").astype(np.int64)),
+                                         "test": Split(Xt, (yt == "pos").astype(np.int64))}, source="test")
+    preps = prepare_models(ds, [tiny_model, other], layers="auto", folds=3, windows=2, progress=False,
+                           log=lambda *_: None)
+    kw = dict(heads=["mlp"], seeds=[0, 1], proj_dim=16, max_epochs=6, lr=1e-2, progress=False,
+              log=lambda *_: None)
+
+    def scores(rows):  # everything but the time it took
+        return [{k: v for k, v in r.items() if k != "train_seconds"} for r in rows]
+
+    seq = run_grid(ds, preps, ["concat", "sum"], **kw)
+    par = run_grid(ds, preps, ["concat", "sum"], workers=2, **kw)  # one torch thread each (see conftest)
+    assert scores(par.rows) == scores(seq.rows) and par.resumed == 0
+    np.testing.assert_array_equal(par.pipeline.predict_proba(Xt), seq.pipeline.predict_proba(Xt))
+    # With checkpoints the workers save the rows and a rerun reads every one back.
+    ckpt = tmp_path / "grid"
+    first = run_grid(ds, preps, ["concat", "sum"], workers=2, checkpoint_dir=ckpt, **kw)
+    assert scores(first.rows) == scores(seq.rows) and first.resumed == 0 and len(list(ckpt.iterdir())) == 4
+    again = run_grid(ds, preps, ["concat", "sum"], workers=2, checkpoint_dir=ckpt, **kw)
+    assert again.rows == first.rows and again.resumed == 4
+
+
 def test_saved_profiles_are_reused_only_when_they_fit(tiny_model, cache_dir, tmp_path, monkeypatch):
     import layerfuse.profile as profile_mod
     from layerfuse.profile import LayerProfile

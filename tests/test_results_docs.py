@@ -106,3 +106,34 @@ def test_child_processes_report_failure_and_never_outlive_the_run(monkeypatch):
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+def test_best_and_last_layer_rows_are_grid_rows_that_resume(tiny_model, cache_dir, one_torch_thread, monkeypatch):
+    import numpy as np
+
+    import layerfuse.train as train_mod
+
+    from layerfuse.data import Dataset, Split
+    from layerfuse.runner import prepare_models
+
+    rep = _reproduce()
+    rng = np.random.default_rng(0)
+    words = ["good", "bad", "fun", "dull", "the", "movie", "plot", "great", "awful"]
+    texts = [" ".join(rng.choice(words, size=5)) for _ in range(90)]
+    y = np.array([int(("good" in t) or ("fun" in t)) for t in texts])
+    ds = Dataset("toy", ["neg", "pos"], {"train": Split(texts[:60], y[:60]), "test": Split(texts[60:], y[60:])},
+                 source="test")
+    preps = prepare_models(ds, [tiny_model], layers="auto", folds=3, windows=2, progress=False, log=lambda *_: None)
+    out = rep.best_vs_last(ds, preps, [0])
+    prof = preps[0].profiles[preps[0].pooling]
+    b = out[tiny_model]
+    assert b["pooling"] == preps[0].pooling
+    assert b["best"]["layer"] == prof.best("probe_acc")["start"] and b["last"]["layer"] == prof.n_layers
+    assert all(0 <= b[k]["acc_mean"] <= 1 for k in ("best", "last"))
+    assert len(list((cache_dir / "grid").iterdir())) == len({b["best"]["layer"], b["last"]["layer"]})
+
+    def no_training(*a, **k):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(train_mod, "fit_seeds", no_training)
+    assert rep.best_vs_last(ds, preps, [0]) == out  # read back from the checkpoints

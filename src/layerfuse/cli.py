@@ -231,6 +231,16 @@ def _prepare(cfg, args, *, layers="auto", k=3, folds=5, windows=4, eval_test=Fal
     return ds, preps
 
 
+def _workers(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"'{value}' is not a whole number of processes >= 1")
+    return n
+
+
 def _grid_checkpoints(args) -> Path:
     """Where run_grid keeps each finished row's trained heads, so an interrupted grid resumes."""
     from .backbones import cache_root
@@ -272,7 +282,7 @@ def cmd_fuse(args) -> int:
     grid = run_grid(ds, preps, parse_list(args.fusion, "--fusion"), heads=parse_list(args.heads, "--heads"),
                     seeds=seeds, combos=args.combos, proj_dim=args.proj_dim, max_epochs=args.max_epochs,
                     patience=args.patience, val_fraction=args.val_fraction, lr=args.lr,
-                    checkpoint_dir=_grid_checkpoints(args), progress=progress, log=log)
+                    checkpoint_dir=_grid_checkpoints(args), workers=args.workers, progress=progress, log=log)
     out = _out_dir(args, f"out/fuse-{ds.name}")
     summary = report.write_fusion_outputs(grid, preps, out, dataset=ds.name)
     if args.save:
@@ -314,7 +324,7 @@ def cmd_run(args) -> int:
     grid = run_grid(ds, preps, f["strategies"], heads=f["heads"], seeds=f["seeds"], combos=f["combos"],
                     proj_dim=f["proj_dim"], max_epochs=f["max_epochs"], patience=f["patience"],
                     val_fraction=f["val_fraction"], lr=f["lr"], batch_size=f["batch_size"],
-                    checkpoint_dir=_grid_checkpoints(args), progress=progress, log=log)
+                    checkpoint_dir=_grid_checkpoints(args), workers=args.workers, progress=progress, log=log)
     fused = report.write_fusion_outputs(grid, preps, out, dataset=ds.name)
     if cfg["output"].get("save"):
         grid.pipeline.save(cfg["output"]["save"])
@@ -486,6 +496,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, default=5, help="early-stopping patience on validation (default 5)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="validation share carved from train (default 0.1)")
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--workers", type=_workers, default=1,
+                   help="grid rows trained at a time, each in its own process with a share of the threads "
+                        "(default 1; same numbers as one row at a time with that many threads)")
     p.add_argument("--folds", type=int, default=5, help="CV folds for layer selection (default 5)")
     p.add_argument("--windows", type=int, default=4, help="widest averaged window scored (default 4)")
     p.add_argument("--save", help="write the configuration chosen on validation as a classifier folder")
@@ -501,6 +514,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?", help="YAML configuration; without it the built-in default runs")
     p.add_argument("--out", help="output folder (overrides output.dir; the classifier goes to OUT/classifier)")
     p.add_argument("--cache-dir", help="cache root (default $LAYERFUSE_CACHE or ~/.cache/layerfuse)")
+    p.add_argument("--workers", type=_workers, default=1,
+                   help="grid rows trained at a time, each in its own process with a share of the threads "
+                        "(default 1; same numbers as one row at a time with that many threads)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     p = add("predict", "label texts with a saved classifier folder",

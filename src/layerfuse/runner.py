@@ -8,6 +8,7 @@ model, after training, and only reported.
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -137,15 +138,20 @@ def grid_configs(n: int, fusions: Sequence[str], heads: Sequence[str] = ("mlp",)
 def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Sequence[str] = ("mlp",),
              seeds: Sequence[int] = (0, 1, 2), combos: str = "all", proj_dim: int = 1024, max_epochs: int = 50,
              patience: int = 5, val_fraction: float = 0.1, lr: float = 1e-3, batch_size: int = 64,
-             configs: Sequence[tuple] | None = None, checkpoint_dir=None, progress: bool = True,
-             log=print) -> GridResult:
+             configs: Sequence[tuple] | None = None, checkpoint_dir=None, workers: int = 1,
+             progress: bool = True, log=print) -> GridResult:
     """Train and evaluate every (model set × fusion × head); pick the best by validation only.
     ``configs`` (see :func:`grid_configs`) replaces the full product of sets, fusions and heads.
 
     ``checkpoint_dir`` (e.g. ``cache_root() / "grid"``): each finished row's trained seeds are saved
     there atomically (:func:`~layerfuse.train.save_seeds`) under a key of everything that changes
     them (dataset, embedding cache keys, layers, fusion, head, seeds, training settings), and a
-    rerun loads them instead of training again, so an interrupted grid resumes after its last row."""
+    rerun loads them instead of training again, so an interrupted grid resumes after its last row.
+
+    ``workers`` > 1 trains that many rows at a time, each in its own process with
+    ``torch.get_num_threads() // workers`` threads (at least one): small heads use several cores
+    better as separate rows than as threads of one product. Rows, choice and numbers are the same
+    as a sequential run with that many threads per row."""
     from .train import fit_seeds
 
     if configs is None:
@@ -168,19 +174,32 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
     resumed = 0
     from tqdm.auto import tqdm
 
-    bar = tqdm(configs, desc="fuse", unit="config", disable=not progress, dynamic_ncols=True)
+    def folder_of(subset, f, h):
+        return None if checkpoint_dir is None else (
+            Path(checkpoint_dir) / grid_row_key(data_fp, [preps[i] for i in subset], f, h, settings))
+
+    trained_elsewhere = {}
+    if workers > 1:
+        refs = [p.ref for p in preps]
+        jobs = [(c, folder_of(*c), {"models": [refs[i] for i in c[0]], "fusion": c[1], "head": c[2],
+                                    "dataset": ds.name}) for c in configs]
+        trained_elsewhere = _fit_rows_in_workers(jobs, src_tr, src_te, y_tr, y_te, len(ds.classes), settings,
+                                                 workers, progress)
+    bar = tqdm(configs, desc="fuse", unit="config", disable=not progress or workers > 1, dynamic_ncols=True)
     for subset, f, h in bar:
         names = [preps[i].ref for i in subset]
         bar.set_postfix_str(f"{'+'.join(names)} {f}/{h}", refresh=True)
-        folder = None if checkpoint_dir is None else (
-            Path(checkpoint_dir) / grid_row_key(data_fp, [preps[i] for i in subset], f, h, settings))
+        folder = folder_of(subset, f, h)
 
         def fit(subset=subset, f=f, h=h):
+            if trained_elsewhere.get((subset, f, h)) is not None:
+                return trained_elsewhere[(subset, f, h)]
             tr = [a for i in subset for a in src_tr[i]]
             te = [a for i in subset for a in src_te[i]]
             return fit_seeds(tr, y_tr, te, y_te, n_classes=len(ds.classes), fusion=f, head=h, **settings)
 
         res, loaded = load_or_fit(folder, fit, {"models": names, "fusion": f, "head": h, "dataset": ds.name}, log)
+        loaded = loaded and (subset, f, h) not in trained_elsewhere
         resumed += loaded
         s = res.summary()
         row = {
@@ -209,6 +228,88 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
     if resumed:
         log(f"  {resumed} of {len(rows)} rows read back from {checkpoint_dir} (trained by an earlier run)")
     return GridResult(rows, rows[best_i], pipe, comp, results, ds, list(preps), resumed)
+
+
+def _fit_rows_in_workers(jobs, src_tr, src_te, y_tr, y_te, n_classes, settings, workers, progress) -> dict:
+    """Train the rows of ``jobs`` ((subset, fusion, head), checkpoint folder or None, info) that have no
+    readable checkpoint, ``workers`` at a time in spawned processes. A row with a folder is saved
+    there by its worker (and read back by the caller); one without comes back as its SeedResult.
+    Returns {config: SeedResult or None (saved in its folder)}. A checkpoint that later proves
+    unreadable is trained again by the caller (:func:`load_or_fit`)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    import torch
+    from tqdm.auto import tqdm
+
+    from .train import SEEDS_FILE
+
+    todo = [(config, folder, info) for config, folder, info in jobs
+            if folder is None or not (Path(folder) / SEEDS_FILE).is_file()]
+    if not todo:
+        return {}
+    # Widest inputs first (a proxy for the longest rows), so no worker is left with a long row at the end.
+    width = [sum(int(np.prod(a.shape[1:])) for a in src) for src in src_tr]
+    todo.sort(key=lambda job: -sum(width[i] for i in job[0][0]))
+    threads = max(1, torch.get_num_threads() // workers)
+    done = {}
+    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=mp.get_context("spawn"),
+                             initializer=_worker_init,
+                             initargs=(src_tr, src_te, y_tr, y_te, n_classes, threads, os.getpid())) as pool:
+        futures = {pool.submit(_worker_fit, config, settings, None if folder is None else str(folder), info): config
+                   for config, folder, info in todo}
+        names = {config: "+".join(info["models"]) for config, _, info in todo}
+        bar = tqdm(total=len(futures), desc=f"fuse ({min(workers, len(todo))} workers)", unit="config",
+                   disable=not progress, dynamic_ncols=True)
+        try:
+            for fut in as_completed(futures):
+                config = futures[fut]
+                done[config] = fut.result()
+                bar.update(1)
+                bar.set_postfix_str(f"{names[config]} {config[1]}/{config[2]}", refresh=True)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        finally:
+            bar.close()
+    return done
+
+
+_WORKER: dict = {}
+
+
+def _worker_init(src_tr, src_te, y_tr, y_te, n_classes, threads, parent) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    _WORKER.update(src_tr=src_tr, src_te=src_te, y_tr=y_tr, y_te=y_te, n_classes=n_classes)
+    exit_with_parent(parent)
+
+
+def _worker_fit(config, settings, folder, info):
+    from .train import fit_seeds, save_seeds
+
+    subset, f, h = config
+    w = _WORKER
+    tr = [a for i in subset for a in w["src_tr"][i]]
+    te = [a for i in subset for a in w["src_te"][i]]
+    res = fit_seeds(tr, w["y_tr"], te, w["y_te"], n_classes=w["n_classes"], fusion=f, head=h, **settings)
+    if folder is None:
+        return res
+    save_seeds(res, folder, info=info)
+    return None
+
+
+def exit_with_parent(parent: int) -> None:
+    """In a child process: end it when ``parent`` is gone, so a killed run leaves nothing running."""
+    import threading
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def load_or_fit(folder, fit, info: dict, log=print):
