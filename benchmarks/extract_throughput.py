@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from layerfuse.backbones import load_backbone  # noqa: E402
 from layerfuse.data import load_builtin  # noqa: E402
-from layerfuse.extraction import DEFAULT_BATCH_TOKENS, extract_texts, resolve_dtype  # noqa: E402
+from layerfuse.extraction import DEFAULT_BATCH_TOKENS, bf16_instructions, extract_texts, resolve_dtype  # noqa: E402
 
 
 def matmul_ceiling(dtype: torch.dtype, n: int = 2048, seconds: float = 3.0) -> float:
@@ -102,16 +102,6 @@ def sweep(budgets: list[int], args) -> None:
 
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "extract_throughput"
-
-
-def bf16_instructions() -> str:
-    """What the CPU advertises for bf16 (from /proc/cpuinfo): it decides whether bf16 pays."""
-    from layerfuse.extraction import _cpu_flags
-
-    flags = _cpu_flags()
-    if "amx_bf16" in flags:
-        return "AMX"
-    return "AVX-512 BF16, no AMX" if "avx512_bf16" in flags else "none"
 
 
 def main() -> None:

@@ -242,7 +242,7 @@ def machine_info() -> dict:
     """What the numbers were measured on."""
     import torch
 
-    from layerfuse.extraction import fast_bf16
+    from layerfuse.extraction import bf16_instructions, fast_bf16
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -255,6 +255,7 @@ def machine_info() -> dict:
         mem_gb = None
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": mem_gb, "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "native_bf16": fast_bf16("cpu"),
+            "bf16_instructions": bf16_instructions(),
             "python": platform.python_version(), "os": platform.platform(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
@@ -410,7 +411,9 @@ def render_docs() -> str:
         if mach.get("memory_gb"):
             lines += [f"Machine: {mach['cpu']}, {mach['cores']} cores, {mach['memory_gb']:.0f} GB memory, "
                       f"{mach['os']}, Python {mach['python']}, torch {mach['torch']} ({mach['torch_threads']} threads, "
-                      f"native bf16: {'yes' if mach['native_bf16'] else 'no'}); GPU: {mach.get('gpu') or 'none'}"
+                      f"native bf16: {'yes' if mach['native_bf16'] else 'no'}"
+                      + (f", {mach['bf16_instructions']}" if mach.get("bf16_instructions") else "")
+                      + f"); GPU: {mach.get('gpu') or 'none'}"
                       + (f"; grid rows trained {mach['grid_workers']} at a time, {max(1, mach['torch_threads'] // mach['grid_workers'])} "
                          "thread(s) each" if mach.get("grid_workers") else "") + ".", ""]
         lines += ["| method | test acc | test macro-F1 |", "| --- | ---: | ---: |"]

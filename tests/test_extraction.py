@@ -239,15 +239,15 @@ def test_bf16_counts_as_fast_only_where_it_measures_faster(monkeypatch):
 
     monkeypatch.setattr(extraction, "_cpu_flags", lambda: {"avx2", "fma"})
     monkeypatch.setattr(extraction, "bf16_speedup", lambda: 6.0)
-    assert not extraction.fast_bf16("cpu")  # no bf16 instructions at all
+    assert not extraction.fast_bf16("cpu") and extraction.bf16_instructions() == "none"
     monkeypatch.setattr(extraction, "_cpu_flags", lambda: {"avx512f", "avx512_bf16"})
-    assert extraction.fast_bf16("cpu")
+    assert extraction.fast_bf16("cpu") and extraction.bf16_instructions() == "AVX-512 BF16, no AMX"
     # AVX-512 BF16 without AMX: advertised, but slower than float32 on the machine that found it.
     monkeypatch.setattr(extraction, "bf16_speedup", lambda: 0.6)
     assert not extraction.fast_bf16("cpu")
     monkeypatch.setattr(extraction, "_cpu_flags", lambda: {"amx_bf16", "amx_tile", "avx512_bf16"})
     monkeypatch.setattr(extraction, "bf16_speedup", lambda: 5.0)
-    assert extraction.fast_bf16("cpu")
+    assert extraction.fast_bf16("cpu") and extraction.bf16_instructions() == "AMX"
 
 
 def test_bf16_speedup_is_a_measured_ratio():

@@ -313,6 +313,15 @@ def fast_bf16(device: str) -> bool:
     return bf16_speedup() >= 1.5
 
 
+def bf16_instructions() -> str:
+    """What the CPU advertises for bf16 (from /proc/cpuinfo): AMX, AVX-512 BF16 without AMX, or none.
+    Results in bf16 differ slightly between the two (different kernels), speed a lot."""
+    flags = _cpu_flags()
+    if "amx_bf16" in flags:
+        return "AMX"
+    return "AVX-512 BF16, no AMX" if "avx512_bf16" in flags else "none"
+
+
 def _cpu_flags() -> set[str]:
     try:
         text = Path("/proc/cpuinfo").read_text()
