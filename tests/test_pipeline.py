@@ -109,9 +109,9 @@ def test_two_models_fused_through_the_grid(tiny_model, cache_dir, tmp_path):
                  log=lambda *_: None)
 
 
-def test_interrupted_grid_resumes_from_its_checkpoints(tiny_model, cache_dir, tmp_path, monkeypatch):
-    import layerfuse.train as train_mod
-    from layerfuse.runner import prepare_models, run_grid
+def _two_tiny_models(tiny_model, tmp_path):
+    """A toy dataset and two tiny models prepared for a grid; returns (dataset, preps, test texts)."""
+    from layerfuse.runner import prepare_models
 
     other = str(build_tiny_model(tmp_path / "other", layers=2, hidden=16, seed=7))
     X, y = make_texts(80, seed=5)
@@ -120,6 +120,14 @@ def test_interrupted_grid_resumes_from_its_checkpoints(tiny_model, cache_dir, tm
                                          "test": Split(Xt, (yt == "pos").astype(np.int64))}, source="test")
     preps = prepare_models(ds, [tiny_model, other], layers="auto", folds=3, windows=2, progress=False,
                            log=lambda *_: None)
+    return ds, preps, Xt
+
+
+def test_interrupted_grid_resumes_from_its_checkpoints(tiny_model, cache_dir, tmp_path, monkeypatch):
+    import layerfuse.train as train_mod
+    from layerfuse.runner import run_grid
+
+    ds, preps, Xt = _two_tiny_models(tiny_model, tmp_path)
     ckpt = tmp_path / "grid"
     kw = dict(heads=["logreg"], seeds=[0, 1], proj_dim=16, max_epochs=8, lr=1e-2, progress=False,
               log=lambda *_: None, checkpoint_dir=ckpt)
@@ -162,15 +170,9 @@ def test_interrupted_grid_resumes_from_its_checkpoints(tiny_model, cache_dir, tm
 
 
 def test_grid_rows_trained_in_worker_processes_match_a_sequential_run(tiny_model, cache_dir, tmp_path):
-    from layerfuse.runner import prepare_models, run_grid
+    from layerfuse.runner import run_grid
 
-    other = str(build_tiny_model(tmp_path / "other", layers=2, hidden=16, seed=7))
-    X, y = make_texts(80, seed=5)
-    Xt, yt = make_texts(30, seed=6)
-    ds = Dataset("toy", ["neg", "pos"], {"train": Split(X, (y == "pos").astype(np.int64)),
-                                         "test": Split(Xt, (yt == "pos").astype(np.int64))}, source="test")
-    preps = prepare_models(ds, [tiny_model, other], layers="auto", folds=3, windows=2, progress=False,
-                           log=lambda *_: None)
+    ds, preps, Xt = _two_tiny_models(tiny_model, tmp_path)
     kw = dict(heads=["mlp"], seeds=[0, 1], proj_dim=16, max_epochs=6, lr=1e-2, progress=False,
               log=lambda *_: None)
 

@@ -655,6 +655,16 @@ def save_net(trained: TrainedModel, directory) -> Path:
     return d
 
 
+def _read_json_object(path: Path, fix: str) -> dict:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise LayerfuseError(f"{path}: not valid JSON ({exc}); {fix}") from None
+    if not isinstance(doc, dict):
+        raise LayerfuseError(f"{path}: expected a JSON object; {fix}")
+    return doc
+
+
 def load_net(directory) -> TrainedModel:
     """Rebuild the exact :class:`TrainedModel` written by :func:`save_net` (net in eval mode)."""
     from safetensors import SafetensorError
@@ -667,12 +677,7 @@ def load_net(directory) -> TrainedModel:
     for p in (cfg_path, w_path):
         if not p.is_file():
             raise LayerfuseError(f"{p}: file missing; pass a folder written by save_net ({CONFIG_FILE} + {WEIGHTS_FILE})")
-    try:
-        meta = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise LayerfuseError(f"{cfg_path}: not valid JSON ({exc}); re-save the model with save_net") from None
-    if not isinstance(meta, dict):
-        raise LayerfuseError(f"{cfg_path}: expected a JSON object; re-save the model with save_net")
+    meta = _read_json_object(cfg_path, "re-save the model with save_net")
     missing = [k for k in ("fusion", "head", "source_dims", "proj_dim", "n_classes") if k not in meta]
     if missing:
         raise LayerfuseError(f"{cfg_path}: missing field(s) {', '.join(missing)}; re-save the model with save_net")
@@ -749,12 +754,9 @@ def load_seeds(directory) -> SeedResult:
     path = d / SEEDS_FILE
     if not path.is_file():
         raise LayerfuseError(f"{path}: file missing; pass a folder written by save_seeds")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise LayerfuseError(f"{path}: not valid JSON ({exc})") from None
+    doc = _read_json_object(path, "train the row again")
     names = set(SeedResult.__dataclass_fields__) - {"models"}
-    summary = doc.get("summary") if isinstance(doc, dict) else None
+    summary = doc.get("summary")
     if not isinstance(summary, dict) or doc.get("format") != "layerfuse.seeds" or set(summary) != names:
         raise LayerfuseError(f"{path}: not a layerfuse seeds file of this version (fields {sorted(names)} expected)")
     models = [load_net(d / f"seed-{s}") for s in summary["seeds"]]
