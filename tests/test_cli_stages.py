@@ -57,6 +57,13 @@ def test_fuse_save_predict_report(tiny_model, cache_dir, files, tmp_path, capsys
                               "--folds", "3", "--windows", "2", "--lr", "0.01", "--out", out, "--save", clf, "--json"))
     assert len(summary["rows"]) == 4
     assert (out / "fusion_results.png").stat().st_size > 0 and (out / "complementarity.png").exists()
+    # The same command again (here with two worker processes) reads every row back from the cache.
+    assert len(list((cache_dir / "grid").iterdir())) == 4
+    again = json.loads(_run(capsys, "fuse", "--models", f"{tiny_model},{other}", *files, "--fusion",
+                            "concat,attention", "--heads", "logreg", "--seeds", "2", "--proj-dim", "16",
+                            "--folds", "3", "--windows", "2", "--lr", "0.01", "--out", out, "--workers", "2",
+                            "--json"))
+    assert again["rows"] == summary["rows"] and len(list((cache_dir / "grid").iterdir())) == 4
     assert sum(r["chosen_on_validation"] for r in summary["rows"]) == 1
     inp = tmp_path / "in.txt"
     inp.write_text("the movie was good\n\nreally awful plot\n")
@@ -93,6 +100,10 @@ def test_stage_errors_are_one_line(tiny_model, files, capsys, tmp_path):
     code = main(["fuse", "--models", tiny_model, *files, "--fusion", "blend"])
     err = capsys.readouterr().err
     assert code == 2 and "unknown fusion 'blend'" in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as exc:  # argparse's own usage error
+        main(["fuse", "--models", tiny_model, *files, "--workers", "0"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "--workers: '0' is not a whole number" in err and "Traceback" not in err
     code = main(["predict", str(tmp_path), "--input", "-"])
     err = capsys.readouterr().err
     assert code == 2 and "manifest.json is missing" in err

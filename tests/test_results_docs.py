@@ -84,8 +84,8 @@ def test_child_processes_report_failure_and_never_outlive_the_run(monkeypatch):
     # A child that dies without a result stops the run with a message instead of waiting forever.
     with pytest.raises(SystemExit, match="exit code 3"):
         reproduce.in_child(os._exit, 3, what="crash")
-    if not Path("/proc/self/task").exists():
-        pytest.skip("needs /proc to find the child")
+    if not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists():
+        pytest.skip("needs /proc/PID/task/TID/children to find the child")
     # Killing the run (here: SIGKILL to the parent) ends a child that is still working.
     code = ("import sys, time; sys.path.insert(0, sys.argv[1]); import reproduce; "
             "reproduce.in_child(time.sleep, 120, what='sleep')")

@@ -241,6 +241,13 @@ def _workers(value: str) -> int:
     return n
 
 
+def _add_workers_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=_workers, default=1,
+                   help="grid rows trained at a time, each in its own process with a share of the threads "
+                        "(default 1; same numbers as one row at a time with that many threads); finished rows "
+                        "are kept under CACHE/grid, so a rerun after an interruption trains only the rest")
+
+
 def _grid_checkpoints(args) -> Path:
     """Where run_grid keeps each finished row's trained heads, so an interrupted grid resumes."""
     from .backbones import cache_root
@@ -496,9 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, default=5, help="early-stopping patience on validation (default 5)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="validation share carved from train (default 0.1)")
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--workers", type=_workers, default=1,
-                   help="grid rows trained at a time, each in its own process with a share of the threads "
-                        "(default 1; same numbers as one row at a time with that many threads)")
+    _add_workers_arg(p)
     p.add_argument("--folds", type=int, default=5, help="CV folds for layer selection (default 5)")
     p.add_argument("--windows", type=int, default=4, help="widest averaged window scored (default 4)")
     p.add_argument("--save", help="write the configuration chosen on validation as a classifier folder")
@@ -514,9 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?", help="YAML configuration; without it the built-in default runs")
     p.add_argument("--out", help="output folder (overrides output.dir; the classifier goes to OUT/classifier)")
     p.add_argument("--cache-dir", help="cache root (default $LAYERFUSE_CACHE or ~/.cache/layerfuse)")
-    p.add_argument("--workers", type=_workers, default=1,
-                   help="grid rows trained at a time, each in its own process with a share of the threads "
-                        "(default 1; same numbers as one row at a time with that many threads)")
+    _add_workers_arg(p)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     p = add("predict", "label texts with a saved classifier folder",
