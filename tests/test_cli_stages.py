@@ -64,6 +64,15 @@ def test_fuse_save_predict_report(tiny_model, cache_dir, files, tmp_path, capsys
                             "--folds", "3", "--windows", "2", "--lr", "0.01", "--out", out, "--workers", "2",
                             "--json"))
     assert again["rows"] == summary["rows"] and len(list((cache_dir / "grid").iterdir())) == 4
+    # `layerfuse cache` shows those rows and the embeddings, and frees the rows alone.
+    usage = json.loads(_run(capsys, "cache", "--json"))
+    assert usage["root"] == str(cache_dir) and usage["parts"]["grid"]["entries"] == 4
+    assert usage["parts"]["grid"]["bytes"] > 0 and usage["parts"]["embeddings"]["entries"] >= 2
+    assert usage["total_bytes"] == sum(p["bytes"] for p in usage["parts"].values())
+    text = _run(capsys, "cache", "--clear", "grid")
+    assert "cleared grid" in text and not (cache_dir / "grid").exists() and (cache_dir / "embeddings").is_dir()
+    assert json.loads(_run(capsys, "cache", "--json"))["parts"]["grid"] == {**usage["parts"]["grid"], "entries": 0,
+                                                                           "bytes": 0}
     assert sum(r["chosen_on_validation"] for r in summary["rows"]) == 1
     inp = tmp_path / "in.txt"
     inp.write_text("the movie was good\n\nreally awful plot\n")

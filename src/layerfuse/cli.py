@@ -88,6 +88,53 @@ def _add_extract_args(p: argparse.ArgumentParser) -> None:
 # Commands
 
 
+# What lives under the cache root, and how each part comes back when it is deleted.
+CACHE_PARTS = {
+    "embeddings": "per-layer pooled embeddings (extract, profile, fuse, run); recomputed when needed",
+    "grid": "trained heads of finished grid rows (fuse, run); retrained when needed",
+    "models": "dequantised copies of GGUF models; rebuilt from the GGUF when needed",
+    "gguf": "GGUF files assembled from the packaged chunks; reassembled when needed",
+}
+
+
+def _folder_usage(d: Path) -> tuple[int, int]:
+    """(entries directly under ``d``, bytes of every file below it); (0, 0) when absent."""
+    if not d.is_dir():
+        return 0, 0
+    entries = sum(1 for e in d.iterdir() if not e.name.startswith("."))
+    size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file() and not f.is_symlink())
+    return entries, size
+
+
+def cmd_cache(args) -> int:
+    import shutil
+
+    from .backbones import cache_root
+
+    root = cache_root(args.cache_dir)
+    parts = {}
+    for name, what in CACHE_PARTS.items():
+        n, size = _folder_usage(root / name)
+        parts[name] = {"path": str(root / name), "entries": n, "bytes": size, "what": what}
+    cleared = []
+    if args.clear:
+        cleared = list(CACHE_PARTS) if args.clear == "all" else [args.clear]
+        for name in cleared:
+            shutil.rmtree(root / name, ignore_errors=True)
+    summary = {"root": str(root), "parts": parts, "total_bytes": sum(p["bytes"] for p in parts.values()),
+               "cleared": cleared, "freed_bytes": sum(parts[n]["bytes"] for n in cleared)}
+    if args.json:
+        _emit_json(summary)
+        return 0
+    print(f"cache root  {root}")
+    for name, part in parts.items():
+        print(f"  {name:<11} {part['entries']:>5} entries  {_mb(part['bytes']):>12}   {part['what']}")
+    print(f"  {'total':<11} {'':>13} {_mb(summary['total_bytes']):>12}")
+    if cleared:
+        print(f"cleared {', '.join(cleared)}: {_mb(summary['freed_bytes'])} freed")
+    return 0
+
+
 def cmd_datasets(args) -> int:
     from .data import list_builtin
     from .report import text_table
@@ -539,6 +586,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("report", "rebuild report.md (tables and plots) in an output folder of profile, fuse or run",
             "layerfuse report out/run-sst2", cmd_report)
     p.add_argument("dir", help="output folder")
+
+    p = add("cache", "show what the cache holds (embeddings, trained grid rows, models) and free space",
+            """
+            layerfuse cache
+            layerfuse cache --clear grid       # drop trained grid rows; the next fuse/run retrains them
+            """, cmd_cache)
+    p.add_argument("--cache-dir", help="cache root (default $LAYERFUSE_CACHE or ~/.cache/layerfuse)")
+    p.add_argument("--clear", choices=[*CACHE_PARTS, "all"], help="delete one part of the cache (or all of it)")
     return parser
 
 
