@@ -301,7 +301,7 @@ def fast_bf16(device: str) -> bool:
     """Whether bfloat16 is the faster compute dtype here: a CUDA GPU with bf16; on a CPU, one that
     advertises AMX or AVX-512 BF16 (/proc/cpuinfo) *and* runs a bf16 matrix product at least 1.5x
     as fast as float32 (:func:`bf16_speedup`). The measurement matters: an AVX-512 BF16 CPU without
-    AMX ran whole-model extraction at 0.54x fp32 (benchmarks/extract_throughput.py), an AMX CPU
+    AMX ran whole-model extraction at 0.67x fp32 (benchmarks/results/extract_throughput_no_amx.md), an AMX CPU
     at 2.58x."""
     import torch
 
