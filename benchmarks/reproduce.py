@@ -231,7 +231,7 @@ def configuration_resources(grid, texts) -> list[dict]:
         with tempfile.TemporaryDirectory() as tmp:
             grid.pipeline_for(i).save(Path(tmp) / "clf")
             m = in_child(_predict_child, str(Path(tmp) / "clf"), list(texts), what=f"prediction with {models}")
-        m.update(models=models, n_models=r["n_models"], fusion=r["fusion"], params=r["params"],
+        m.update(models=models, n_models=r["n_models"], fusion=r["fusion"], head=r["head"], params=r["params"],
                  train_seconds=r["train_seconds"], texts=len(texts))
         print(f"  {models:<60} {m['peak_rss_mb']:7.0f} MB  {m['latency_ms_per_text']:7.1f} ms/text", flush=True)
         out.append(m)
@@ -306,7 +306,8 @@ def extraction_resources(out: Path, model: str, st: dict, max_length: int, dtype
 
 
 def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[int], dtype: str,
-                combos: str = "all", extra: list[str] | None = None, workers: int = 1) -> None:
+                combos: str = "all", extra: list[str] | None = None, workers: int = 1,
+                heads: list[str] | None = None) -> None:
     from layerfuse import report
     from layerfuse.data import load_builtin
     from layerfuse.fusion import FUSIONS as FUSION_REGISTRY
@@ -329,11 +330,12 @@ def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[in
     prof = report.write_profile_outputs(preps, out, dataset=name)
     print(f"[{name}] profiles done in {time.perf_counter() - t0:.0f} s", flush=True)
     bvl = best_vs_last(ds, preps, seeds, workers)
-    configs = grid_configs(len(preps), fusions, combos=combos)
+    heads = heads or ["mlp"]
+    configs = grid_configs(len(preps), fusions, heads=heads, combos=combos)
     full_set_only = [f for f in FUSION_REGISTRY if f not in fusions] if extra is None else extra
     if len(preps) > 1:
         full = tuple(range(len(preps)))
-        configs += [(full, f, "mlp") for f in full_set_only if f not in fusions]
+        configs += [(full, f, h) for f in full_set_only if f not in fusions for h in heads]
     grid = run_grid(ds, preps, fusions, seeds=seeds, configs=configs, checkpoint_dir=grid_checkpoints(),
                     workers=workers, progress=True)
     fused = report.write_fusion_outputs(grid, preps, out, dataset=name)
@@ -353,7 +355,8 @@ def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[in
                             + ([f"--combos {combos}"] if combos != "all" else [])
                             + ([f"--extra-fusions {','.join(extra) or 'none'}"] if extra is not None else [])
                             + ([f"--seeds {len(seeds)}"] if len(seeds) != 3 else [])
-                            + ([f"--dtype {dtype}"] if dtype != "bfloat16" else [])),
+                            + ([f"--dtype {dtype}"] if dtype != "bfloat16" else [])
+                            + ([f"--heads {','.join(heads)}"] if heads != ["mlp"] else [])),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     report.write_markdown_report(out)
@@ -392,7 +395,7 @@ def render_docs() -> str:
             single = max((r for r in rows if r["n_models"] == 1), key=lambda r: r["acc_mean"])
             base = max(s["baselines"], key=lambda b: b["acc"])
             t = TARGETS.get(name)
-            lines.append(f"| {name} | {ch['models']} [{ch['fusion']}] | {100 * ch['acc_mean']:.2f} ± "
+            lines.append(f"| {name} | {ch['models']} [{fusion_label(ch)}] | {100 * ch['acc_mean']:.2f} ± "
                          f"{100 * ch['acc_std']:.2f} | {'' if t is None else f'{100 * t:.1f}'}"
                          f"{'' if t is None else (' met' if ch['acc_mean'] >= t else ' missed')} | "
                          f"{100 * single['acc_mean']:.2f} ({single['models']}) | {100 * base['acc']:.2f} | "
@@ -417,7 +420,7 @@ def render_docs() -> str:
                       + (f"; grid rows trained {mach['grid_workers']} at a time, {max(1, mach['torch_threads'] // mach['grid_workers'])} "
                          "thread(s) each" if mach.get("grid_workers") else "") + ".", ""]
         lines += ["| method | test acc | test macro-F1 |", "| --- | ---: | ---: |"]
-        lines.append(f"| **layerfuse, chosen on validation**: {chosen['models']} [{chosen['fusion']}] | "
+        lines.append(f"| **layerfuse, chosen on validation**: {chosen['models']} [{fusion_label(chosen)}] | "
                      f"**{100 * chosen['acc_mean']:.2f} ± {100 * chosen['acc_std']:.2f}** | "
                      f"{100 * chosen['f1_mean']:.2f} ± {100 * chosen['f1_std']:.2f} |")
         for m, b in s["best_vs_last"].items():
@@ -462,7 +465,7 @@ def render_docs() -> str:
                           "| models | fusion | peak memory MB | load s | ms per text | head params | head training s per seed |",
                           "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
             for r in sorted(per_set, key=lambda r: (r["n_models"], r["latency_ms_per_text"])):
-                lines.append(f"| {r['models']} | {r['fusion']} | {r['peak_rss_mb']:.0f} | {r['load_seconds']:.1f} | "
+                lines.append(f"| {r['models']} | {fusion_label(r)} | {r['peak_rss_mb']:.0f} | {r['load_seconds']:.1f} | "
                              f"{r['latency_ms_per_text']:.1f} | {r['params']:,} | {r['train_seconds']:.1f} |")
         elif lat:
             lines += ["", f"Prediction with the chosen classifier (all its backbones, from raw text, batches of 200 "
@@ -492,11 +495,18 @@ def chosen_row(rows: list[dict]) -> dict:
     return next(r for r in rows if r.get("chosen_on_validation"))
 
 
+def fusion_label(r: dict) -> str:
+    """A row's fusion as the docs name it: the head is named when it is not the paper's MLP."""
+    head = r.get("head", "mlp")
+    return r["fusion"] if head == "mlp" else f"{r['fusion']} ({head} head)"
+
+
 def fusions_beating_members(rows: list[dict]) -> tuple[int, list[dict]]:
-    """How many multi-model rows beat, on test, the best single model they contain; and those rows."""
-    singles = {r["models"]: r["acc_mean"] for r in rows if r["n_models"] == 1}
+    """How many multi-model rows beat, on test, the best single model they contain (same head); and those rows."""
+    singles = {(r["models"], r.get("head", "mlp")): r["acc_mean"] for r in rows if r["n_models"] == 1}
     multi = [r for r in rows if r["n_models"] > 1]
-    return sum(r["acc_mean"] > max(singles[m] for m in r["models"].split("+")) for r in multi), multi
+    return sum(r["acc_mean"] > max(singles[(m, r.get("head", "mlp"))] for m in r["models"].split("+"))
+               for r in multi), multi
 
 
 def across_datasets(summaries: dict) -> list[str]:
@@ -531,7 +541,7 @@ def across_datasets(summaries: dict) -> list[str]:
         per_set = {r["models"]: r for r in s.get("configuration_resources") or []}
         ms = lambda m: f"{per_set[m]['latency_ms_per_text']:.1f}" if m in per_set else "—"  # noqa: E731
         lines.append(f"| {name} | {100 * best['acc_mean']:.2f} ({best['models']}) | {100 * chosen['acc_mean']:.2f} "
-                     f"({chosen['models']}, {chosen['fusion']}) | {100 * (chosen['acc_mean'] - best['acc_mean']):+.2f} "
+                     f"({chosen['models']}, {fusion_label(chosen)}) | {100 * (chosen['acc_mean'] - best['acc_mean']):+.2f} "
                      f"| {helped} of {len(multi)} | {ms(chosen['models'])} | {ms(best['models'])} |")
     lines.append("")
     return lines
@@ -572,11 +582,11 @@ def findings(s: dict) -> list[str]:
         out.append(f"{m}: the layer chosen by CV on train is {b['best']['layer']} of {prof['n_layers']} "
                    f"(depth {b['best']['layer'] / prof['n_layers']:.2f}); on test it is {d:+.2f} points against "
                    f"the last layer.")
-    out.append(f"The configuration chosen on validation ({chosen['models']}, {chosen['fusion']}) scores "
+    out.append(f"The configuration chosen on validation ({chosen['models']}, {fusion_label(chosen)}) scores "
                f"{100 * chosen['acc_mean']:.2f} on test, {100 * (chosen['acc_mean'] - best_single['acc_mean']):+.2f} "
                f"points against the best single model ({best_single['models']}, {100 * best_single['acc_mean']:.2f}).")
     target = TARGETS.get(s["dataset"])
-    tried = sorted({r["fusion"] for r in rows if r["n_models"] > 1})
+    tried = sorted({fusion_label(r) for r in rows if r["n_models"] > 1})
     if target is not None:
         gap = chosen["acc_mean"] - target
         out.append(f"Target {100 * target:.1f}: " + ("met" if gap >= 0 else
@@ -598,14 +608,14 @@ def findings(s: dict) -> list[str]:
     by_f = {}
     for r in multi:
         if r["fusion"] in s["fusions"]:
-            by_f.setdefault(r["fusion"], []).append(r["acc_mean"])
+            by_f.setdefault(fusion_label(r), []).append(r["acc_mean"])
     out.append("Mean test accuracy over all model sets, per fusion: " + ", ".join(
         f"{f} {100 * np.mean(v):.2f}" for f, v in sorted(by_f.items(), key=lambda kv: -np.mean(kv[1]))) + ".")
     n_all = max(r["n_models"] for r in rows)
     full = sorted((r for r in rows if r["n_models"] == n_all and n_all > 1), key=lambda r: -r["acc_mean"])
-    if len(full) > len(s["fusions"]):
+    if len({r["fusion"] for r in full}) > len(s["fusions"]):
         out.append(f"Every fusion on the set of all {n_all} models (test accuracy, for analysis; validation chose "
-                   "among them): " + ", ".join(f"{r['fusion']} {100 * r['acc_mean']:.2f}" for r in full) + ".")
+                   "among them): " + ", ".join(f"{fusion_label(r)} {100 * r['acc_mean']:.2f}" for r in full) + ".")
     per_set = s.get("configuration_resources")
     if per_set:
         one = min((r for r in per_set if r["n_models"] == 1), key=lambda r: r["latency_ms_per_text"])
@@ -633,18 +643,28 @@ def main() -> None:
                          "'none' for none)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
+    ap.add_argument("--heads", default="mlp",
+                    help="grid heads, comma-separated: mlp (the paper's) and/or logreg (default mlp); every "
+                         "configuration is trained with each; the best/last-layer comparison uses mlp")
     ap.add_argument("--workers", type=int, default=1,
                     help="grid rows trained at a time, each in its own process with torch's threads divided "
                          "among them (default 1); see benchmarks/grid_workers.py for what it gains")
     ap.add_argument("--docs", action="store_true", help="rebuild docs/RESULTS.md from the result files")
     args = ap.parse_args()
     from layerfuse.cli import _quiet_libraries
+    from layerfuse.errors import LayerfuseError
+    from layerfuse.runner import validate_choices
 
     _quiet_libraries()
+    extra = None if args.extra_fusions is None else [f for f in args.extra_fusions.split(",") if f and f != "none"]
+    heads = [h for h in args.heads.split(",") if h]
+    try:  # before hours of extraction, not after
+        validate_choices(args.fusions.split(",") + (extra or []), heads, "auto")
+    except LayerfuseError as exc:
+        ap.error(str(exc))
     for d in [x for x in args.datasets.split(",") if x]:
-        extra = None if args.extra_fusions is None else [f for f in args.extra_fusions.split(",") if f and f != "none"]
         run_dataset(d, args.models.split(","), args.fusions.split(","), list(range(args.seeds)), args.dtype,
-                    combos=args.combos, extra=extra, workers=max(1, args.workers))
+                    combos=args.combos, extra=extra, workers=max(1, args.workers), heads=heads)
     if args.docs or args.datasets:
         print(f"wrote {write_docs()}")
 

@@ -137,3 +137,30 @@ def test_best_and_last_layer_rows_are_grid_rows_that_resume(tiny_model, cache_di
 
     monkeypatch.setattr(train_mod, "fit_seeds", no_training)
     assert rep.best_vs_last(ds, preps, [0]) == out  # read back from the checkpoints
+
+
+def test_findings_keep_heads_apart_when_the_grid_has_several():
+    rep = _reproduce()
+
+    def row(models, fusion, head, acc, val, chosen=False):
+        return {"models": models, "n_models": models.count("+") + 1, "fusion": fusion, "head": head,
+                "acc_mean": acc, "acc_std": 0.01, "f1_mean": acc, "val_f1_mean": val, "val_acc_mean": val,
+                "chosen_on_validation": chosen}
+
+    rows = [row("a", "-", "mlp", 0.80, 0.80), row("b", "-", "mlp", 0.70, 0.70),
+            row("a", "-", "logreg", 0.60, 0.60), row("b", "-", "logreg", 0.65, 0.65),
+            row("a+b", "concat", "mlp", 0.78, 0.79),            # below its best member with the same head
+            row("a+b", "concat", "logreg", 0.70, 0.81, True)]   # above its best member with the same head
+    assert rep.fusion_label(rows[4]) == "concat" and rep.fusion_label(rows[5]) == "concat (logreg head)"
+    helped, multi = rep.fusions_beating_members(rows)
+    assert (helped, len(multi)) == (1, 2)
+    s = {"dataset": "toy", "models": ["a", "b"], "seeds": [0], "dtype": "bfloat16", "max_length": 64,
+         "fusions": ["concat"], "fusion": {"rows": rows},
+         "best_vs_last": {m: {"pooling": "mean", "best": {"layer": 1, "acc_mean": 0.7},
+                              "last": {"layer": 2, "acc_mean": 0.6}} for m in ("a", "b")},
+         "profile": {"models": [{"model": m, "n_layers": 2} for m in ("a", "b")]},
+         "baselines": [{"method": "tf-idf", "acc": 0.75}]}
+    text = "\n".join(rep.findings(s))
+    assert "(a+b, concat (logreg head)) scores 70.00" in text
+    assert "per fusion: concat 78.00, concat (logreg head) 70.00" in text
+    assert "1 of 2 fusions beat" in text
