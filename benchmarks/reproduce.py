@@ -495,10 +495,19 @@ def chosen_row(rows: list[dict]) -> dict:
     return next(r for r in rows if r.get("chosen_on_validation"))
 
 
+def _head_note(r: dict) -> str:
+    head = r.get("head", "mlp")
+    return "" if head == "mlp" else f" ({head} head)"
+
+
 def fusion_label(r: dict) -> str:
     """A row's fusion as the docs name it: the head is named when it is not the paper's MLP."""
-    head = r.get("head", "mlp")
-    return r["fusion"] if head == "mlp" else f"{r['fusion']} ({head} head)"
+    return r["fusion"] + _head_note(r)
+
+
+def model_label(r: dict) -> str:
+    """A row's model set, with its head named when it is not the paper's MLP."""
+    return r["models"] + _head_note(r)
 
 
 def fusions_beating_members(rows: list[dict]) -> tuple[int, list[dict]]:
@@ -535,12 +544,11 @@ def across_datasets(summaries: dict) -> list[str]:
     for name, s in summaries.items():
         rows = s["fusion"]["rows"]
         chosen = chosen_row(rows)
-        singles = {r["models"]: r for r in rows if r["n_models"] == 1}
-        best = max(singles.values(), key=lambda r: r["acc_mean"])
+        best = max((r for r in rows if r["n_models"] == 1), key=lambda r: r["acc_mean"])
         helped, multi = fusions_beating_members(rows)
         per_set = {r["models"]: r for r in s.get("configuration_resources") or []}
         ms = lambda m: f"{per_set[m]['latency_ms_per_text']:.1f}" if m in per_set else "—"  # noqa: E731
-        lines.append(f"| {name} | {100 * best['acc_mean']:.2f} ({best['models']}) | {100 * chosen['acc_mean']:.2f} "
+        lines.append(f"| {name} | {100 * best['acc_mean']:.2f} ({model_label(best)}) | {100 * chosen['acc_mean']:.2f} "
                      f"({chosen['models']}, {fusion_label(chosen)}) | {100 * (chosen['acc_mean'] - best['acc_mean']):+.2f} "
                      f"| {helped} of {len(multi)} | {ms(chosen['models'])} | {ms(best['models'])} |")
     lines.append("")
@@ -584,7 +592,7 @@ def findings(s: dict) -> list[str]:
                    f"the last layer.")
     out.append(f"The configuration chosen on validation ({chosen['models']}, {fusion_label(chosen)}) scores "
                f"{100 * chosen['acc_mean']:.2f} on test, {100 * (chosen['acc_mean'] - best_single['acc_mean']):+.2f} "
-               f"points against the best single model ({best_single['models']}, {100 * best_single['acc_mean']:.2f}).")
+               f"points against the best single model ({model_label(best_single)}, {100 * best_single['acc_mean']:.2f}).")
     target = TARGETS.get(s["dataset"])
     tried = sorted({fusion_label(r) for r in rows if r["n_models"] > 1})
     if target is not None:

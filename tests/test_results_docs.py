@@ -152,6 +152,7 @@ def test_findings_keep_heads_apart_when_the_grid_has_several():
             row("a+b", "concat", "mlp", 0.78, 0.79),            # below its best member with the same head
             row("a+b", "concat", "logreg", 0.70, 0.81, True)]   # above its best member with the same head
     assert rep.fusion_label(rows[4]) == "concat" and rep.fusion_label(rows[5]) == "concat (logreg head)"
+    assert rep.model_label(rows[0]) == "a" and rep.model_label(rows[2]) == "a (logreg head)"
     helped, multi = rep.fusions_beating_members(rows)
     assert (helped, len(multi)) == (1, 2)
     s = {"dataset": "toy", "models": ["a", "b"], "seeds": [0], "dtype": "bfloat16", "max_length": 64,
@@ -161,6 +162,6 @@ def test_findings_keep_heads_apart_when_the_grid_has_several():
          "profile": {"models": [{"model": m, "n_layers": 2} for m in ("a", "b")]},
          "baselines": [{"method": "tf-idf", "acc": 0.75}]}
     text = "\n".join(rep.findings(s))
-    assert "(a+b, concat (logreg head)) scores 70.00" in text
+    assert "(a+b, concat (logreg head)) scores 70.00 on test, -10.00 points against the best single model (a, 80.00)" in text
     assert "per fusion: concat 78.00, concat (logreg head) 70.00" in text
     assert "1 of 2 fusions beat" in text
