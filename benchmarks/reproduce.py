@@ -311,7 +311,7 @@ def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[in
     from layerfuse import report
     from layerfuse.data import load_builtin
     from layerfuse.fusion import FUSIONS as FUSION_REGISTRY
-    from layerfuse.runner import grid_configs, prepare_models, run_grid
+    from layerfuse.runner import grid_configs, prepare_models, run_grid, worker_threads
 
     out = RESULTS / name
     out.mkdir(parents=True, exist_ok=True)
@@ -346,7 +346,8 @@ def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[in
     summary = {
         "dataset": name, "date": time.strftime("%Y-%m-%d"), "dtype": dtype, "max_length": max_length, "seeds": seeds,
         "models": models, "fusions": fusions,
-        "machine": {**machine_info(), **({"grid_workers": workers} if workers > 1 else {})},
+        "machine": {**machine_info(), **({"grid_workers": workers, "grid_threads_per_worker": worker_threads(workers)}
+                                         if workers > 1 else {})},
         "resources": resources, "profile": prof, "best_vs_last": bvl, "fusion": fused, "baselines": baselines,
         "prediction_latency_s_per_text": latency, "configuration_resources": per_set,
         "command": " ".join(["python benchmarks/reproduce.py --datasets", name]
@@ -417,7 +418,7 @@ def render_docs() -> str:
                       f"native bf16: {'yes' if mach['native_bf16'] else 'no'}"
                       + (f", {mach['bf16_instructions']}" if mach.get("bf16_instructions") else "")
                       + f"); GPU: {mach.get('gpu') or 'none'}"
-                      + (f"; grid rows trained {mach['grid_workers']} at a time, {max(1, mach['torch_threads'] // mach['grid_workers'])} "
+                      + (f"; grid rows trained {mach['grid_workers']} at a time, {mach['grid_threads_per_worker']} "
                          "thread(s) each" if mach.get("grid_workers") else "") + ".", ""]
         lines += ["| method | test acc | test macro-F1 |", "| --- | ---: | ---: |"]
         lines.append(f"| **layerfuse, chosen on validation**: {chosen['models']} [{fusion_label(chosen)}] | "

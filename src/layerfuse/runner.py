@@ -178,28 +178,29 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
         return None if checkpoint_dir is None else (
             Path(checkpoint_dir) / grid_row_key(data_fp, [preps[i] for i in subset], f, h, settings))
 
-    trained_elsewhere = {}
+    def info_of(subset, f, h):
+        return {"models": [preps[i].ref for i in subset], "fusion": f, "head": h, "dataset": ds.name}
+
+    # Rows trained by worker processes in this run (already checkpointed where there is a folder).
+    trained_now = {}
     if workers > 1:
-        refs = [p.ref for p in preps]
-        jobs = [(c, folder_of(*c), {"models": [refs[i] for i in c[0]], "fusion": c[1], "head": c[2],
-                                    "dataset": ds.name}) for c in configs]
-        trained_elsewhere = _fit_rows_in_workers(jobs, src_tr, src_te, y_tr, y_te, len(ds.classes), settings,
-                                                 workers, progress)
+        jobs = [(c, folder_of(*c), info_of(*c)) for c in configs if not has_checkpoint(folder_of(*c))]
+        trained_now = _fit_rows_in_workers(jobs, src_tr, src_te, y_tr, y_te, len(ds.classes), settings,
+                                           workers, progress)
     bar = tqdm(configs, desc="fuse", unit="config", disable=not progress or workers > 1, dynamic_ncols=True)
     for subset, f, h in bar:
         names = [preps[i].ref for i in subset]
         bar.set_postfix_str(f"{'+'.join(names)} {f}/{h}", refresh=True)
-        folder = folder_of(subset, f, h)
 
         def fit(subset=subset, f=f, h=h):
-            if trained_elsewhere.get((subset, f, h)) is not None:
-                return trained_elsewhere[(subset, f, h)]
             tr = [a for i in subset for a in src_tr[i]]
             te = [a for i in subset for a in src_te[i]]
             return fit_seeds(tr, y_tr, te, y_te, n_classes=len(ds.classes), fusion=f, head=h, **settings)
 
-        res, loaded = load_or_fit(folder, fit, {"models": names, "fusion": f, "head": h, "dataset": ds.name}, log)
-        loaded = loaded and (subset, f, h) not in trained_elsewhere
+        if (subset, f, h) in trained_now:
+            res, loaded = trained_now[(subset, f, h)], False
+        else:
+            res, loaded = load_or_fit(folder_of(subset, f, h), fit, info_of(subset, f, h), log)
         resumed += loaded
         s = res.summary()
         row = {
@@ -230,43 +231,46 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
     return GridResult(rows, rows[best_i], pipe, comp, results, ds, list(preps), resumed)
 
 
+def worker_threads(workers: int) -> int:
+    """torch threads of each of ``workers`` grid processes: this process's threads divided among them."""
+    import torch
+
+    return max(1, torch.get_num_threads() // workers)
+
+
 def _fit_rows_in_workers(jobs, src_tr, src_te, y_tr, y_te, n_classes, settings, workers, progress) -> dict:
-    """Train the rows of ``jobs`` ((subset, fusion, head), checkpoint folder or None, info) that have no
-    readable checkpoint, ``workers`` at a time in spawned processes. A row with a folder is saved
-    there by its worker (and read back by the caller); one without comes back as its SeedResult.
-    Returns {config: SeedResult or None (saved in its folder)}. A checkpoint that later proves
-    unreadable is trained again by the caller (:func:`load_or_fit`)."""
+    """Train the rows of ``jobs`` ((subset, fusion, head), checkpoint folder or None, info),
+    ``workers`` at a time in spawned processes; each result is checkpointed in its folder as soon
+    as it arrives. Returns {config: SeedResult}."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    import torch
     from tqdm.auto import tqdm
 
-    from .train import SEEDS_FILE
+    from .train import save_seeds
 
-    todo = [(config, folder, info) for config, folder, info in jobs
-            if folder is None or not (Path(folder) / SEEDS_FILE).is_file()]
+    todo = list(jobs)
     if not todo:
         return {}
     # Widest inputs first (a proxy for the longest rows), so no worker is left with a long row at the end.
     width = [sum(int(np.prod(a.shape[1:])) for a in src) for src in src_tr]
     todo.sort(key=lambda job: -sum(width[i] for i in job[0][0]))
-    threads = max(1, torch.get_num_threads() // workers)
+    threads = worker_threads(workers)
     done = {}
     with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=mp.get_context("spawn"),
                              initializer=_worker_init,
                              initargs=(src_tr, src_te, y_tr, y_te, n_classes, threads, os.getpid())) as pool:
-        futures = {pool.submit(_worker_fit, config, settings, None if folder is None else str(folder), info): config
-                   for config, folder, info in todo}
-        names = {config: "+".join(info["models"]) for config, _, info in todo}
+        futures = {pool.submit(_worker_fit, config, settings): (config, folder, info) for config, folder, info in todo}
         bar = tqdm(total=len(futures), desc=f"fuse ({min(workers, len(todo))} workers)", unit="config",
                    disable=not progress, dynamic_ncols=True)
         try:
             for fut in as_completed(futures):
-                config = futures[fut]
+                config, folder, info = futures[fut]
                 done[config] = fut.result()
+                if folder is not None:
+                    save_seeds(done[config], folder, info=info)
                 bar.update(1)
-                bar.set_postfix_str(f"{names[config]} {config[1]}/{config[2]}", refresh=True)
+                bar.set_postfix_str(f"{'+'.join(info['models'])} {config[1]}/{config[2]}", refresh=True)
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
@@ -286,18 +290,14 @@ def _worker_init(src_tr, src_te, y_tr, y_te, n_classes, threads, parent) -> None
     exit_with_parent(parent)
 
 
-def _worker_fit(config, settings, folder, info):
-    from .train import fit_seeds, save_seeds
+def _worker_fit(config, settings):
+    from .train import fit_seeds
 
     subset, f, h = config
     w = _WORKER
     tr = [a for i in subset for a in w["src_tr"][i]]
     te = [a for i in subset for a in w["src_te"][i]]
-    res = fit_seeds(tr, w["y_tr"], te, w["y_te"], n_classes=w["n_classes"], fusion=f, head=h, **settings)
-    if folder is None:
-        return res
-    save_seeds(res, folder, info=info)
-    return None
+    return fit_seeds(tr, w["y_tr"], te, w["y_te"], n_classes=w["n_classes"], fusion=f, head=h, **settings)
 
 
 def exit_with_parent(parent: int) -> None:
@@ -318,7 +318,7 @@ def load_or_fit(folder, fit, info: dict, log=print):
     fit. Returns ``(result, loaded)``. An unreadable folder is reported and trained again."""
     from .train import load_seeds, save_seeds
 
-    if folder is not None and Path(folder).is_dir():
+    if has_checkpoint(folder):
         try:
             return load_seeds(folder), True
         except LayerfuseError as exc:
@@ -327,6 +327,13 @@ def load_or_fit(folder, fit, info: dict, log=print):
     if folder is not None:
         save_seeds(res, folder, info=info)
     return res, False
+
+
+def has_checkpoint(folder) -> bool:
+    """Whether ``folder`` holds a finished row (save_seeds renames it into place only when complete)."""
+    from .train import SEEDS_FILE
+
+    return folder is not None and (Path(folder) / SEEDS_FILE).is_file()
 
 
 def grid_row_key(data_fingerprint: str, preps: Sequence[ModelPrep], fusion: str, head: str, settings: dict) -> str:
