@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from layerfuse.cli import _quiet_libraries  # noqa: E402
 from layerfuse.data import load_builtin  # noqa: E402
-from layerfuse.runner import prepare_models, run_grid  # noqa: E402
+from layerfuse.runner import prepare_models, run_grid, worker_threads  # noqa: E402
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "grid_workers"
 
@@ -79,7 +79,7 @@ def main() -> None:
     modes = {
         "sequential, 1 thread": (1, 1),
         f"sequential, {all_threads} threads": (all_threads, 1),
-        f"{args.workers} workers, {max(1, all_threads // args.workers)} thread(s) each": (all_threads, args.workers),
+        f"{args.workers} workers, {worker_threads(args.workers)} thread(s) each": (all_threads, args.workers),
     }
     times = {m: [] for m in modes}
     rows = {}
@@ -93,7 +93,7 @@ def main() -> None:
     names = list(modes)
     base = median[names[0]]
     same = scores(rows[names[0]]) == scores(rows[names[2]])
-    one_thread_each = max(1, all_threads // args.workers) == 1
+    one_thread_each = worker_threads(args.workers) == 1
     if one_thread_each and not same:
         raise SystemExit("the workers' rows differ from the sequential 1-thread rows: a bug")
     n_rows = len(rows[names[0]])

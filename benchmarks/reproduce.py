@@ -168,20 +168,13 @@ def _baseline_row(name, pred, y, seconds, note) -> dict:
 # One dataset
 
 
-def grid_checkpoints() -> Path:
-    """Where trained heads are kept between runs (``layerfuse.runner.load_or_fit``): the cache root."""
-    from layerfuse.backbones import cache_root
-
-    return cache_root() / "grid"
-
-
 def best_vs_last(ds, preps, seeds, workers: int = 1) -> dict:
     """Per model, the same head and seeds on its CV-best single layer and on its last layer: single-model
     grid rows, so they resume from checkpoints and train ``workers`` at a time like the grid."""
     from dataclasses import replace
 
     from layerfuse.pipeline import SourceSpec
-    from layerfuse.runner import run_grid
+    from layerfuse.runner import grid_checkpoint_dir, run_grid
 
     variants, where = [], []
     for p in preps:
@@ -190,7 +183,7 @@ def best_vs_last(ds, preps, seeds, workers: int = 1) -> dict:
             variants.append(replace(p, spec=SourceSpec(p.ref, p.pooling, [layer], "single", p.spec.fingerprint)))
             where.append((p.ref, name, layer))
     grid = run_grid(ds, variants, [], seeds=seeds, configs=[((i,), "concat", "mlp") for i in range(len(variants))],
-                    checkpoint_dir=grid_checkpoints(), workers=workers, progress=True)
+                    checkpoint_dir=grid_checkpoint_dir(), workers=workers, progress=True)
     out = {p.ref: {"pooling": p.pooling} for p in preps}
     for (ref, name, layer), r in zip(where, grid.rows):
         out[ref][name] = {"layer": layer, "acc_mean": r["acc_mean"], "acc_std": r["acc_std"], "f1_mean": r["f1_mean"],
@@ -311,7 +304,7 @@ def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[in
     from layerfuse import report
     from layerfuse.data import load_builtin
     from layerfuse.fusion import FUSIONS as FUSION_REGISTRY
-    from layerfuse.runner import grid_configs, prepare_models, run_grid, worker_threads
+    from layerfuse.runner import grid_checkpoint_dir, grid_configs, prepare_models, run_grid, worker_threads
 
     out = RESULTS / name
     out.mkdir(parents=True, exist_ok=True)
@@ -336,7 +329,7 @@ def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[in
     if len(preps) > 1:
         full = tuple(range(len(preps)))
         configs += [(full, f, h) for f in full_set_only if f not in fusions for h in heads]
-    grid = run_grid(ds, preps, fusions, seeds=seeds, configs=configs, checkpoint_dir=grid_checkpoints(),
+    grid = run_grid(ds, preps, fusions, seeds=seeds, configs=configs, checkpoint_dir=grid_checkpoint_dir(),
                     workers=workers, progress=True)
     fused = report.write_fusion_outputs(grid, preps, out, dataset=name)
     baselines = tfidf_baselines(ds) + [minilm_baseline(ds)]

@@ -295,13 +295,6 @@ def _add_workers_arg(p: argparse.ArgumentParser) -> None:
                         "are kept under CACHE/grid, so a rerun after an interruption trains only the rest")
 
 
-def _grid_checkpoints(args) -> Path:
-    """Where run_grid keeps each finished row's trained heads, so an interrupted grid resumes."""
-    from .backbones import cache_root
-
-    return cache_root(getattr(args, "cache_dir", None)) / "grid"
-
-
 def cmd_profile(args) -> int:
     from . import report
     from .runner import validate_choices
@@ -322,7 +315,7 @@ def cmd_profile(args) -> int:
 
 def cmd_fuse(args) -> int:
     from . import report
-    from .runner import parse_list, run_grid, validate_choices
+    from .runner import grid_checkpoint_dir, parse_list, run_grid, validate_choices
 
     cfg = _config_from_args(args, models=args.models)
     validate_choices(parse_list(args.fusion, "--fusion"), parse_list(args.heads, "--heads"), args.layers)
@@ -336,7 +329,8 @@ def cmd_fuse(args) -> int:
     grid = run_grid(ds, preps, parse_list(args.fusion, "--fusion"), heads=parse_list(args.heads, "--heads"),
                     seeds=seeds, combos=args.combos, proj_dim=args.proj_dim, max_epochs=args.max_epochs,
                     patience=args.patience, val_fraction=args.val_fraction, lr=args.lr,
-                    checkpoint_dir=_grid_checkpoints(args), workers=args.workers, progress=progress, log=log)
+                    checkpoint_dir=grid_checkpoint_dir(args.cache_dir), workers=args.workers,
+                    progress=progress, log=log)
     out = _out_dir(args, f"out/fuse-{ds.name}")
     summary = report.write_fusion_outputs(grid, preps, out, dataset=ds.name)
     if args.save:
@@ -354,7 +348,7 @@ def cmd_fuse(args) -> int:
 
 def cmd_run(args) -> int:
     from . import report
-    from .runner import load_config_file, merge_config, run_grid
+    from .runner import grid_checkpoint_dir, load_config_file, merge_config, run_grid
 
     cfg = load_config_file(args.config) if args.config else merge_config({}, "built-in default")
     if args.out:
@@ -378,7 +372,8 @@ def cmd_run(args) -> int:
     grid = run_grid(ds, preps, f["strategies"], heads=f["heads"], seeds=f["seeds"], combos=f["combos"],
                     proj_dim=f["proj_dim"], max_epochs=f["max_epochs"], patience=f["patience"],
                     val_fraction=f["val_fraction"], lr=f["lr"], batch_size=f["batch_size"],
-                    checkpoint_dir=_grid_checkpoints(args), workers=args.workers, progress=progress, log=log)
+                    checkpoint_dir=grid_checkpoint_dir(args.cache_dir), workers=args.workers,
+                    progress=progress, log=log)
     fused = report.write_fusion_outputs(grid, preps, out, dataset=ds.name)
     if cfg["output"].get("save"):
         grid.pipeline.save(cfg["output"]["save"])

@@ -143,7 +143,7 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
     """Train and evaluate every (model set × fusion × head); pick the best by validation only.
     ``configs`` (see :func:`grid_configs`) replaces the full product of sets, fusions and heads.
 
-    ``checkpoint_dir`` (e.g. ``cache_root() / "grid"``): each finished row's trained seeds are saved
+    ``checkpoint_dir`` (e.g. :func:`grid_checkpoint_dir`): each finished row's trained seeds are saved
     there atomically (:func:`~layerfuse.train.save_seeds`) under a key of everything that changes
     them (dataset, embedding cache keys, layers, fusion, head, seeds, training settings), and a
     rerun loads them instead of training again, so an interrupted grid resumes after its last row.
@@ -327,6 +327,13 @@ def load_or_fit(folder, fit, info: dict, log=print):
     if folder is not None:
         save_seeds(res, folder, info=info)
     return res, False
+
+
+def grid_checkpoint_dir(cache_dir=None) -> Path:
+    """Where grid rows are checkpointed by default: ``grid/`` under the cache root."""
+    from .backbones import cache_root
+
+    return cache_root(cache_dir) / "grid"
 
 
 def has_checkpoint(folder) -> bool:
