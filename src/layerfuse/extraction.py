@@ -307,8 +307,7 @@ def fast_bf16(device: str) -> bool:
 
     if device.startswith("cuda"):
         return torch.cuda.is_bf16_supported()
-    flags = _cpu_flags()
-    if "amx_bf16" not in flags and "avx512_bf16" not in flags:
+    if bf16_instructions() == "none":
         return False
     return bf16_speedup() >= 1.5
 
