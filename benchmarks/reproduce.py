@@ -21,7 +21,8 @@ Results go to benchmarks/results/reproduce/DATASET/ (JSON, CSV, PNG); `--docs` t
 files present into docs/RESULTS.md.
 
 An interrupted run loses nothing finished: embeddings resume chunk by chunk, layer profiles are read
-back from the result files, and every trained grid row (and best/last-layer row) is kept with its
+back from the result files or, for a run that had not finished, from `$LAYERFUSE_CACHE/profiles/`
+(each model's profile is saved there as soon as it is scored), and every trained grid row (and best/last-layer row) is kept with its
 heads under `$LAYERFUSE_CACHE/grid/`, so the same command resumes after the last finished row. A
 row read back keeps the numbers of the run that trained it (thread count included).
 
@@ -304,7 +305,8 @@ def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[in
     from layerfuse import report
     from layerfuse.data import load_builtin
     from layerfuse.fusion import FUSIONS as FUSION_REGISTRY
-    from layerfuse.runner import grid_checkpoint_dir, grid_configs, prepare_models, run_grid, worker_threads
+    from layerfuse.runner import (grid_checkpoint_dir, grid_configs, prepare_models, profile_checkpoint_dir, run_grid,
+                                  worker_threads)
 
     out = RESULTS / name
     out.mkdir(parents=True, exist_ok=True)
@@ -319,7 +321,8 @@ def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[in
     t0 = time.perf_counter()
     preps = prepare_models(ds, models, poolings=["mean", "last"], layers="auto", eval_test=True,
                            extraction={"max_length": max_length, "dtype": dtype}, progress=True,
-                           saved_profiles=saved_profiles(out, models, max_length, dtype, previous))
+                           saved_profiles=saved_profiles(out, models, max_length, dtype, previous),
+                           profile_dir=profile_checkpoint_dir())
     prof = report.write_profile_outputs(preps, out, dataset=name)
     print(f"[{name}] profiles done in {time.perf_counter() - t0:.0f} s", flush=True)
     bvl = best_vs_last(ds, preps, seeds, workers)

@@ -39,6 +39,15 @@ def build_tiny_model(folder, *, layers: int = 3, hidden: int = 32, seed: int = 0
     return folder
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache_root(tmp_path_factory):
+    """No test writes to the user's cache: every test without its own ``cache_dir`` shares one
+    temporary cache root for the session (child processes inherit it through the environment)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LAYERFUSE_CACHE", str(tmp_path_factory.mktemp("layerfuse-cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
     return str(build_tiny_model(tmp_path_factory.mktemp("tiny-llama")))

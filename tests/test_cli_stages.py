@@ -67,6 +67,7 @@ def test_fuse_save_predict_report(tiny_model, cache_dir, files, tmp_path, capsys
     # `layerfuse cache` shows those rows and the embeddings, and frees the rows alone.
     usage = json.loads(_run(capsys, "cache", "--json"))
     assert usage["root"] == str(cache_dir) and usage["parts"]["grid"]["entries"] == 4
+    assert usage["parts"]["profiles"]["entries"] == 4  # 2 models x 2 poolings, scored once
     assert usage["parts"]["grid"]["bytes"] > 0 and usage["parts"]["embeddings"]["entries"] >= 2
     assert usage["total_bytes"] == sum(p["bytes"] for p in usage["parts"].values())
     text = _run(capsys, "cache", "--clear", "grid")

@@ -219,6 +219,45 @@ def test_saved_profiles_are_reused_only_when_they_fit(tiny_model, cache_dir, tmp
         prepare_models(ds, [tiny_model], saved_profiles=saved, extraction={"max_length": 8}, **kw)
 
 
+def test_profiles_are_kept_in_profile_dir_and_read_back(tiny_model, cache_dir, tmp_path, monkeypatch):
+    import layerfuse.profile as profile_mod
+    from layerfuse.runner import prepare_models, profile_checkpoint_dir
+
+    X, y = make_texts(60, seed=8)
+    Xt, yt = make_texts(24, seed=9)
+    labels = lambda v: (v == "pos").astype(np.int64)  # noqa: E731
+    ds = Dataset("toy", ["neg", "pos"], {"train": Split(X, labels(y)), "test": Split(Xt, labels(yt))}, source="test")
+    kw = dict(layers="auto", folds=3, windows=2, progress=False, eval_test=True)
+    pdir = profile_checkpoint_dir(cache_dir)
+    assert pdir == cache_dir / "profiles"
+    first = prepare_models(ds, [tiny_model], profile_dir=pdir, log=lambda *_: None, **kw)
+    files = sorted(pdir.iterdir())
+    assert len(files) == 2 and all(f.suffix == ".json" for f in files)  # one per pooling, nothing temporary
+    calls = []
+    real = profile_mod.score_layers
+
+    def counting(*a, **k):
+        calls.append(k.get("name"))
+        return real(*a, **k)
+
+    monkeypatch.setattr(profile_mod, "score_layers", counting)
+    logged = []
+    again = prepare_models(ds, [tiny_model], profile_dir=pdir, log=logged.append, **kw)
+    assert calls == [] and again[0].spec == first[0].spec
+    assert {p: prof.to_dict() for p, prof in again[0].profiles.items()} == \
+        {p: prof.to_dict() for p, prof in first[0].profiles.items()}
+    assert sum("read back" in line for line in logged) == 2
+    # A damaged file is reported and that profile alone is scored again (and saved again).
+    files[0].write_text("{not json")
+    logged.clear()
+    prepare_models(ds, [tiny_model], profile_dir=pdir, log=logged.append, **kw)
+    assert len(calls) == 1 and any("unreadable" in line for line in logged)
+    assert len(list(pdir.iterdir())) == 2
+    # Other scoring settings (here: 4 folds) are another key: scored afresh, both kept.
+    prepare_models(ds, [tiny_model], profile_dir=pdir, log=lambda *_: None, **{**kw, "folds": 4})
+    assert len(calls) == 3 and len(list(pdir.iterdir())) == 4
+
+
 @pytest.fixture()
 def saved(tmp_path, cache_dir):
     model_dir = build_tiny_model(tmp_path / "m", seed=11)

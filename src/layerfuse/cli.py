@@ -91,6 +91,7 @@ def _add_extract_args(p: argparse.ArgumentParser) -> None:
 # What lives under the cache root, and how each part comes back when it is deleted.
 CACHE_PARTS = {
     "embeddings": "per-layer pooled embeddings (extract, profile, fuse, run); recomputed when needed",
+    "profiles": "finished layer profiles (profile, fuse, run); scored again when needed",
     "grid": "trained heads of finished grid rows (fuse, run); retrained when needed",
     "models": "dequantised copies of GGUF models; rebuilt from the GGUF when needed",
     "gguf": "GGUF files assembled from the packaged chunks; reassembled when needed",
@@ -267,14 +268,16 @@ def _out_dir(args, default: str):
 
 
 def _prepare(cfg, args, *, layers="auto", k=3, folds=5, windows=4, eval_test=False, progress=True):
-    from .runner import load_data, prepare_models
+    from .runner import load_data, prepare_models, profile_checkpoint_dir
 
     ds = load_data(cfg["data"])
     log = (lambda *a: print(*a, file=sys.stderr)) if progress else (lambda *a: None)
     ex = {k_: v for k_, v in cfg["extraction"].items() if k_ != "pooling"}
+    cache_dir = getattr(args, "cache_dir", None)
     preps = prepare_models(ds, cfg["models"], poolings=cfg["extraction"]["pooling"], layers=layers, k=k,
-                           folds=folds, windows=windows, extraction=ex, cache_dir=getattr(args, "cache_dir", None),
-                           eval_test=eval_test, progress=progress, log=log)
+                           folds=folds, windows=windows, extraction=ex, cache_dir=cache_dir,
+                           eval_test=eval_test, profile_dir=profile_checkpoint_dir(cache_dir), progress=progress,
+                           log=log)
     return ds, preps
 
 

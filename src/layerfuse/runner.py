@@ -47,13 +47,18 @@ def parse_list(value: str | Sequence[str] | None, what: str) -> list[str]:
 
 def prepare_models(ds, models: Sequence[str], *, poolings=("mean", "last"), layers: str = "auto", k: int = 3,
                    folds: int = 5, windows: int = 4, extraction: dict | None = None, cache_dir=None,
-                   eval_test: bool = False, saved_profiles: dict | None = None, progress: bool = True,
-                   log=print) -> list[ModelPrep]:
+                   eval_test: bool = False, saved_profiles: dict | None = None, profile_dir=None,
+                   progress: bool = True, log=print) -> list[ModelPrep]:
     """Extract every model, score every layer on train, pick the pooling and layers by CV.
 
     ``saved_profiles`` (model -> pooling -> LayerProfile, e.g. read back with
     ``LayerProfile.from_json``) are reused instead of scoring again when they were made on the
-    same training labels and number of layers; anything else is scored afresh."""
+    same training labels and number of layers; anything else is scored afresh.
+
+    ``profile_dir`` (e.g. :func:`profile_checkpoint_dir`): each profile scored is saved there
+    atomically as soon as it is done, under a key of what it scored (:func:`profile_key`), and
+    read back by a later call instead of scoring again, so an interrupted run keeps the models
+    it already profiled."""
     from .extraction import extract
     from .profile import ANALYSIS_COLUMN, _label_digest, eval_test_column, score_layers, select_layers
 
@@ -70,17 +75,32 @@ def prepare_models(ds, models: Sequence[str], *, poolings=("mean", "last"), laye
             # Which embeddings a profile scored: the train split's cache entry (model, texts, max
             # length, dtype, storage) and pooling. Profiles saved before this was recorded lack it.
             features = f"{emb.keys.get('train')}/{p}"
-            if (old is not None and old.n_layers == emb.depth and old.n_samples == len(y_train)
-                    and old.settings.get("label_digest") == _label_digest(np.asarray(y_train))
-                    and old.settings.get("features", features) == features
-                    and (not eval_test or any(ANALYSIS_COLUMN in r for r in old.rows))):
+            with_test = eval_test and "test" in emb.splits
+
+            def fits(prof) -> bool:
+                return (prof is not None and prof.n_layers == emb.depth and prof.n_samples == len(y_train)
+                        and prof.settings.get("label_digest") == _label_digest(np.asarray(y_train))
+                        and prof.settings.get("features", features) == features
+                        and (not eval_test or any(ANALYSIS_COLUMN in r for r in prof.rows)))
+
+            if fits(old):
                 profiles[p] = old
                 continue
+            path = None
+            if profile_dir is not None:
+                path = Path(profile_dir) / f"{profile_key(emb, p, y_train, folds, windows, with_test)}.json"
+                cached = _read_profile(path, log)
+                if fits(cached):
+                    log(f"{ref}/{p}: layer profile read back from {path}")
+                    profiles[p] = cached
+                    continue
             prof = score_layers(emb.array("train", p), y_train, folds=folds, windows=windows, progress=progress,
                                 name=f"{ref}/{p}")
             prof.settings["features"] = features
-            if eval_test and "test" in emb.splits:
+            if with_test:
                 eval_test_column(prof, emb.array("train", p), y_train, emb.array("test", p), emb.labels["test"])
+            if path is not None:
+                _save_profile(prof, path)
             profiles[p] = prof
         # The pooling whose best layer has the highest CV probe accuracy on train.
         pooling = max(profiles, key=lambda p: profiles[p].best("probe_acc")["probe_acc"])
@@ -91,6 +111,49 @@ def prepare_models(ds, models: Sequence[str], *, poolings=("mean", "last"), laye
         preps.append(ModelPrep(ref, emb, profiles, pooling, sel, spec,
                                {"extract": t_extract, "profile": t_total - t_extract}))
     return preps
+
+
+def profile_checkpoint_dir(cache_dir=None) -> Path:
+    """Where :func:`prepare_models` keeps finished layer profiles: ``profiles/`` under the cache root."""
+    from .backbones import cache_root
+
+    return cache_root(cache_dir) / "profiles"
+
+
+def profile_key(emb, pooling: str, y_train, folds: int, windows: int, with_test: bool) -> str:
+    """The file name of one saved profile: a digest of the embeddings it scored (the train split's
+    cache entry and pooling), the training labels, the CV folds and window widths, and, when it
+    carries the per-layer test column, the test split's entry and labels."""
+    from .cache import make_key
+    from .profile import _label_digest
+
+    fields = {"what": "layer-profile", "features": f"{emb.keys.get('train')}/{pooling}",
+              "labels": _label_digest(np.asarray(y_train)), "folds": int(folds), "windows": int(windows)}
+    if with_test:
+        fields["test"] = f"{emb.keys.get('test')}/{pooling}"
+        fields["test_labels"] = _label_digest(np.asarray(emb.labels["test"]))
+    return make_key(fields)
+
+
+def _read_profile(path: Path, log):
+    """A saved profile, or None when there is none; an unreadable one is reported and scored again."""
+    from .profile import LayerProfile
+
+    if not path.is_file():
+        return None
+    try:
+        return LayerProfile.from_json(path)
+    except (LayerfuseError, ValueError, KeyError, TypeError) as exc:
+        log(f"  {path}: unreadable ({exc}); scoring again")
+        return None
+
+
+def _save_profile(prof, path: Path) -> None:
+    import json
+
+    from .cache import _atomic_write_bytes
+
+    _atomic_write_bytes(path, (json.dumps(prof.to_dict(), indent=2) + "\n").encode("utf-8"))
 
 
 @dataclass
