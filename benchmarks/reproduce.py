@@ -411,7 +411,7 @@ def render_docs() -> str:
         if mach.get("memory_gb"):
             lines += [f"Machine: {mach['cpu']}, {mach['cores']} cores, {mach['memory_gb']:.0f} GB memory, "
                       f"{mach['os']}, Python {mach['python']}, torch {mach['torch']} ({mach['torch_threads']} threads, "
-                      f"native bf16: {'yes' if mach['native_bf16'] else 'no'}"
+                      f"bf16 faster than fp32: {'yes' if mach['native_bf16'] else 'no'}"
                       + (f", {mach['bf16_instructions']}" if mach.get("bf16_instructions") else "")
                       + f"); GPU: {mach.get('gpu') or 'none'}"
                       + (f"; grid rows trained {mach['grid_workers']} at a time, {mach['grid_threads_per_worker']} "
@@ -635,6 +635,8 @@ def findings(s: dict) -> list[str]:
 
 
 def main() -> None:
+    from layerfuse.cli import _workers  # the CLI's --workers check: a whole number >= 1
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", default="", help="comma-separated: sst2, mr, r8, r52")
     ap.add_argument("--models", default=",".join(MODELS))
@@ -651,7 +653,7 @@ def main() -> None:
     ap.add_argument("--heads", default="mlp",
                     help="grid heads, comma-separated: mlp (the paper's) and/or logreg (default mlp); every "
                          "configuration is trained with each; the best/last-layer comparison uses mlp")
-    ap.add_argument("--workers", type=int, default=1,
+    ap.add_argument("--workers", type=_workers, default=1,
                     help="grid rows trained at a time, each in its own process with torch's threads divided "
                          "among them (default 1); see benchmarks/grid_workers.py for what it gains")
     ap.add_argument("--docs", action="store_true", help="rebuild docs/RESULTS.md from the result files")
@@ -669,7 +671,7 @@ def main() -> None:
         ap.error(str(exc))
     for d in [x for x in args.datasets.split(",") if x]:
         run_dataset(d, args.models.split(","), args.fusions.split(","), list(range(args.seeds)), args.dtype,
-                    combos=args.combos, extra=extra, workers=max(1, args.workers), heads=heads)
+                    combos=args.combos, extra=extra, workers=args.workers, heads=heads)
     if args.docs or args.datasets:
         print(f"wrote {write_docs()}")
 
