@@ -59,7 +59,7 @@ def test_estimator_learns_saves_and_loads(tiny_model, cache_dir, tmp_path):
     assert (tmp_path / "clf" / "net.safetensors").exists()
 
 
-def test_estimator_clones_and_cross_validates(tiny_model, cache_dir):
+def test_estimator_clones_and_cross_validates(tiny_model, cache_dir, monkeypatch):
     from sklearn.base import clone
     from sklearn.model_selection import cross_val_score
 
@@ -69,6 +69,16 @@ def test_estimator_clones_and_cross_validates(tiny_model, cache_dir):
     assert c2.get_params() == clf.get_params() and not hasattr(c2, "pipeline_")
     scores = cross_val_score(clf, X, y, cv=2)
     assert scores.shape == (2,) and scores.mean() > 0.6
+    # Each fold's layer profiles were kept: another head on the same folds scores no layer again.
+    assert len(list((cache_dir / "profiles").iterdir())) == 4  # 2 folds x 2 poolings
+    import layerfuse.profile as profile_mod
+
+    def no_scoring(*a, **k):
+        raise AssertionError("scored again")
+
+    monkeypatch.setattr(profile_mod, "score_layers", no_scoring)
+    again = cross_val_score(clone(clf).set_params(lr=5e-3), X, y, cv=2, error_score="raise")
+    assert again.shape == (2,) and again.mean() > 0.6
 
 
 def test_two_models_fused_through_the_grid(tiny_model, cache_dir, tmp_path):

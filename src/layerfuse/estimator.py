@@ -1,7 +1,8 @@
 """A scikit-learn estimator over raw texts: ``LayerFusionClassifier``.
 
 ``__init__`` only stores parameters; ``fit`` extracts every layer of each model on the training
-texts (through the cache), scores layers by cross-validation on those texts, selects layers,
+texts (through the cache), scores layers by cross-validation on those texts (profiles kept in the
+cache too, so refitting on the same texts, e.g. in a hyper-parameter search, scores them once), selects layers,
 and trains the fusion head with early stopping on a validation split carved from them. Learned
 state ends in ``_``. It clones, and works inside ``cross_val_score`` and ``Pipeline``.
 """
@@ -76,7 +77,7 @@ class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
         from .data import Dataset, Split
         from .extraction import parse_poolings
         from .pipeline import FusionPipeline
-        from .runner import parse_list, prepare_models, _extraction_settings
+        from .runner import parse_list, prepare_models, profile_checkpoint_dir, _extraction_settings
         from .train import fit_head
 
         texts = _check_texts(X)
@@ -93,7 +94,8 @@ class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
                       "device": self.device}
         preps = prepare_models(ds, models, poolings=parse_poolings(self.pooling), layers=self.layers, k=self.k,
                                folds=self.folds, windows=self.windows, extraction=extraction,
-                               cache_dir=self.cache_dir, progress=self.progress, log=lambda *_: None)
+                               cache_dir=self.cache_dir, profile_dir=profile_checkpoint_dir(self.cache_dir),
+                               progress=self.progress, log=lambda *_: None)
         sources = [a for p in preps for a in p.sources("train")]
         trained = fit_head(sources, y_idx, n_classes=len(self.classes_), fusion=self.fusion, head=self.head,
                            proj_dim=self.proj_dim, val_fraction=self.val_fraction, seed=self.seed, lr=self.lr,
