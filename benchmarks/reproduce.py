@@ -449,9 +449,15 @@ def render_docs() -> str:
                          f"{r['cache_bytes'] / 1e6:.1f} | {'—' if cut is None else cut} of {n_texts} |")
         if subset:
             src = sorted(set(subset.values()))
+            # The larger dataset's table shows this extraction only when its run used the same settings.
+            same = all(summaries.get(d, {}).get("dtype") == s["dtype"]
+                       and summaries.get(d, {}).get("max_length") == s["max_length"] for d in src)
+            where = (f"is in the {', '.join(src)} table" if same else
+                     f"({s['dtype']}, max length {s['max_length']}; not the run in the {', '.join(src)} table) is "
+                     "recorded in " + ", ".join(f"`benchmarks/results/reproduce/{d}/extraction_MODEL.json`" for d in src))
             lines += ["", f"Every {name} text is also in {', '.join(src)} (same settings), so {', '.join(subset)} "
                           f"were read out of the {', '.join(src)} cache entries: no forward pass, no cache of their "
-                          f"own; their extraction cost is in the {', '.join(src)} table."]
+                          f"own; their extraction cost {where}."]
         per_set = s.get("configuration_resources")
         lat = s.get("prediction_latency_s_per_text", {}).get("chosen")
         if per_set:
