@@ -243,6 +243,7 @@ def test_profiles_are_kept_in_profile_dir_and_read_back(tiny_model, cache_dir, t
     first = prepare_models(ds, [tiny_model], profile_dir=pdir, log=lambda *_: None, **kw)
     files = sorted(pdir.iterdir())
     assert len(files) == 2 and all(f.suffix == ".json" for f in files)  # one per pooling, nothing temporary
+    assert all(f.stat().st_mode & 0o644 == 0o644 for f in files)  # written atomically, yet readable as usual
     calls = []
     real = profile_mod.score_layers
 

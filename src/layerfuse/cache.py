@@ -42,9 +42,22 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+# mkstemp makes files readable by their owner only; a file renamed into place gets the mode an
+# ordinary write would have given it (0o666 less the umask, read once here at import).
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK
+
+
+def _usual_mode(fd: int) -> None:
+    if hasattr(os, "fchmod"):  # POSIX
+        os.fchmod(fd, _FILE_MODE)
+
+
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    _usual_mode(fd)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -60,6 +73,7 @@ def _atomic_save_npy(path: Path, array: np.ndarray) -> str:
     """Save an array atomically; return the sha256 of the file written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npy")
+    _usual_mode(fd)
     try:
         with os.fdopen(fd, "wb") as f:
             np.save(f, np.ascontiguousarray(array))

@@ -658,9 +658,11 @@ class LayerProfile:
         )
 
     def to_json(self, path: str | Path) -> Path:
+        """Write the profile as JSON, atomically (a reader never sees half a file)."""
+        from .cache import _atomic_write_bytes
+
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        _atomic_write_bytes(path, (json.dumps(self.to_dict(), indent=2) + "\n").encode("utf-8"))
         return path
 
     @classmethod

@@ -81,7 +81,7 @@ def prepare_models(ds, models: Sequence[str], *, poolings=("mean", "last"), laye
                 return (prof is not None and prof.n_layers == emb.depth and prof.n_samples == len(y_train)
                         and prof.settings.get("label_digest") == _label_digest(np.asarray(y_train))
                         and prof.settings.get("features", features) == features
-                        and (not eval_test or any(ANALYSIS_COLUMN in r for r in prof.rows)))
+                        and (not with_test or any(ANALYSIS_COLUMN in r for r in prof.rows)))
 
             if fits(old):
                 profiles[p] = old
@@ -100,7 +100,7 @@ def prepare_models(ds, models: Sequence[str], *, poolings=("mean", "last"), laye
             if with_test:
                 eval_test_column(prof, emb.array("train", p), y_train, emb.array("test", p), emb.labels["test"])
             if path is not None:
-                _save_profile(prof, path)
+                prof.to_json(path)
             profiles[p] = prof
         # The pooling whose best layer has the highest CV probe accuracy on train.
         pooling = max(profiles, key=lambda p: profiles[p].best("probe_acc")["probe_acc"])
@@ -146,14 +146,6 @@ def _read_profile(path: Path, log):
     except (LayerfuseError, ValueError, KeyError, TypeError) as exc:
         log(f"  {path}: unreadable ({exc}); scoring again")
         return None
-
-
-def _save_profile(prof, path: Path) -> None:
-    import json
-
-    from .cache import _atomic_write_bytes
-
-    _atomic_write_bytes(path, (json.dumps(prof.to_dict(), indent=2) + "\n").encode("utf-8"))
 
 
 @dataclass
