@@ -382,6 +382,18 @@ def render_docs() -> str:
     if missing:
         lines += [f"**Not yet run:** {', '.join(missing)} (see the open issue; the script resumes through the cache).", ""]
     summaries = {name: json.loads((RESULTS / name / "summary.json").read_text()) for name in done}
+    dtypes = {}
+    for name, s in summaries.items():
+        fast = s["machine"].get("native_bf16")
+        dtypes.setdefault((s["dtype"], fast), []).append(name)
+    if len({d for d, _ in dtypes}) > 1:  # runs on different machines: say which dtype each used and why
+        parts = [f"{', '.join(names)} in {d} (bf16 {'faster' if fast else 'slower'} than fp32 on the machine that ran "
+                 "it)" for (d, fast), names in sorted(dtypes.items(), key=lambda kv: kv[1])]
+        matched = all((d == "bfloat16") == bool(fast) for d, fast in dtypes)
+        lines += ["Embeddings: " + "; ".join(parts)
+                  + (": each run used the dtype its CPU computes faster, as `--dtype auto` would" if matched else "")
+                  + " (bf16 changes layer scores by less than their fold-to-fold std: "
+                  "[benchmarks](benchmarks.md#does-bf16-cost-accuracy)).", ""]
     if summaries:
         lines += ["| dataset | chosen on validation | test acc | target | best single model | best baseline | "
                   "above every comparison? |",
