@@ -65,6 +65,7 @@ def prepare_models(ds, models: Sequence[str], *, poolings=("mean", "last"), laye
     extraction = dict(extraction or {})
     preps = []
     y_train = ds.splits["train"].labels
+    train_digest = _label_digest(np.asarray(y_train))
     for ref in models:
         t0 = time.perf_counter()
         emb = extract(ref, data=ds, poolings=poolings, cache_dir=cache_dir, progress=progress, **extraction)
@@ -72,14 +73,13 @@ def prepare_models(ds, models: Sequence[str], *, poolings=("mean", "last"), laye
         profiles = {}
         for p in emb.poolings:
             old = (saved_profiles or {}).get(ref, {}).get(p)
-            # Which embeddings a profile scored: the train split's cache entry (model, texts, max
-            # length, dtype, storage) and pooling. Profiles saved before this was recorded lack it.
-            features = f"{emb.keys.get('train')}/{p}"
+            # Profiles saved before the scored embeddings were recorded lack "features".
+            features = _scored_features(emb, "train", p)
             with_test = eval_test and "test" in emb.splits
 
             def fits(prof) -> bool:
                 return (prof is not None and prof.n_layers == emb.depth and prof.n_samples == len(y_train)
-                        and prof.settings.get("label_digest") == _label_digest(np.asarray(y_train))
+                        and prof.settings.get("label_digest") == train_digest
                         and prof.settings.get("features", features) == features
                         and (not with_test or any(ANALYSIS_COLUMN in r for r in prof.rows)))
 
@@ -88,7 +88,7 @@ def prepare_models(ds, models: Sequence[str], *, poolings=("mean", "last"), laye
                 continue
             path = None
             if profile_dir is not None:
-                path = Path(profile_dir) / f"{profile_key(emb, p, y_train, folds, windows, with_test)}.json"
+                path = Path(profile_dir) / f"{profile_key(emb, p, train_digest, folds, windows, with_test)}.json"
                 cached = _read_profile(path, log)
                 if fits(cached):
                     log(f"{ref}/{p}: layer profile read back from {path}")
@@ -120,17 +120,24 @@ def profile_checkpoint_dir(cache_dir=None) -> Path:
     return cache_root(cache_dir) / "profiles"
 
 
-def profile_key(emb, pooling: str, y_train, folds: int, windows: int, with_test: bool) -> str:
+def _scored_features(emb, split: str, pooling: str) -> str:
+    """Which embeddings a profile scored: the split's cache entry (model, texts, max length, dtype,
+    storage) and the pooling."""
+    return f"{emb.keys.get(split)}/{pooling}"
+
+
+def profile_key(emb, pooling: str, train_digest: str, folds: int, windows: int, with_test: bool) -> str:
     """The file name of one saved profile: a digest of the embeddings it scored (the train split's
-    cache entry and pooling), the training labels, the CV folds and window widths, and, when it
-    carries the per-layer test column, the test split's entry and labels."""
+    cache entry and pooling), the training labels (``train_digest``, as the profile records it in
+    ``settings["label_digest"]``), the CV folds and window widths, and, when it carries the
+    per-layer test column, the test split's entry and labels."""
     from .cache import make_key
     from .profile import _label_digest
 
-    fields = {"what": "layer-profile", "features": f"{emb.keys.get('train')}/{pooling}",
-              "labels": _label_digest(np.asarray(y_train)), "folds": int(folds), "windows": int(windows)}
+    fields = {"what": "layer-profile", "features": _scored_features(emb, "train", pooling),
+              "labels": train_digest, "folds": int(folds), "windows": int(windows)}
     if with_test:
-        fields["test"] = f"{emb.keys.get('test')}/{pooling}"
+        fields["test"] = _scored_features(emb, "test", pooling)
         fields["test_labels"] = _label_digest(np.asarray(emb.labels["test"]))
     return make_key(fields)
 
