@@ -370,6 +370,13 @@ def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[in
 
 
 def write_docs() -> Path:
+    """docs/RESULTS.md and the fusion bar charts it shows, drawn again from each dataset's
+    ``fusion_results.json`` by the current plotting code (same table in, same figure out)."""
+    from layerfuse.report import plot_fusion_results
+
+    for table in sorted(RESULTS.glob("*/fusion_results.json")):
+        plot_fusion_results(json.loads(table.read_text()), table.with_suffix(".png"),
+                            title=f"{table.parent.name}: single models and fusions")
     path = ROOT / "docs" / "RESULTS.md"
     path.write_text(render_docs())
     return path
@@ -682,7 +689,7 @@ def main() -> None:
     ap.add_argument("--workers", type=_workers, default=1,
                     help="grid rows trained at a time, each in its own process with torch's threads divided "
                          "among them (default 1); see benchmarks/grid_workers.py for what it gains")
-    ap.add_argument("--docs", action="store_true", help="rebuild docs/RESULTS.md from the result files")
+    ap.add_argument("--docs", action="store_true", help="rebuild docs/RESULTS.md and its fusion bar charts from the result files")
     args = ap.parse_args()
     from layerfuse.cli import _quiet_libraries
     from layerfuse.errors import LayerfuseError
