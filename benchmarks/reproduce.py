@@ -689,7 +689,8 @@ def main() -> None:
     ap.add_argument("--workers", type=_workers, default=1,
                     help="grid rows trained at a time, each in its own process with torch's threads divided "
                          "among them (default 1); see benchmarks/grid_workers.py for what it gains")
-    ap.add_argument("--docs", action="store_true", help="rebuild docs/RESULTS.md and its fusion bar charts from the result files")
+    ap.add_argument("--docs", action="store_true",
+                    help="rebuild docs/RESULTS.md and its fusion bar charts from the result files")
     args = ap.parse_args()
     from layerfuse.cli import _quiet_libraries
     from layerfuse.errors import LayerfuseError

@@ -52,3 +52,6 @@ def test_fusion_chart_legend_names_only_what_is_drawn(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "_save", lambda fig, path: (figures.append(fig), real_save(fig, path))[1])
     report.plot_fusion_results([_row("a", 0.8), _row("b", 0.7)], tmp_path / "singles.png")
     assert [t.get_text() for t in figures[0].axes[0].get_legend().get_texts()] == ["single model"]
+    # The only single model is the chosen one: no grey bar, so no "single model" entry.
+    report.plot_fusion_results([_row("a", 0.8, chosen=True), _row("a+b", 0.7)], tmp_path / "chosen.png")
+    assert [t.get_text() for t in figures[1].axes[0].get_legend().get_texts()] == ["fusion", "chosen on validation"]

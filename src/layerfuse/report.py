@@ -550,11 +550,9 @@ def plot_fusion_results(rows: list[dict], path, *, title: str | None = None) -> 
     ax.set_xlim(max(0, lo - 3), min(100, hi + (hi - lo) * 0.1 + 1))
     ax.set_xlabel("test accuracy, % (mean ± std over seeds; test scored once per trained model)")
     ax.set_title(title or "Single models and fusions")
+    drawn = set(colours)  # the legend names only the colours on the chart
     handles = [Patch(facecolor=c, edgecolor="black", linewidth=0.4, label=t)
-               for c, t, on in [(single, "single model", any(r["n_models"] == 1 for r in rows)),
-                                (fused, "fusion", any(r["n_models"] > 1 for r in rows)),
-                                (chosen, "chosen on validation", any(r.get("chosen_on_validation") for r in rows))]
-               if on]
+               for c, t in [(single, "single model"), (fused, "fusion"), (chosen, "chosen on validation")] if c in drawn]
     ax.legend(handles=handles, loc="lower right", fontsize=8, framealpha=0.9)
     ax.grid(axis="x", alpha=0.3)
     return _save(fig, path)
