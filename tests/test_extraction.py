@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -298,3 +300,21 @@ def test_counting_truncations_does_not_warn_about_long_texts(tiny_model):
         hf_logging.set_verbosity(old)
     assert truncated == 1 and len(enc[0]) == 4
     assert not [m for m in seen if "longer than the specified maximum" in m]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_atomic_folder_replaces_the_target_with_the_usual_mode(tmp_path):
+    target = tmp_path / "clf"
+    target.mkdir()
+    (target / "old").write_text("x")
+    with cache_mod.atomic_folder(target) as tmp:
+        (tmp / "new").write_text("y")
+    assert [p.name for p in target.iterdir()] == ["new"]
+    umask = os.umask(0)
+    os.umask(umask)
+    # What mkdir would give (saved classifiers, unpacked models, grid rows), not mkdtemp's 0700.
+    assert target.stat().st_mode & 0o777 == 0o777 & ~umask
+    with pytest.raises(RuntimeError), cache_mod.atomic_folder(target) as tmp:
+        (tmp / "half").write_text("")
+        raise RuntimeError("interrupted")
+    assert [p.name for p in target.iterdir()] == ["new"] and [p.name for p in tmp_path.iterdir()] == ["clf"]

@@ -42,11 +42,12 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-# mkstemp makes files readable by their owner only; a file renamed into place gets the mode an
-# ordinary write would have given it (0o666 less the umask, read once here at import).
+# mkstemp/mkdtemp make files and folders for their owner only; one renamed into place gets the mode
+# an ordinary write or mkdir would have given it (0o666 / 0o777 less the umask, read once at import).
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 _FILE_MODE = 0o666 & ~_UMASK
+_DIR_MODE = 0o777 & ~_UMASK
 
 
 def _usual_mode(fd: int) -> None:
@@ -105,11 +106,13 @@ def _verified_record(npy: Path, js: Path, verify: bool = True) -> dict | None:
 
 @contextmanager
 def atomic_folder(target: Path):
-    """Yield a temporary folder beside ``target``; when the block succeeds it replaces ``target``."""
+    """Yield a temporary folder beside ``target``; when the block succeeds it replaces ``target``
+    (with the mode a plain mkdir would give, not mkdtemp's owner-only one)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
     try:
+        os.chmod(tmp, _DIR_MODE)
         yield tmp
         if target.exists():
             shutil.rmtree(target)
