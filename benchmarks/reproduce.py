@@ -372,11 +372,10 @@ def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[in
 def write_docs() -> Path:
     """docs/RESULTS.md and the fusion bar charts it shows, drawn again from each dataset's
     ``fusion_results.json`` by the current plotting code (same table in, same figure out)."""
-    from layerfuse.report import plot_fusion_results
+    from layerfuse.report import plot_fusion_chart
 
     for table in sorted(RESULTS.glob("*/fusion_results.json")):
-        plot_fusion_results(json.loads(table.read_text()), table.with_suffix(".png"),
-                            title=f"{table.parent.name}: single models and fusions")
+        plot_fusion_chart(json.loads(table.read_text()), table.parent, dataset=table.parent.name)
     path = ROOT / "docs" / "RESULTS.md"
     path.write_text(render_docs())
     return path

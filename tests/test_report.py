@@ -3,6 +3,8 @@
 import matplotlib.colors as mcolors
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+import pytest
+
 from layerfuse import report
 
 
@@ -12,10 +14,16 @@ def _row(models, acc, *, chosen=False, fusion="concat"):
             "acc_mean": acc, "acc_std": 0.004, "chosen_on_validation": chosen}
 
 
-def test_fusion_chart_marks_the_chosen_row_and_keeps_every_label_inside_the_plot(tmp_path, monkeypatch):
-    figures = []
+@pytest.fixture
+def figures(monkeypatch):
+    """Every figure report.py saves, in order (each is still written to its file)."""
+    saved = []
     real_save = report._save
-    monkeypatch.setattr(report, "_save", lambda fig, path: (figures.append(fig), real_save(fig, path))[1])
+    monkeypatch.setattr(report, "_save", lambda fig, path: (saved.append(fig), real_save(fig, path))[1])
+    return saved
+
+
+def test_fusion_chart_marks_the_chosen_row_and_keeps_every_label_inside_the_plot(tmp_path, figures):
     # Long labels (narrow axes), a wide range and accuracies near 100 % leave little room right of the
     # bars: the case (R8) whose "chosen" marker text used to run past the plot to the figure's edge.
     a, b = "smollm2-135m+gemma3-270m+qwen2.5-coder-0.5b", "gemma3-270m+qwen2.5-coder-0.5b+minilm-l6"
@@ -46,10 +54,7 @@ def test_fusion_chart_marks_the_chosen_row_and_keeps_every_label_inside_the_plot
     assert sorted(t.get_text() for t in ax.texts) == sorted(f"{100 * r['acc_mean']:.2f}" for r in rows)
 
 
-def test_fusion_chart_legend_names_only_what_is_drawn(tmp_path, monkeypatch):
-    figures = []
-    real_save = report._save
-    monkeypatch.setattr(report, "_save", lambda fig, path: (figures.append(fig), real_save(fig, path))[1])
+def test_fusion_chart_legend_names_only_what_is_drawn(tmp_path, figures):
     report.plot_fusion_results([_row("a", 0.8), _row("b", 0.7)], tmp_path / "singles.png")
     assert [t.get_text() for t in figures[0].axes[0].get_legend().get_texts()] == ["single model"]
     # The only single model is the chosen one: no grey bar, so no "single model" entry.

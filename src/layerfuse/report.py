@@ -19,6 +19,7 @@ from .errors import LayerfuseError
 
 __all__ = [
     "plot_layer_profile", "plot_windows", "plot_score_agreement", "write_table", "plot_fusion_results",
+    "plot_fusion_chart",
     "plot_complementarity", "write_profile_outputs", "write_fusion_outputs", "write_markdown_report",
 ]
 
@@ -595,6 +596,11 @@ def plot_complementarity(comp: list[dict], path) -> Path:
     return _save(fig, path)
 
 
+def plot_fusion_chart(rows: list[dict], out, *, dataset: str) -> Path:
+    """``out/fusion_results.png``: the bar chart of a grid's rows, titled with the dataset."""
+    return plot_fusion_results(rows, Path(out) / "fusion_results.png", title=f"{dataset}: single models and fusions")
+
+
 def write_fusion_outputs(grid, preps, out, *, dataset: str) -> dict:
     """Fusion table (CSV/JSON/Markdown), bar chart and complementarity figure."""
     out = Path(out)
@@ -604,7 +610,7 @@ def write_fusion_outputs(grid, preps, out, *, dataset: str) -> dict:
     write_table(rows, out / "fusion_results.json")
     write_table(rows, out / "fusion_results.md")
     files = ["fusion_results.csv", "fusion_results.json", "fusion_results.md"]
-    plot_fusion_results(rows, out / "fusion_results.png", title=f"{dataset}: single models and fusions")
+    plot_fusion_chart(rows, out, dataset=dataset)
     files.append("fusion_results.png")
     if grid.complementarity:
         (out / "complementarity.json").write_text(json.dumps(grid.complementarity, indent=2))
