@@ -66,6 +66,9 @@ def prepare_models(ds, models: Sequence[str], *, poolings=("mean", "last"), laye
     preps = []
     y_train = ds.splits["train"].labels
     train_digest = _label_digest(np.asarray(y_train))
+    # The per-layer test column (analysis only) needs the test labels: hashed once, like train's.
+    test_digest = (_label_digest(np.asarray(ds.splits["test"].labels))
+                   if eval_test and "test" in ds.splits else None)
     for ref in models:
         t0 = time.perf_counter()
         emb = extract(ref, data=ds, poolings=poolings, cache_dir=cache_dir, progress=progress, **extraction)
@@ -75,7 +78,7 @@ def prepare_models(ds, models: Sequence[str], *, poolings=("mean", "last"), laye
             old = (saved_profiles or {}).get(ref, {}).get(p)
             # Profiles saved before the scored embeddings were recorded lack "features".
             features = _scored_features(emb, "train", p)
-            with_test = eval_test and "test" in emb.splits
+            with_test = test_digest is not None and "test" in emb.splits
 
             def fits(prof) -> bool:
                 return (prof is not None and prof.n_layers == emb.depth and prof.n_samples == len(y_train)
@@ -88,7 +91,8 @@ def prepare_models(ds, models: Sequence[str], *, poolings=("mean", "last"), laye
                 continue
             path = None
             if profile_dir is not None:
-                path = Path(profile_dir) / f"{profile_key(emb, p, train_digest, folds, windows, with_test)}.json"
+                key = profile_key(emb, p, train_digest, folds, windows, test_digest if with_test else None)
+                path = Path(profile_dir) / f"{key}.json"
                 cached = _read_profile(path, log)
                 if fits(cached):
                     log(f"{ref}/{p}: layer profile read back from {path}")
@@ -126,19 +130,19 @@ def _scored_features(emb, split: str, pooling: str) -> str:
     return f"{emb.keys.get(split)}/{pooling}"
 
 
-def profile_key(emb, pooling: str, train_digest: str, folds: int, windows: int, with_test: bool) -> str:
+def profile_key(emb, pooling: str, train_digest: str, folds: int, windows: int,
+                test_digest: str | None = None) -> str:
     """The file name of one saved profile: a digest of the embeddings it scored (the train split's
     cache entry and pooling), the training labels (``train_digest``, as the profile records it in
     ``settings["label_digest"]``), the CV folds and window widths, and, when it carries the
-    per-layer test column, the test split's entry and labels."""
+    per-layer test column, the test split's entry and labels (``test_digest``; None: no column)."""
     from .cache import make_key
-    from .profile import _label_digest
 
     fields = {"what": "layer-profile", "features": _scored_features(emb, "train", pooling),
               "labels": train_digest, "folds": int(folds), "windows": int(windows)}
-    if with_test:
+    if test_digest is not None:
         fields["test"] = _scored_features(emb, "test", pooling)
-        fields["test_labels"] = _label_digest(np.asarray(emb.labels["test"]))
+        fields["test_labels"] = test_digest
     return make_key(fields)
 
 
