@@ -165,3 +165,18 @@ def test_findings_keep_heads_apart_when_the_grid_has_several():
     assert "(a+b, concat (logreg head)) scores 70.00 on test, -10.00 points against the best single model (a, 80.00)" in text
     assert "per fusion: concat 78.00, concat (logreg head) 70.00" in text
     assert "1 of 2 fusions beat" in text
+
+
+def test_a_comparison_within_the_chosen_std_is_called_a_tie_not_beaten():
+    rep = _reproduce()
+    rows = [{"models": "a", "n_models": 1, "fusion": "-", "head": "mlp", "acc_mean": 0.850, "acc_std": 0.004,
+             "chosen_on_validation": False},
+            {"models": "a+b", "n_models": 2, "fusion": "sum", "head": "mlp", "acc_mean": 0.848, "acc_std": 0.003,
+             "chosen_on_validation": True}]
+    s = {"fusion": {"rows": rows}, "baselines": [{"method": "tf-idf", "acc": 0.77}],
+         "best_vs_last": {"a": {"best": {"layer": 3, "acc_mean": 0.846}, "last": {"layer": 4, "acc_mean": 0.83}}}}
+    assert rep._above_all(s) == "yes, but 1 of 3 within its std (a tie)"
+    s["best_vs_last"]["a"]["best"]["acc_mean"] = 0.840   # 0.8 points below: clearly beaten
+    assert rep._above_all(s) == "yes"
+    s["baselines"].append({"method": "svm", "acc": 0.849})
+    assert rep._above_all(s) == "no: 1 of 4 at or above it"
