@@ -595,20 +595,21 @@ def comparisons(s: dict) -> list[tuple[str, float]]:
     return out
 
 
-def _higher_comparisons(s: dict) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
-    """The comparisons at or above the chosen configuration's test accuracy, and those below it by less
-    than its 3-seed std (ties, though it is nominally above them)."""
+def _comparisons_not_beaten(s: dict) -> tuple[int, list[tuple[str, float]], list[tuple[str, float]]]:
+    """How many comparisons there are; those at or above the chosen configuration's test accuracy;
+    and those below it by less than its 3-seed std (ties, though it is nominally above them)."""
     chosen = chosen_row(s["fusion"]["rows"])
-    higher = [(n, a) for n, a in comparisons(s) if a >= chosen["acc_mean"]]
-    ties = [(n, a) for n, a in comparisons(s) if chosen["acc_mean"] - chosen["acc_std"] < a < chosen["acc_mean"]]
-    return higher, ties
+    comp = comparisons(s)
+    higher = [(n, a) for n, a in comp if a >= chosen["acc_mean"]]
+    ties = [(n, a) for n, a in comp if chosen["acc_mean"] - chosen["acc_std"] < a < chosen["acc_mean"]]
+    return len(comp), higher, ties
 
 
 def _above_all(s: dict) -> str:
-    higher, ties = _higher_comparisons(s)
+    n_comp, higher, ties = _comparisons_not_beaten(s)
     if higher:
-        return f"no: {len(higher)} of {len(comparisons(s))} at or above it"
-    return "yes" + (f", but {len(ties)} of {len(comparisons(s))} within its std (a tie)" if ties else "")
+        return f"no: {len(higher)} of {n_comp} at or above it"
+    return "yes" + (f", but {len(ties)} of {n_comp} within its std (a tie)" if ties else "")
 
 
 def findings(s: dict) -> list[str]:
@@ -638,8 +639,7 @@ def findings(s: dict) -> list[str]:
     best_b = max(s["baselines"], key=lambda b: b["acc"])
     out.append(f"Best baseline: {best_b['method']} at {100 * best_b['acc']:.2f}; the chosen fusion is "
                f"{100 * (chosen['acc_mean'] - best_b['acc']):+.2f} points from it.")
-    higher, ties = _higher_comparisons(s)
-    n_comp = len(comparisons(s))
+    n_comp, higher, ties = _comparisons_not_beaten(s)
     named = lambda pairs: ", ".join(  # noqa: E731
         f"{n} {100 * a:.2f} ({100 * (a - chosen['acc_mean']):+.2f})" for n, a in pairs)
     out.append(f"Against the {n_comp} comparisons (each model's best layer and, where different, last layer; every "
