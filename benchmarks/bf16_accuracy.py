@@ -22,9 +22,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from layerfuse.data import load_builtin  # noqa: E402
-from layerfuse.extraction import extract  # noqa: E402
-from layerfuse.profile import eval_test_column, score_layers  # noqa: E402
+from layerfuse.data.builtin import load_builtin  # noqa: E402
+from layerfuse.embed.extract import extract  # noqa: E402
+from layerfuse.scoring.layer_scores import eval_test_column, score_layers  # noqa: E402
 
 
 def main() -> None:

@@ -31,9 +31,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from layerfuse.backbones import load_backbone  # noqa: E402
-from layerfuse.data import load_builtin  # noqa: E402
-from layerfuse.extraction import DEFAULT_BATCH_TOKENS, bf16_instructions, extract_texts, resolve_dtype  # noqa: E402
+from layerfuse.embed.backbones import load_backbone  # noqa: E402
+from layerfuse.data.builtin import load_builtin  # noqa: E402
+from layerfuse.config import DEFAULT_BATCH_TOKENS
+from layerfuse.embed.device import bf16_instructions, resolve_dtype
+from layerfuse.embed.extract import extract_texts  # noqa: E402
 
 
 def matmul_ceiling(dtype: torch.dtype, n: int = 2048, seconds: float = 3.0) -> float:

@@ -34,9 +34,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from layerfuse.cli import _quiet_libraries  # noqa: E402
-from layerfuse.data import load_builtin  # noqa: E402
-from layerfuse.runner import prepare_models, run_grid, worker_threads  # noqa: E402
+from layerfuse.cli.main import quiet_libraries  # noqa: E402
+from layerfuse.data.builtin import load_builtin  # noqa: E402
+from layerfuse.run.prepare import prepare_models
+from layerfuse.run.grid import run_grid
+from layerfuse.run.workers import worker_threads  # noqa: E402
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "grid_workers"
 
@@ -55,7 +57,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     args = ap.parse_args()
-    _quiet_libraries()
+    quiet_libraries()
 
     cores = os.cpu_count() or 1
     all_threads = torch.get_num_threads()

@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from layerfuse.errors import LayerfuseError
-from layerfuse.profile import CHEAP_SCORES, SCORES, score_layers
+from layerfuse.scoring.layer_profile import CHEAP_SCORES, SCORES
+from layerfuse.scoring.layer_scores import score_layers
 
 HERE = Path(__file__).resolve().parent
 
@@ -70,7 +71,7 @@ def structured_array(layers: int, n: int, d: int, y: np.ndarray, seed: int) -> n
 def load_arrays(args) -> tuple[list[tuple[str, np.ndarray]], np.ndarray, str]:
     if args.model:
         # The real thing: the model's cached SST-2 train embeddings (extracted first if missing).
-        from layerfuse.extraction import extract
+        from layerfuse.embed.extract import extract
 
         emb = extract(args.model, args.dataset, poolings="mean,last", splits=["train"], max_length=args.max_length)
         arrays = [(f"{args.model}/{p}", emb.array("train", p)) for p in emb.poolings]

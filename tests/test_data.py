@@ -9,8 +9,11 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from layerfuse import data as D
-from layerfuse.data import Dataset, Split, list_builtin, load_builtin, load_dataset, load_files, read_texts
+from layerfuse.data import builtin as D
+from layerfuse.data.dataset import Dataset, Split
+from layerfuse.data.builtin import list_builtin, load_builtin
+from layerfuse.data.loading import load_dataset
+from layerfuse.data.files import load_files, read_texts
 from layerfuse.errors import LayerfuseError
 
 R8_COUNTS = {

@@ -9,9 +9,11 @@ import pytest
 import torch
 
 from layerfuse import cache as cache_mod
-from layerfuse.backbones import load_backbone
+from layerfuse.embed.backbones import load_backbone
 from layerfuse.errors import LayerfuseError
-from layerfuse.extraction import extract_texts, plan_batches, pool
+from layerfuse.embed.extract import extract_texts
+from layerfuse.embed.forward import plan_batches
+from layerfuse.embed.pooling import pool
 
 TEXTS = [
     "the movie was good",
@@ -226,7 +228,7 @@ def test_bad_depth_is_a_clear_error(tiny_model, cache_dir):
 
 
 def test_in_memory_embedding_matches_cached_extraction(tiny_model, cache_dir):
-    from layerfuse.extraction import embed_texts
+    from layerfuse.embed.forward import embed_texts
 
     cached, _ = extract_texts(tiny_model, TEXTS, text_fingerprint="m", poolings=["mean", "last"], progress=False)
     bb = load_backbone(tiny_model, progress=False)
@@ -237,7 +239,7 @@ def test_in_memory_embedding_matches_cached_extraction(tiny_model, cache_dir):
 
 
 def test_bf16_counts_as_fast_only_where_it_measures_faster(monkeypatch):
-    from layerfuse import extraction
+    from layerfuse.embed import device as extraction
 
     monkeypatch.setattr(extraction, "_cpu_flags", lambda: {"avx2", "fma"})
     monkeypatch.setattr(extraction, "bf16_speedup", lambda: 6.0)
@@ -253,7 +255,7 @@ def test_bf16_counts_as_fast_only_where_it_measures_faster(monkeypatch):
 
 
 def test_bf16_speedup_is_a_measured_ratio():
-    from layerfuse import extraction
+    from layerfuse.embed import device as extraction
 
     r = extraction.bf16_speedup()
     assert 0.01 < r < 100 and extraction.bf16_speedup() == r  # measured once per process
@@ -261,7 +263,7 @@ def test_bf16_speedup_is_a_measured_ratio():
 
 
 def test_auto_dtype_follows_the_hardware(monkeypatch):
-    from layerfuse import extraction
+    from layerfuse.embed import device as extraction
 
     monkeypatch.setattr(extraction, "fast_bf16", lambda device: True)
     assert extraction.resolve_dtype("auto", "cpu") == "bfloat16"
@@ -279,7 +281,7 @@ def test_counting_truncations_does_not_warn_about_long_texts(tiny_model):
 
     from transformers.utils import logging as hf_logging
 
-    from layerfuse.extraction import tokenize
+    from layerfuse.embed.forward import tokenize
 
     backbone = load_backbone(tiny_model)
     backbone.tokenizer.model_max_length = 4

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from layerfuse.errors import LayerfuseError
-from layerfuse.fusion import FUSIONS, Fusion, ScalarMix, build_fusion, hamilton_product, register_fusion
+from layerfuse.model.fusion import FUSIONS, Fusion, ScalarMix, build_fusion, hamilton_product, register_fusion
 
 P = 64  # 8 x 8 for matmul, divisible by 4 for quaternion
 B = 6

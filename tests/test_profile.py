@@ -8,18 +8,11 @@ import numpy as np
 import pytest
 
 from layerfuse.errors import LayerfuseError
-from layerfuse.profile import (
-    ANALYSIS_COLUMN,
-    LayerProfile,
-    LayerSelection,
-    _fit_logistic,
-    _standardise,
-    average_layers,
-    cv_probe,
-    eval_test_column,
-    score_layers,
-    select_layers,
-)
+from layerfuse.scoring.layer_profile import ANALYSIS_COLUMN, LayerProfile
+from layerfuse.scoring.selection import LayerSelection, select_layers
+from layerfuse.scoring.solver import fit_logistic
+from layerfuse.scoring.features import standardise, average_layers
+from layerfuse.scoring.layer_scores import cv_probe, eval_test_column, score_layers
 
 SIGNAL = 5  # the separable layer in the synthetic array
 N_LAYERS = 8  # L+1
@@ -118,12 +111,12 @@ def test_fast_probe_agrees_with_sklearn():
     y = rng.integers(0, 3, n)
     A = rng.standard_normal((d, d)) * 0.4 + np.eye(d)  # correlated features
     Xr = (rng.standard_normal((n, d)) + 0.9 * rng.standard_normal((3, d))[y]) @ A
-    Xs, _, _ = _standardise(Xr.astype(np.float32))
+    Xs, _, _ = standardise(Xr.astype(np.float32))
     Xs = Xs.numpy()
     # one fit on a train split, evaluated on held-out rows
     tr, te = np.arange(n) < 450, np.arange(n) >= 450
     mask = torch.from_numpy(tr.astype(np.float32))[:, None]
-    W, b, _ = _fit_logistic(torch.from_numpy(Xs), torch.from_numpy(y), 3, mask, l2=l2,
+    W, b, _ = fit_logistic(torch.from_numpy(Xs), torch.from_numpy(y), 3, mask, l2=l2,
                             tol=1e-6)
     ours = (Xs @ W[:, 0, :].numpy() + b[0].numpy()).argmax(1)
     sk = LogisticRegression(C=1.0 / (l2 * tr.sum()), max_iter=5000, tol=1e-8).fit(Xs[tr], y[tr])

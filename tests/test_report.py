@@ -6,6 +6,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 import pytest
 
 from layerfuse import report
+from layerfuse.report import plots
 
 
 def _row(models, acc, *, chosen=False, fusion="concat"):
@@ -18,8 +19,8 @@ def _row(models, acc, *, chosen=False, fusion="concat"):
 def figures(monkeypatch):
     """Every figure report.py saves, in order (each is still written to its file)."""
     saved = []
-    real_save = report._save
-    monkeypatch.setattr(report, "_save", lambda fig, path: (saved.append(fig), real_save(fig, path))[1])
+    real_save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: (saved.append(fig), real_save(fig, path))[1])
     return saved
 
 

@@ -111,10 +111,10 @@ def test_child_processes_report_failure_and_never_outlive_the_run(monkeypatch):
 def test_best_and_last_layer_rows_are_grid_rows_that_resume(tiny_model, cache_dir, one_torch_thread, monkeypatch):
     import numpy as np
 
-    import layerfuse.train as train_mod
+    import layerfuse.model.training as train_mod
 
-    from layerfuse.data import Dataset, Split
-    from layerfuse.runner import prepare_models
+    from layerfuse.data.dataset import Dataset, Split
+    from layerfuse.run.prepare import prepare_models
 
     rep = _reproduce()
     rng = np.random.default_rng(0)

@@ -8,20 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from layerfuse.errors import LayerfuseError
-from layerfuse.train import (
-    HEADS,
-    FusionClassifierNet,
-    LinearHead,
-    MLPHead,
-    _flush_denormal_on,
-    _metrics,
-    evaluate,
-    fit_head,
-    fit_seeds,
-    load_net,
-    save_net,
-    stratified_validation_split,
-)
+from layerfuse.model.heads import HEADS, FusionClassifierNet, LinearHead, MLPHead
+from layerfuse.model.training import _flush_denormal_on, evaluate, fit_head, fit_seeds
+from layerfuse.model.metrics import classification_metrics
+from layerfuse.model.saving import load_net, save_net
+from layerfuse.data.sampling import stratified_validation_split
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -155,7 +146,7 @@ def test_early_stopping_restores_best_weights():
     # the returned weights are those of the best epoch, not the last
     _, va = stratified_validation_split(y, 0.2, 0)
     logits = torch.log(torch.from_numpy(model.predict_proba([x[va]])))
-    m = _metrics(y[va], logits.argmax(1).numpy())
+    m = classification_metrics(y[va], logits.argmax(1).numpy())
     assert m["macro_f1"] == pytest.approx(model.val_f1)
     assert m["acc"] == pytest.approx(model.val_acc)
     assert float(F.nll_loss(logits, torch.from_numpy(y[va]))) == pytest.approx(best["val_loss"], rel=1e-4)
@@ -209,7 +200,7 @@ def test_metrics_match_sklearn():
 
     rng = np.random.default_rng(0)
     y, p = rng.integers(0, 5, 100), rng.integers(0, 4, 100)
-    m = _metrics(y, p)
+    m = classification_metrics(y, p)
     assert m["acc"] == pytest.approx(accuracy_score(y, p))
     assert m["macro_f1"] == pytest.approx(f1_score(y, p, average="macro", zero_division=0))
 

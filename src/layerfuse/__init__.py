@@ -6,9 +6,9 @@ Heavy imports (torch, transformers) happen on first use, so `import layerfuse` s
 __version__ = "0.1.0"
 
 _LAZY = {
-    "extract": ("layerfuse.extraction", "extract"),
-    "Embeddings": ("layerfuse.extraction", "Embeddings"),
-    "load_dataset": ("layerfuse.data", "load_dataset"),
+    "extract": ("layerfuse.embed.extract", "extract"),
+    "Embeddings": ("layerfuse.embed.extract", "Embeddings"),
+    "load_dataset": ("layerfuse.data.loading", "load_dataset"),
     "LayerfuseError": ("layerfuse.errors", "LayerfuseError"),
     "load": ("layerfuse.pipeline", "load"),
     "FusionPipeline": ("layerfuse.pipeline", "FusionPipeline"),

@@ -5,6 +5,8 @@ Anything the user can fix (a bad file, an unknown model, a missing package) rais
 The CLI prints the message on one line and exits with code 2, without a traceback.
 """
 
+from __future__ import annotations
+
 
 class LayerfuseError(Exception):
     """An error caused by input the user can correct."""

@@ -12,27 +12,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from .errors import LayerfuseError
-
-
-def _check_texts(X, what: str = "X") -> list[str]:
-    if isinstance(X, str):
-        raise LayerfuseError(f"{what} must be a list of texts, not a single string: wrap it in a list")
-    try:
-        texts = list(X)
-    except TypeError as e:
-        raise LayerfuseError(f"{what} must be a list of texts, got {type(X).__name__}") from e
-    for i, t in enumerate(texts):
-        if isinstance(t, np.ndarray) and t.shape == ():
-            t = t.item()
-        if not isinstance(t, str):
-            raise LayerfuseError(f"{what}[{i}] is {type(t).__name__}, expected a text (str)")
-        if not t.strip():
-            raise LayerfuseError(f"{what}[{i}] is empty: every example needs some text")
-        texts[i] = t
-    if not texts:
-        raise LayerfuseError(f"{what} is empty")
-    return texts
+from layerfuse.errors import LayerfuseError
+from layerfuse.validation import check_texts
 
 
 class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
@@ -74,13 +55,16 @@ class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
         self.progress = progress
 
     def fit(self, X, y):
-        from .data import Dataset, Split
-        from .extraction import parse_poolings
-        from .pipeline import FusionPipeline
-        from .runner import parse_list, prepare_models, profile_checkpoint_dir, _extraction_settings
-        from .train import fit_head
+        from layerfuse.cache.layout import profile_checkpoint_dir
+        from layerfuse.data.dataset import Dataset, Split
+        from layerfuse.embed.pooling import parse_poolings
+        from layerfuse.model.training import fit_head
+        from layerfuse.pipeline import FusionPipeline
+        from layerfuse.run.grid import extraction_settings
+        from layerfuse.run.prepare import prepare_models
+        from layerfuse.validation import parse_list
 
-        texts = _check_texts(X)
+        texts = check_texts(X)
         y = np.asarray(y)
         if y.ndim != 1 or len(y) != len(texts):
             raise LayerfuseError(f"y must be one label per text: got {y.shape} labels for {len(texts)} texts")
@@ -103,7 +87,7 @@ class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
                            progress=self.progress)
         self.pipeline_ = FusionPipeline(
             specs=[p.spec for p in preps], trained=trained, classes=[str(c) for c in self.classes_],
-            extraction=_extraction_settings(preps[0].emb),
+            extraction=extraction_settings(preps[0].emb),
             metrics={"val_acc": trained.val_acc, "val_f1": trained.val_f1},
             info={"selections": [p.selection.to_dict() for p in preps]},
         )
@@ -118,9 +102,9 @@ class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
         return self.pipeline_
 
     def predict_proba(self, X) -> np.ndarray:
-        from .extraction import _resolve_device
+        from layerfuse.embed.device import resolve_device
 
-        return self._pipeline().predict_proba(_check_texts(X), device=_resolve_device(self.device),
+        return self._pipeline().predict_proba(check_texts(X), device=resolve_device(self.device),
                                               cache_dir=self.cache_dir)
 
     def predict(self, X) -> np.ndarray:
@@ -135,4 +119,3 @@ class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
         tags.input_tags.string = True
         tags.input_tags.two_d_array = False
         return tags
-

@@ -29,13 +29,7 @@ from torch import Tensor, nn
 
 from layerfuse.errors import LayerfuseError
 
-__all__ = [
-    "FUSIONS",
-    "Fusion",
-    "ScalarMix",
-    "build_fusion",
-    "register_fusion",
-]
+__all__ = ["FUSIONS", "register_fusion", "build_fusion", "ScalarMix", "Fusion", "ConcatFusion", "SumFusion", "MeanFusion", "HadamardFusion", "MatmulFusion", "hamilton_product", "QuaternionFusion", "GatedFusion", "AttentionFusion", "MoEFusion", "SumResidualFusion", "MeanResidualFusion", "HadamardResidualFusion", "MatmulResidualFusion", "QuaternionResidualFusion"]
 
 #: name -> fusion class. Filled by :func:`register_fusion`.
 FUSIONS: dict[str, type[Fusion]] = {}

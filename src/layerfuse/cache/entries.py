@@ -25,67 +25,16 @@ import json
 import os
 import shutil
 import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-FORMAT_VERSION = 1
+from layerfuse.cache.atomic import atomic_save_npy, atomic_write_bytes, sha256_file
+from layerfuse.cache.layout import entries_root
 
+__all__ = ["CacheEntry", "text_hashes", "subset_rows", "entry", "remove_entry"]
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
-
-
-# mkstemp/mkdtemp make files and folders for their owner only; one renamed into place gets the mode
-# an ordinary write or mkdir would have given it (0o666 / 0o777 less the umask, read once at import).
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-_FILE_MODE = 0o666 & ~_UMASK
-_DIR_MODE = 0o777 & ~_UMASK
-
-
-def _usual_mode(fd: int) -> None:
-    if hasattr(os, "fchmod"):  # POSIX
-        os.fchmod(fd, _FILE_MODE)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    _usual_mode(fd)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _atomic_save_npy(path: Path, array: np.ndarray) -> str:
-    """Save an array atomically; return the sha256 of the file written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npy")
-    _usual_mode(fd)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, np.ascontiguousarray(array))
-            f.flush()
-            os.fsync(f.fileno())
-        digest = _sha256_file(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return digest
 
 
 def _verified_record(npy: Path, js: Path, verify: bool = True) -> dict | None:
@@ -95,37 +44,13 @@ def _verified_record(npy: Path, js: Path, verify: bool = True) -> dict | None:
         return None
     try:
         record = json.loads(js.read_text())
-        if verify and _sha256_file(npy) != record["sha256"]:
+        if verify and sha256_file(npy) != record["sha256"]:
             raise ValueError("checksum mismatch")
     except (OSError, ValueError, KeyError):
         npy.unlink(missing_ok=True)
         js.unlink(missing_ok=True)
         return None
     return record
-
-
-@contextmanager
-def atomic_folder(target: Path):
-    """Yield a temporary folder beside ``target``; when the block succeeds it replaces ``target``
-    (with the mode a plain mkdir would give, not mkdtemp's owner-only one)."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
-    try:
-        os.chmod(tmp, _DIR_MODE)
-        yield tmp
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def make_key(fields: dict) -> str:
-    """16-hex fingerprint of everything that changes the numbers."""
-    blob = json.dumps({"format": FORMAT_VERSION, **fields}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -146,7 +71,7 @@ class CacheEntry:
             return None
 
     def write_meta(self, meta: dict) -> None:
-        _atomic_write_bytes(self.path / "meta.json", json.dumps(meta, indent=1, sort_keys=True).encode())
+        atomic_write_bytes(self.path / "meta.json", json.dumps(meta, indent=1, sort_keys=True).encode())
 
     def read_order(self) -> np.ndarray | None:
         try:
@@ -155,7 +80,7 @@ class CacheEntry:
             return None
 
     def write_order(self, order: np.ndarray) -> None:
-        _atomic_save_npy(self.path / "order.npy", order.astype(np.int64))
+        atomic_save_npy(self.path / "order.npy", order.astype(np.int64))
 
     def read_text_hashes(self) -> np.ndarray | None:
         try:
@@ -167,8 +92,8 @@ class CacheEntry:
     def write_text_hashes(self, hashes: np.ndarray, full_tokens: np.ndarray | None = None) -> None:
         """Per text: its digest and, when known, its token count before truncation."""
         if full_tokens is not None:
-            _atomic_save_npy(self.path / "text_tokens.npy", full_tokens)
-        _atomic_save_npy(self.path / "text_hashes.npy", hashes)
+            atomic_save_npy(self.path / "text_tokens.npy", full_tokens)
+        atomic_save_npy(self.path / "text_hashes.npy", hashes)
 
     def read_text_tokens(self) -> np.ndarray | None:
         try:
@@ -185,9 +110,9 @@ class CacheEntry:
 
     def write_chunk(self, pooling: str, index: int, array: np.ndarray, info: dict) -> None:
         npy, js = self._chunk_paths(pooling, index)
-        digest = _atomic_save_npy(npy, array)
+        digest = atomic_save_npy(npy, array)
         record = {**info, "sha256": digest, "shape": list(array.shape), "dtype": str(array.dtype)}
-        _atomic_write_bytes(js, json.dumps(record).encode())
+        atomic_write_bytes(js, json.dumps(record).encode())
 
     def chunk_info(self, pooling: str, index: int, verify: bool = True) -> dict | None:
         """The chunk's record if it is whole and its checksum matches; a bad chunk is removed."""
@@ -224,12 +149,12 @@ class CacheEntry:
             assert start == shape[1], (start, shape)
             out.flush()
             del out
-            digest = _sha256_file(Path(tmp))
+            digest = sha256_file(Path(tmp))
             os.replace(tmp, self.final_path(pooling))
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        _atomic_write_bytes(
+        atomic_write_bytes(
             self.final_path(pooling).with_suffix(".json"),
             json.dumps({"sha256": digest, "shape": list(shape), "dtype": str(np.dtype(dtype))}).encode(),
         )
@@ -252,10 +177,6 @@ def subset_rows(have: np.ndarray, want: np.ndarray) -> np.ndarray | None:
     if any(r is None for r in rows):
         return None
     return np.asarray(rows, dtype=np.int64)
-
-
-def entries_root(root: Path) -> Path:
-    return root / "embeddings"
 
 
 def entry(root: Path, key: str) -> CacheEntry:

@@ -15,385 +15,26 @@ a CSV/TSV file is line 1) and what to do about it.
 from __future__ import annotations
 
 import codecs
-import copy
 import csv
-import functools
-import gzip
-import hashlib
-import inspect
 import io
 import json
 import math
 import sys
-from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import LayerfuseError
+from layerfuse.data.dataset import Dataset, Split
+from layerfuse.data.sampling import holdout
+from layerfuse.errors import LayerfuseError
 
-__all__ = [
-    "BUILTIN_NAMES",
-    "FORMATS",
-    "SPLIT_NAMES",
-    "Dataset",
-    "Split",
-    "list_builtin",
-    "load_builtin",
-    "load_dataset",
-    "load_files",
-    "read_texts",
-]
+__all__ = ["FORMATS", "EXTENSIONS", "load_files", "read_texts"]
 
-SPLIT_NAMES: tuple[str, ...] = ("train", "validation", "test")
-BUILTIN_NAMES: tuple[str, ...] = ("sst2", "mr", "r8", "r52")
 FORMATS: tuple[str, ...] = ("csv", "tsv", "jsonl", "parquet")
 
-_EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 _FORMAT_ALIASES = {"ndjson": "jsonl", "jsonlines": "jsonl", "pq": "parquet", "tab": "tsv"}
-
-
-# ---------------------------------------------------------------------------------------------
-# Hashing helpers
-
-
-def _put_str(h, s: str) -> None:
-    b = s.encode("utf-8", "surrogatepass")
-    h.update(len(b).to_bytes(8, "little"))
-    h.update(b)
-
-
-def _put_int(h, n: int) -> None:
-    h.update(int(n).to_bytes(8, "little"))
-
-
-def _put_texts(h, texts: list[str]) -> None:
-    _put_int(h, len(texts))
-    for t in texts:
-        _put_str(h, t)
-
-
-def texts_fingerprint(texts: list[str]) -> str:
-    """16 hex chars of sha256 over a list of texts (order matters); extraction caches key on it."""
-    h = hashlib.sha256(b"layerfuse.texts.v1\0")
-    _put_texts(h, list(texts))
-    return h.hexdigest()[:16]
-
-
-# ---------------------------------------------------------------------------------------------
-# Split and Dataset
-
-
-@dataclass(frozen=True, eq=False)
-class Split:
-    """Texts and their labels (``int64`` indices into :attr:`Dataset.classes`).
-
-    ``texts`` is copied to a new list and ``labels`` to a new read-only ``int64`` array.
-    """
-
-    texts: list[str]
-    labels: np.ndarray
-
-    def __post_init__(self) -> None:
-        texts = list(self.texts)
-        for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise TypeError(f"Split.texts[{i}] is {type(t).__name__}, expected str")
-        raw = np.asarray(self.labels)
-        if raw.size and raw.dtype.kind not in "iu":
-            raise TypeError(f"Split.labels must be integers, got dtype {raw.dtype}")
-        if raw.ndim != 1:
-            raise ValueError(f"Split.labels must be 1-D, got shape {raw.shape}")
-        labels = np.array(raw, dtype=np.int64)
-        if len(labels) != len(texts):
-            raise ValueError(f"Split has {len(texts)} texts but {len(labels)} labels")
-        labels.flags.writeable = False
-        object.__setattr__(self, "texts", texts)
-        object.__setattr__(self, "labels", labels)
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Split):
-            return NotImplemented
-        return self.texts == other.texts and np.array_equal(self.labels, other.labels)
-
-    __hash__ = None  # type: ignore[assignment]  # holds a list: not hashable
-
-    def __repr__(self) -> str:
-        return f"Split(n={len(self.texts)})"
-
-    def counts(self, n_classes: int) -> np.ndarray:
-        """Number of examples per class index (length ``n_classes``)."""
-        return np.bincount(self.labels, minlength=n_classes)[:n_classes]
-
-    def take(self, indices) -> "Split":
-        """A new split with the rows at ``indices`` (in the order given)."""
-        idx = np.asarray(indices, dtype=np.int64)
-        return Split([self.texts[i] for i in idx], self.labels[idx])
-
-
-@dataclass
-class Dataset:
-    """A text-classification dataset: class names plus ``train``/``validation``/``test`` splits."""
-
-    name: str
-    classes: list[str]
-    splits: dict[str, Split]  # ordered: "train", optional "validation", "test"
-    source: str  # one line: where it came from
-
-    def __post_init__(self) -> None:
-        self.classes = [str(c) for c in self.classes]
-        if len(set(self.classes)) != len(self.classes):
-            dup = sorted({c for c in self.classes if self.classes.count(c) > 1})
-            raise ValueError(f"Dataset {self.name!r}: duplicate class names {dup}")
-        unknown = [s for s in self.splits if s not in SPLIT_NAMES]
-        if unknown:
-            raise ValueError(f"Dataset {self.name!r}: unknown split(s) {unknown}; allowed: {', '.join(SPLIT_NAMES)}")
-        ordered = {}
-        for s in SPLIT_NAMES:
-            if s in self.splits:
-                sp = self.splits[s]
-                if not isinstance(sp, Split):
-                    raise TypeError(f"Dataset {self.name!r}: split {s!r} is {type(sp).__name__}, expected Split")
-                if len(sp) and (sp.labels.min() < 0 or sp.labels.max() >= len(self.classes)):
-                    raise ValueError(
-                        f"Dataset {self.name!r}: split {s!r} has labels outside 0..{len(self.classes) - 1}")
-                ordered[s] = sp
-        self.splits = ordered
-        self.source = " ".join(str(self.source).split())
-
-    def __repr__(self) -> str:
-        sizes = ", ".join(f"{k}={len(v)}" for k, v in self.splits.items())
-        return f"Dataset(name={self.name!r}, n_classes={len(self.classes)}, {sizes})"
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.classes)
-
-    def __getitem__(self, split: str) -> Split:
-        try:
-            return self.splits[split]
-        except KeyError:
-            raise LayerfuseError(
-                f"dataset '{self.name}' has no split '{split}'; available: {', '.join(self.splits)}") from None
-
-    def label_names(self, split: str) -> list[str]:
-        """The labels of ``split`` as class names."""
-        return [self.classes[i] for i in self[split].labels]
-
-    # -- fingerprints ------------------------------------------------------------------------
-
-    def fingerprint(self, split: str | None = None) -> str:
-        """16 hex chars of sha256 over classes, texts (in order) and labels.
-
-        With ``split`` only that split counts (its name does not); without, every split does
-        (with its name).
-        """
-        h = hashlib.sha256(b"layerfuse.dataset.v1\0")
-        _put_int(h, len(self.classes))
-        for c in self.classes:
-            _put_str(h, c)
-        names = [split] if split is not None else list(self.splits)
-        if split is not None:
-            self[split]  # noqa: B018 -- raises a clear error for a missing split
-        else:
-            _put_int(h, len(names))
-        for s in names:
-            sp = self.splits[s]
-            if split is None:
-                _put_str(h, s)
-            _put_texts(h, sp.texts)
-            h.update(sp.labels.astype("<i8", copy=False).tobytes())
-        return h.hexdigest()[:16]
-
-    def text_fingerprint(self, split: str) -> str:
-        """16 hex chars of sha256 over the texts of ``split`` only (order matters)."""
-        return texts_fingerprint(self[split].texts)
-
-    # -- derived datasets --------------------------------------------------------------------
-
-    def subsample(self, n: int, seed: int = 0) -> "Dataset":
-        """At most ``n`` texts per split, stratified by label, deterministic in ``seed``.
-
-        Per-class quotas are proportional to the class sizes (largest remainder); when ``n`` is
-        at least the number of classes present in a split, every such class keeps at least one
-        example. Kept rows stay in their original order. Splits already within ``n`` are kept
-        whole. The name becomes ``"<name>[:n]"`` (``"<name>[:n@seed]"`` for a seed other than 0)
-        when anything was cut; ``classes`` never changes.
-        """
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise LayerfuseError(f"subsample size (--limit) must be a positive integer, got {n!r}")
-        n = int(n)
-        k = len(self.classes)
-        new: dict[str, Split] = {}
-        cut = False
-        for s, sp in self.splits.items():
-            if len(sp) <= n:
-                new[s] = sp
-                continue
-            cut = True
-            counts = sp.counts(k)
-            lo = np.minimum(counts, 1) if n >= int((counts > 0).sum()) else np.zeros(k, dtype=np.int64)
-            quotas = _allocate(counts, n, lo, counts)
-            rng = _rng(seed, "subsample", s)
-            new[s] = sp.take(_pick(sp.labels, quotas, rng))
-        if not cut:
-            return Dataset(self.name, list(self.classes), dict(self.splits), self.source)
-        suffix = f"[:{n}]" if seed == 0 else f"[:{n}@{seed}]"
-        return Dataset(self.name + suffix, list(self.classes), new,
-                       f"{self.source}; stratified subsample of at most {n} per split, seed {seed}")
-
-    def summary(self) -> dict:
-        """Name, source, split sizes, classes and per-split class counts (JSON-ready)."""
-        k = len(self.classes)
-        return {
-            "name": self.name,
-            "source": self.source,
-            "n_classes": k,
-            "classes": list(self.classes),
-            "splits": {s: len(sp) for s, sp in self.splits.items()},
-            "class_counts": {
-                s: {c: int(v) for c, v in zip(self.classes, sp.counts(k))} for s, sp in self.splits.items()
-            },
-        }
-
-
-# ---------------------------------------------------------------------------------------------
-# Stratified selection
-
-
-def _rng(seed: int, *salt: str) -> np.random.Generator:
-    words = [int(seed) % (1 << 64)]
-    for s in salt:
-        words.append(int.from_bytes(hashlib.sha256(s.encode()).digest()[:8], "little"))
-    return np.random.default_rng(np.random.SeedSequence(words))
-
-
-def _allocate(counts: np.ndarray, total: int, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Integer quotas proportional to ``counts`` with ``lo <= q <= hi`` and ``sum(q) == total``
-    (as far as the bounds allow), by largest remainder; ties go to the lower class index."""
-    counts = np.asarray(counts, dtype=np.int64)
-    N = int(counts.sum())
-    ideal = counts * (total / N) if N else np.zeros(len(counts))
-    q = np.clip(np.floor(ideal).astype(np.int64), lo, hi)
-    while q.sum() < total:
-        room = q < hi
-        if not room.any():
-            break
-        gap = np.where(room, ideal - q, -np.inf)
-        q[int(np.argmax(gap))] += 1
-    while q.sum() > total:
-        room = q > lo
-        if not room.any():
-            break
-        over = np.where(room, q - ideal, -np.inf)
-        q[int(np.argmax(over))] -= 1
-    return q
-
-
-def _pick(labels: np.ndarray, quotas: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Sorted row indices with ``quotas[c]`` random rows of each class ``c``."""
-    chosen = []
-    for c, q in enumerate(quotas):
-        if q <= 0:
-            continue
-        rows = np.flatnonzero(labels == c)
-        chosen.append(rows if q >= len(rows) else rng.choice(rows, size=int(q), replace=False))
-    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
-
-
-def _holdout(labels: np.ndarray, n_classes: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified (train_rows, test_rows); every class keeps at least one row in train."""
-    counts = np.bincount(labels, minlength=n_classes)
-    total = int(round(len(labels) * fraction))
-    quotas = _allocate(counts, total, np.zeros(n_classes, dtype=np.int64), np.maximum(counts - 1, 0))
-    test = _pick(labels, quotas, _rng(seed, "holdout"))
-    mask = np.ones(len(labels), dtype=bool)
-    mask[test] = False
-    return np.flatnonzero(mask), test
-
-
-# ---------------------------------------------------------------------------------------------
-# Built-in datasets
-
-
-def _data_dir():
-    return resources.files("layerfuse") / "_data"
-
-
-@functools.lru_cache(maxsize=1)
-def _index() -> dict:
-    try:
-        text = (_data_dir() / "index.json").read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise LayerfuseError(
-            "layerfuse/_data/index.json is missing from the installation; reinstall layerfuse "
-            "(or run scripts/build_datasets.py in a source checkout)") from None
-    return json.loads(text)
-
-
-def _normalize_name(name: str) -> str:
-    return "".join(ch for ch in str(name).strip().lower() if ch not in "-_ ")
-
-
-def list_builtin() -> list[dict]:
-    """One dict per built-in dataset (from ``index.json``; nothing is decompressed).
-
-    Keys: ``name``, ``description``, ``source``, ``file``, ``sha256``, ``fingerprint``,
-    ``classes``, ``n_classes``, ``splits`` (name -> size), ``class_counts``, ``sources``.
-    """
-    entries = _index()["datasets"]
-    return [{"name": n, **copy.deepcopy(entries[n])} for n in BUILTIN_NAMES]
-
-
-@functools.lru_cache(maxsize=None)
-def _read_builtin(name: str) -> dict[str, tuple[list[str], np.ndarray]]:
-    entry = _index()["datasets"][name]
-    fname = entry["file"]
-    try:
-        blob = (_data_dir() / fname).read_bytes()
-    except FileNotFoundError:
-        raise LayerfuseError(f"layerfuse/_data/{fname} is missing from the installation; reinstall layerfuse") from None
-    if hashlib.sha256(blob).hexdigest() != entry["sha256"]:
-        raise LayerfuseError(
-            f"layerfuse/_data/{fname} does not match its sha256 in index.json (corrupted install?); reinstall layerfuse")
-    classes = {c: i for i, c in enumerate(entry["classes"])}
-    texts: dict[str, list[str]] = {s: [] for s in entry["splits"]}
-    labels: dict[str, list[int]] = {s: [] for s in entry["splits"]}
-    for line in gzip.decompress(blob).decode("utf-8").split("\n"):
-        if not line:
-            continue
-        rec = json.loads(line)
-        texts[rec["split"]].append(rec["text"])
-        labels[rec["split"]].append(classes[rec["label"]])
-    out = {}
-    for s in entry["splits"]:
-        if len(texts[s]) != entry["splits"][s]:
-            raise LayerfuseError(f"layerfuse/_data/{fname}: split '{s}' has {len(texts[s])} rows, "
-                                 f"index.json says {entry['splits'][s]}; reinstall layerfuse")
-        arr = np.asarray(labels[s], dtype=np.int64)
-        arr.flags.writeable = False
-        out[s] = (texts[s], arr)
-    return out
-
-
-def load_builtin(name: str) -> Dataset:
-    """Load a built-in dataset by name (case-insensitive; ``sst-2`` and ``SST2`` work too)."""
-    key = _normalize_name(name)
-    if key not in BUILTIN_NAMES:
-        hint = ""
-        if any(str(name).lower().endswith(ext) for ext in _EXTENSIONS) or Path(str(name)).is_file():
-            hint = f"; to load your own file use --train {name}"
-        raise LayerfuseError(
-            f"unknown dataset '{name}': the built-in datasets are {', '.join(BUILTIN_NAMES)}{hint}")
-    entry = _index()["datasets"][key]
-    raw = _read_builtin(key)
-    splits = {s: Split(texts, labels) for s, (texts, labels) in raw.items()}
-    return Dataset(name=key, classes=list(entry["classes"]), splits=splits, source=entry["source"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -423,8 +64,8 @@ def _resolve_format(path: Path, fmt: str | None) -> str:
             raise LayerfuseError(f"unknown format '{fmt}' (--format): use one of {', '.join(FORMATS)}")
         return f
     ext = path.suffix.lower()
-    if ext in _EXTENSIONS:
-        return _EXTENSIONS[ext]
+    if ext in EXTENSIONS:
+        return EXTENSIONS[ext]
     raise LayerfuseError(
         f"{path}: cannot tell the format from the extension '{ext or '(none)'}'; use a .csv, .tsv, .jsonl, "
         f".ndjson or .parquet name, or pass --format {'|'.join(FORMATS)}")
@@ -732,7 +373,7 @@ def load_files(
         splits = {"train": Split(tr.texts, y), "test": Split(te.texts, y_te)}
         source = f"files: train {train_p}, test {test_p}"
     else:
-        tr_rows, te_rows = _holdout(y, len(classes), float(test_fraction), seed)
+        tr_rows, te_rows = holdout(y, len(classes), float(test_fraction), seed)
         if len(te_rows) == 0:
             raise LayerfuseError(f"{train_p}: too few rows ({len(y)}) to hold out a {test_fraction:g} test split "
                                  f"with every class kept in train; add rows, raise --test-fraction, or pass --test FILE")
@@ -755,35 +396,3 @@ def read_texts(
     column (a label column included) is ignored. Raises :class:`LayerfuseError` for every problem.
     """
     return list(_read_file(Path(path), format, text_column, None, encoding).texts)
-
-
-_FILE_DEFAULTS = {
-    k: p.default for k, p in inspect.signature(load_files).parameters.items() if p.kind is p.KEYWORD_ONLY
-}
-
-
-def load_dataset(name: str | None = None, *, train=None, test=None, **kw) -> Dataset:
-    """A built-in dataset by ``name``, or the user's ``train`` (and optional ``test``) files.
-
-    Exactly one of ``name`` and ``train`` must be given. ``kw`` goes to :func:`load_files`;
-    with a built-in name, options left at their defaults (or None) are ignored.
-    """
-    unknown = sorted(set(kw) - set(_FILE_DEFAULTS))
-    if unknown:
-        raise TypeError(f"load_dataset() got unexpected keyword argument(s): {', '.join(unknown)}")
-    if name is not None and train is not None:
-        raise LayerfuseError(f"give either a built-in dataset name ('{name}') or --train FILE, not both")
-    if name is None and train is None:
-        raise LayerfuseError(f"no dataset given: name a built-in one ({', '.join(BUILTIN_NAMES)}) "
-                             f"or pass --train FILE [--test FILE]")
-    if name is not None:
-        if test is not None:
-            raise LayerfuseError(f"--test FILE needs --train FILE; the built-in dataset '{name}' has its own test split")
-        extra = [k for k, v in kw.items() if v is not None and v != _FILE_DEFAULTS[k]]
-        if extra:
-            opts = ", ".join("--" + k.replace("_", "-") for k in extra)
-            raise LayerfuseError(f"{opts} only apply to --train files, not to the built-in dataset '{name}'; "
-                                 f"drop them or load your own files")
-        return load_builtin(name)
-    kw = {k: v for k, v in kw.items() if v is not None}
-    return load_files(train, test, **kw)

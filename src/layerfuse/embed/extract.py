@@ -16,218 +16,22 @@ import resource
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from . import cache as cache_mod
-from .backbones import Backbone, cache_root, describe_reference, find_layer_list, load_backbone
-from .errors import LayerfuseError
+from layerfuse import cache as cache_mod
+from layerfuse.cache.layout import cache_root
+from layerfuse.config import DEFAULT_BATCH_TOKENS, DEFAULT_CHUNK_TEXTS, DEFAULT_MAX_LENGTH
+from layerfuse.embed.backbones import Backbone, describe_reference, load_backbone
+from layerfuse.embed.device import resolve_device, resolve_dtype
+from layerfuse.embed.forward import embed_sorted, tokenize
+from layerfuse.embed.pooling import parse_poolings
+from layerfuse.errors import LayerfuseError
 
-POOLINGS = ("mean", "last", "first", "max")
-DTYPES = ("auto", "float32", "bfloat16")
+__all__ = ["STORAGE", "Embeddings", "peak_rss_mb", "extract_texts", "extract"]
+
 STORAGE = ("float16", "float32")
-DEFAULT_BATCH_TOKENS = 1024
-DEFAULT_MAX_LENGTH = 512
-DEFAULT_CHUNK_TEXTS = 512
-
-
-# ---------------------------------------------------------------------------------------------
-# Pooling
-
-
-def pool(hidden, mask, pooling: str):
-    """Pool ``hidden`` ``[..., B, T, d]`` over real tokens given ``mask`` ``[B, T]`` (1 = token).
-
-    Correct for left and right padding alike: positions come from the mask, not from the side.
-    """
-    import torch
-
-    pad = ~mask.bool()[..., None]
-    if pooling == "mean":
-        # masked_fill rather than a product: padded positions may hold NaN under left padding.
-        count = mask.sum(-1, keepdim=True).clamp(min=1).to(hidden.dtype)
-        return hidden.masked_fill(pad, 0.0).sum(-2) / count
-    if pooling == "max":
-        return hidden.masked_fill(pad, torch.finfo(hidden.dtype).min).amax(-2)
-    T = mask.shape[-1]
-    ar = torch.arange(T, device=mask.device)
-    if pooling == "last":
-        idx = torch.where(mask.bool(), ar, torch.full_like(ar, -1)).amax(-1)  # [B]
-    elif pooling == "first":
-        idx = torch.where(mask.bool(), ar, torch.full_like(ar, T)).amin(-1)
-    else:
-        raise LayerfuseError(f"unknown pooling '{pooling}': choose from {', '.join(POOLINGS)}")
-    idx = idx.clamp(0, T - 1)
-    gather = idx.view(*([1] * (hidden.dim() - 3)), -1, 1, 1).expand(*hidden.shape[:-2], 1, hidden.shape[-1])
-    return hidden.gather(-2, gather).squeeze(-2)
-
-
-def parse_poolings(poolings: str | Sequence[str]) -> list[str]:
-    items = [p.strip() for p in (poolings.split(",") if isinstance(poolings, str) else poolings) if p.strip()]
-    if not items:
-        raise LayerfuseError(f"--pooling is empty: choose one or more of {', '.join(POOLINGS)}")
-    for p in items:
-        if p not in POOLINGS:
-            raise LayerfuseError(f"unknown pooling '{p}': choose from {', '.join(POOLINGS)} (comma-separated)")
-    return list(dict.fromkeys(items))
-
-
-# ---------------------------------------------------------------------------------------------
-# Batching
-
-
-def plan_batches(lengths: Sequence[int], batch_tokens: int, max_batch: int | None = None) -> list[np.ndarray]:
-    """Cut positions ``0..n-1`` (already sorted by length, longest first) into padded batches of at
-    most ``batch_tokens`` tokens (batch size × longest length); a single longer text is its own batch."""
-    batches, start, n = [], 0, len(lengths)
-    while start < n:
-        longest = max(int(lengths[start]), 1)
-        size = max(1, batch_tokens // longest)
-        if max_batch:
-            size = min(size, max_batch)
-        batches.append(np.arange(start, min(n, start + size)))
-        start += size
-    return batches
-
-
-def _pad(seqs: list[list[int]], pad_id: int, side: str):
-    import torch
-
-    T = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), T), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if side == "left":
-            ids[i, T - len(s) :] = torch.tensor(s)
-            mask[i, T - len(s) :] = 1
-        else:
-            ids[i, : len(s)] = torch.tensor(s)
-            mask[i, : len(s)] = 1
-    return ids, mask
-
-
-# ---------------------------------------------------------------------------------------------
-# Forward pass
-
-
-def _layer_parent(model):
-    """(object, attribute) holding the block ModuleList, so it can be cut short for a pass."""
-    blocks = find_layer_list(model)
-    for mod in model.modules():
-        for name, child in mod.named_children():
-            if child is blocks:
-                return mod, name
-    raise LayerfuseError("cannot locate the transformer blocks to stop the forward pass early")
-
-
-def forward_all_layers(backbone: Backbone, input_ids, attention_mask, depth: int):
-    """Hidden states of layers 0..depth: a list of ``depth+1`` tensors ``[B, T, d]``."""
-    import torch.nn as nn
-
-    model = backbone.model
-    L = backbone.n_layers
-    depth = max(1, min(depth, L))
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
-    if backbone.extra.get("position_ids", True):
-        kwargs["position_ids"] = position_ids
-    if depth == L:
-        out = model(**kwargs)
-        return list(out.hidden_states)
-    # Stop early: run only the first `depth` blocks. The model then returns the last of them
-    # through its final norm, so take that block's raw output from a hook instead.
-    parent, attr = _layer_parent(model)
-    full = getattr(parent, attr)
-    captured = {}
-
-    def hook(_m, _inp, out):
-        captured["h"] = out[0] if isinstance(out, tuple) else out
-
-    handle = full[depth - 1].register_forward_hook(hook)
-    setattr(parent, attr, nn.ModuleList(list(full)[:depth]))
-    try:
-        out = model(**kwargs)
-    finally:
-        setattr(parent, attr, full)
-        handle.remove()
-    states = list(out.hidden_states)[: depth + 1]
-    states[depth] = captured["h"]
-    return states
-
-
-def tokenize(backbone: Backbone, texts: Sequence[str], max_length: int, *,
-             full_lengths: list | None = None) -> tuple[list[list[int]], int]:
-    """Token ids per text, cut to ``max_length``; also the number of texts that were cut.
-    ``full_lengths``, when given, receives each text's token count before cutting."""
-    tok = backbone.tokenizer
-    # Tokenise once, untruncated, to count truncations; then cut to max_length. verbose=False: the
-    # tokenizer would warn that a text is longer than the model takes, but it is cut below.
-    enc = tok(list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
-    if full_lengths is not None:
-        full_lengths.extend(len(ids) for ids in enc)
-    truncated = sum(len(ids) > max_length for ids in enc)
-    if truncated:
-        # Keep the start of the text; keep a trailing special token (e.g. BERT's [SEP]) if there was one.
-        sep = tok.sep_token_id if not backbone.is_decoder else None
-        enc = [ids if len(ids) <= max_length else (ids[: max_length - 1] + [sep] if sep is not None else ids[:max_length])
-               for ids in enc]
-    empty = [i for i, ids in enumerate(enc) if not ids]
-    if empty:
-        raise LayerfuseError(f"text {empty[0]} tokenises to nothing: remove empty texts")
-    return enc, int(truncated)
-
-
-def embed_sorted(backbone: Backbone, enc: list[list[int]], poolings: Sequence[str], depth: int, *,
-                 batch_tokens: int = DEFAULT_BATCH_TOKENS, padding_side: str = "right", out_dtype=np.float32,
-                 on_batch=None) -> dict[str, np.ndarray]:
-    """Pooled layers 0..depth for token-id lists given longest first: ``{pooling: [depth+1, n, d]}``."""
-    import torch
-
-    tok = backbone.tokenizer
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-    dev = next(backbone.model.parameters()).device
-    outs = {p: np.empty((depth + 1, len(enc), backbone.width), dtype=out_dtype) for p in poolings}
-    lengths = np.array([len(ids) for ids in enc])
-    for b in plan_batches(lengths, batch_tokens):
-        ids, mask = _pad([enc[j] for j in b], pad_id, padding_side)
-        ids, mask = ids.to(dev), mask.to(dev)
-        with torch.inference_mode():
-            states = forward_all_layers(backbone, ids, mask, depth)
-            for k in range(depth + 1):
-                h = states[k].float()
-                for p in poolings:
-                    v = pool(h, mask, p)
-                    if out_dtype == np.float16 and v.abs().max() > 65000:
-                        raise LayerfuseError(f"{backbone.ref}: activations exceed the float16 range; "
-                                             "pass --storage float32")
-                    outs[p][k, b, :] = v.cpu().numpy()
-        if on_batch is not None:
-            on_batch(len(b), int(lengths[b].sum()))
-    return outs
-
-
-def embed_texts(backbone: Backbone, texts: Sequence[str], poolings: Sequence[str], depth: int, *,
-                max_length: int = DEFAULT_MAX_LENGTH, batch_tokens: int = DEFAULT_BATCH_TOKENS,
-                round_to: str | None = None) -> dict[str, np.ndarray]:
-    """In memory, no cache: ``{pooling: [depth+1, N, d]}`` float32 in the texts' own order.
-
-    ``round_to="float16"`` rounds through float16, to match embeddings that a classifier was
-    trained on when they came from a float16 cache.
-    """
-    enc, _ = tokenize(backbone, texts, max_length)
-    order = np.argsort(-np.array([len(e) for e in enc]), kind="stable")
-    side = getattr(backbone.tokenizer, "padding_side", "right") or "right"
-    out_dtype = np.float16 if round_to == "float16" else np.float32
-    sorted_out = embed_sorted(backbone, [enc[j] for j in order], poolings, depth, batch_tokens=batch_tokens,
-                              padding_side=side, out_dtype=out_dtype)
-    result = {}
-    for p, arr in sorted_out.items():
-        full = np.empty(arr.shape, dtype=np.float32)
-        full[:, order, :] = arr
-        result[p] = full
-    return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,7 +88,7 @@ class Embeddings:
 # Driver
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
     """Peak resident memory of this process. VmHWM where Linux has it: ru_maxrss also counts
     what a spawned child's parent held when it forked, which overstates a child's own peak."""
     try:
@@ -295,82 +99,6 @@ def _peak_rss_mb() -> float:
     except (OSError, ValueError, IndexError):
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def fast_bf16(device: str) -> bool:
-    """Whether bfloat16 is the faster compute dtype here: a CUDA GPU with bf16; on a CPU, one that
-    advertises AMX or AVX-512 BF16 (/proc/cpuinfo) *and* runs a bf16 matrix product at least 1.5x
-    as fast as float32 (:func:`bf16_speedup`). The measurement matters: an AVX-512 BF16 CPU without
-    AMX ran whole-model extraction at 0.67x fp32 (benchmarks/results/extract_throughput_no_amx.md), an AMX CPU
-    at 2.58x."""
-    import torch
-
-    if device.startswith("cuda"):
-        return torch.cuda.is_bf16_supported()
-    if bf16_instructions() == "none":
-        return False
-    return bf16_speedup() >= 1.5
-
-
-def bf16_instructions() -> str:
-    """What the CPU advertises for bf16 (from /proc/cpuinfo): AMX, AVX-512 BF16 without AMX, or none.
-    Results in bf16 differ slightly between the two (different kernels), speed a lot."""
-    flags = _cpu_flags()
-    if "amx_bf16" in flags:
-        return "AMX"
-    return "AVX-512 BF16, no AMX" if "avx512_bf16" in flags else "none"
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    return {f for line in text.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
-
-
-_BF16_SPEEDUP: list[float] = []
-
-
-def bf16_speedup() -> float:
-    """How much faster a [256, 1024] x [1024, 1024] product runs on the CPU in bfloat16 than in
-    float32 (best of 5 each, about 50 ms in all; measured once per process)."""
-    import torch
-
-    if not _BF16_SPEEDUP:
-        best = {}
-        for dt in (torch.float32, torch.bfloat16):
-            a, b = torch.randn(256, 1024).to(dt), torch.randn(1024, 1024).to(dt)
-            a @ b  # warm-up
-            times = []
-            for _ in range(5):
-                t0 = time.perf_counter()
-                a @ b
-                times.append(time.perf_counter() - t0)
-            best[dt] = min(times)
-        _BF16_SPEEDUP.append(best[torch.float32] / max(best[torch.bfloat16], 1e-9))
-    return _BF16_SPEEDUP[0]
-
-
-def resolve_dtype(dtype: str, device: str) -> str:
-    """``auto`` → bfloat16 where it is the faster dtype (:func:`fast_bf16`), else float32."""
-    if dtype not in DTYPES:
-        raise LayerfuseError(f"unknown --dtype '{dtype}': choose from {', '.join(DTYPES)}")
-    if dtype == "auto":
-        return "bfloat16" if fast_bf16(device) else "float32"
-    return dtype
-
-
-def _resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise LayerfuseError("--device cuda was asked for, but torch sees no GPU: use --device cpu or auto")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise LayerfuseError(f"unknown device '{device}': use auto, cpu or cuda")
-    return device
 
 
 def _entry_fields(model_fp: str, text_fp: str, n: int, max_length: int, dtype: str, depth: int, storage: str,
@@ -576,7 +304,7 @@ def extract(
     optionally ``test=``) files, or a ready :class:`layerfuse.data.Dataset` as ``data=``.
     ``layers`` limits the forward pass to the deepest layer listed.
     """
-    from .data import load_dataset
+    from layerfuse.data.loading import load_dataset
 
     poolings = parse_poolings(poolings)
     if storage not in STORAGE:
@@ -585,7 +313,7 @@ def extract(
         raise LayerfuseError(f"--max-length must be at least 2, got {max_length}")
     if batch_tokens < 1:
         raise LayerfuseError(f"--batch-tokens must be positive, got {batch_tokens}")
-    device = _resolve_device(device)
+    device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
     ds = data if data is not None else load_dataset(dataset, train=train, test=test, **data_kw)
     if limit is not None:
@@ -641,7 +369,7 @@ def extract(
         "truncated": (None if any(s.get("truncated", 0) is None for s in per_split.values())
                       else sum(s.get("truncated", 0) for s in per_split.values())),
         "subset_of": {k: s["subset_of"] for k, s in per_split.items() if s.get("subset_of")},
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
         "cache_bytes": sum(s.get("cache_bytes", 0) for s in per_split.values()),
         "dtype": dtype,
         "device": device,

@@ -1,0 +1,206 @@
+"""TODO docstring
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from layerfuse.cli.args import config_from_args
+from layerfuse.cli.output import emit_json, mb
+from layerfuse.errors import LayerfuseError
+
+__all__ = ["cmd_extract", "cmd_profile", "cmd_fuse", "cmd_run"]
+
+
+def cmd_extract(args) -> int:
+    from layerfuse.data.loading import load_data
+    from layerfuse.embed.extract import extract
+
+    ds = load_data(config_from_args(args, models=args.model)["data"])
+    try:
+        layers = [int(x) for x in args.layers.split(",")] if args.layers else None
+    except ValueError:
+        raise LayerfuseError(f"--layers takes comma-separated layer numbers, got '{args.layers}'") from None
+    emb = extract(
+        args.model, data=ds, poolings=args.pooling, max_length=args.max_length, batch_tokens=args.batch_tokens,
+        dtype=args.dtype, device=args.device, layers=layers, storage=args.storage, cache_dir=args.cache_dir,
+        progress=not args.no_progress and not args.json,
+    )
+    st = emb.stats
+    summary = {
+        "model": emb.model,
+        "model_fingerprint": emb.fingerprint,
+        "dataset": ds.name,
+        "layers": f"0..{emb.depth} of {emb.n_layers} (0 = token embeddings)",
+        "width": emb.width,
+        "poolings": emb.poolings,
+        "splits": {s: {"texts": int(len(emb.labels[s])), "cache_key": emb.keys[s],
+                       "from_cache": bool(st["splits"][s]["cache_hit"]),
+                       "subset_of": st["splits"][s].get("subset_of"),
+                       "shape": list(emb.array(s).shape)} for s in emb.splits},
+        "truncated_texts": st["truncated"],
+        "max_length": st["max_length"],
+        "seconds": round(st["total_seconds"], 2),
+        "load_seconds": round(st["load_seconds"], 2),
+        "texts_per_second": None if st["texts_per_second"] is None else round(st["texts_per_second"], 1),
+        "tokens_per_second": None if st["tokens_per_second"] is None else round(st["tokens_per_second"], 1),
+        "peak_memory_mb": round(st["peak_rss_mb"], 1),
+        "cache_bytes": st["cache_bytes"],
+        "cache_path": os.path.dirname(st["splits"][emb.splits[0]]["cache_path"]),
+        "dtype": st["dtype"],
+        "device": st["device"],
+    }
+    if args.json:
+        emit_json(summary)
+        return 0
+    print(f"model      {emb.model}  (fingerprint {emb.fingerprint}, {emb.n_layers} layers × {emb.width})")
+    print(f"dataset    {ds.name}  ({', '.join(f'{s} {len(emb.labels[s]):,}' for s in emb.splits)}; "
+          f"{len(ds.classes)} classes)")
+    for s in emb.splits:
+        info = summary["splits"][s]
+        where = ("  (rows of the larger cache entry holding these texts)" if info["subset_of"]
+                 else "  (read from cache)" if info["from_cache"] else "")
+        print(f"  {s:<10} shape {tuple(info['shape'])}  cache {info['cache_key']}{where}")
+    print(f"poolings   {', '.join(emb.poolings)}   dtype {st['dtype']}   device {st['device']}")
+    if st["truncated"] is None:
+        print(f"truncated  not known: read out of a larger entry (max length {st['max_length']} tokens)")
+    else:
+        print(f"truncated  {st['truncated']} texts longer than {st['max_length']} tokens")
+    if st["computed_texts"]:
+        print(f"time       {st['total_seconds']:.1f} s (model load {st['load_seconds']:.1f} s, extraction "
+              f"{st['extract_seconds']:.1f} s: {st['texts_per_second']:.1f} texts/s, "
+              f"{st['tokens_per_second']:.0f} tokens/s)")
+    else:
+        print(f"time       {st['total_seconds']:.2f} s (everything came from the cache; the model was not loaded)")
+    print(f"memory     peak {st['peak_rss_mb']:.0f} MB resident")
+    print(f"cache      {mb(st['cache_bytes'])} under {summary['cache_path']}")
+    return 0
+
+
+def _out_dir(args, default: str):
+    d = Path(args.out or default)
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _prepare(cfg, args, *, layers="auto", k=3, folds=5, windows=4, eval_test=False, progress=True):
+    from layerfuse.cache.layout import profile_checkpoint_dir
+    from layerfuse.data.loading import load_data
+    from layerfuse.run.prepare import prepare_models
+
+    ds = load_data(cfg["data"])
+    log = (lambda *a: print(*a, file=sys.stderr)) if progress else (lambda *a: None)
+    ex = {k_: v for k_, v in cfg["extraction"].items() if k_ != "pooling"}
+    cache_dir = getattr(args, "cache_dir", None)
+    preps = prepare_models(ds, cfg["models"], poolings=cfg["extraction"]["pooling"], layers=layers, k=k,
+                           folds=folds, windows=windows, extraction=ex, cache_dir=cache_dir,
+                           eval_test=eval_test, profile_dir=profile_checkpoint_dir(cache_dir), progress=progress,
+                           log=log)
+    return ds, preps
+
+
+def cmd_profile(args) -> int:
+    from layerfuse import report
+    from layerfuse.validation import validate_choices
+
+    cfg = config_from_args(args, models=args.model)
+    validate_choices([], [], args.select)
+    progress = not args.no_progress and not args.json
+    ds, preps = _prepare(cfg, args, layers=args.select, k=args.k, folds=args.folds, windows=args.windows,
+                         eval_test=args.eval_test, progress=progress)
+    out = _out_dir(args, f"out/profile-{ds.name}")
+    summary = report.write_profile_outputs(preps, out, dataset=ds.name)
+    if args.json:
+        emit_json(summary)
+        return 0
+    print(report.profile_text(summary))
+    return 0
+
+
+def cmd_fuse(args) -> int:
+    from layerfuse import report
+    from layerfuse.cache.layout import grid_checkpoint_dir
+    from layerfuse.run.grid import run_grid
+    from layerfuse.validation import parse_list, validate_choices
+
+    cfg = config_from_args(args, models=args.models)
+    validate_choices(parse_list(args.fusion, "--fusion"), parse_list(args.heads, "--heads"), args.layers)
+    progress = not args.no_progress and not args.json
+    ds, preps = _prepare(cfg, args, layers=args.layers, k=args.k, folds=args.folds, windows=args.windows,
+                         progress=progress)
+    if "test" not in ds.splits:
+        raise LayerfuseError(f"dataset {ds.name} has no test split")
+    log = (lambda *a: print(*a, file=sys.stderr)) if progress else (lambda *a: None)
+    seeds = list(range(args.seeds)) if args.seeds > 0 else [0]
+    grid = run_grid(ds, preps, parse_list(args.fusion, "--fusion"), heads=parse_list(args.heads, "--heads"),
+                    seeds=seeds, combos=args.combos, proj_dim=args.proj_dim, max_epochs=args.max_epochs,
+                    patience=args.patience, val_fraction=args.val_fraction, lr=args.lr,
+                    checkpoint_dir=grid_checkpoint_dir(args.cache_dir), workers=args.workers,
+                    progress=progress, log=log)
+    out = _out_dir(args, f"out/fuse-{ds.name}")
+    summary = report.write_fusion_outputs(grid, preps, out, dataset=ds.name)
+    if args.save:
+        grid.pipeline.save(args.save)
+        summary["saved"] = str(args.save)
+    if args.json:
+        emit_json(summary)
+        return 0
+    print(report.fusion_text(summary))
+    if args.save:
+        print(f"\nsaved the configuration chosen on validation to {args.save}  "
+              f"(try: layerfuse predict {args.save} --input texts.txt)")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from layerfuse import report
+    from layerfuse.cache.layout import grid_checkpoint_dir
+    from layerfuse.run.config_file import load_config_file, merge_config
+    from layerfuse.run.grid import run_grid
+
+    cfg = load_config_file(args.config) if args.config else merge_config({}, "built-in default")
+    if args.out:
+        cfg["output"]["dir"] = args.out
+        cfg["output"]["save"] = str(Path(args.out) / "classifier")
+    progress = not args.no_progress and not args.json
+    log = (lambda *a: print(*a, file=sys.stderr)) if progress else (lambda *a: None)
+    if not args.config:
+        log("layerfuse run: no config given, running the built-in default "
+            f"({cfg['data']['dataset']} with {', '.join(cfg['models'])}; see `layerfuse run --help`)")
+    t0 = time.perf_counter()
+    ds, preps = _prepare(cfg, args, layers=cfg["selection"]["layers"], k=cfg["selection"]["k"],
+                         folds=cfg["profile"]["folds"], windows=cfg["profile"]["windows"],
+                         eval_test=cfg["profile"]["eval_test"], progress=progress)
+    if "test" not in ds.splits:
+        raise LayerfuseError(f"dataset {ds.name} has no test split")
+    out = Path(cfg["output"]["dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    prof = report.write_profile_outputs(preps, out, dataset=ds.name)
+    f = cfg["fusion"]
+    grid = run_grid(ds, preps, f["strategies"], heads=f["heads"], seeds=f["seeds"], combos=f["combos"],
+                    proj_dim=f["proj_dim"], max_epochs=f["max_epochs"], patience=f["patience"],
+                    val_fraction=f["val_fraction"], lr=f["lr"], batch_size=f["batch_size"],
+                    checkpoint_dir=grid_checkpoint_dir(args.cache_dir), workers=args.workers,
+                    progress=progress, log=log)
+    fused = report.write_fusion_outputs(grid, preps, out, dataset=ds.name)
+    if cfg["output"].get("save"):
+        grid.pipeline.save(cfg["output"]["save"])
+    import yaml
+
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    summary = {"dataset": ds.name, "seconds": round(time.perf_counter() - t0, 1), "profile": prof, "fusion": fused,
+               "saved": cfg["output"].get("save"), "report": str(report.write_markdown_report(out))}
+    if args.json:
+        emit_json(summary)
+        return 0
+    print(report.profile_text(prof))
+    print()
+    print(report.fusion_text(fused))
+    print(f"\nreport   {summary['report']}  (plots and tables in {out})")
+    if summary["saved"]:
+        print(f"saved    {summary['saved']}  (try: layerfuse predict {summary['saved']} --input -)")
+    print(f"time     {summary['seconds']:.0f} s")
+    return 0

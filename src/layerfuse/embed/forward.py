@@ -1,0 +1,170 @@
+"""TODO docstring
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from layerfuse.config import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_LENGTH
+from layerfuse.embed.backbones import Backbone, find_layer_list
+from layerfuse.embed.pooling import pool
+from layerfuse.errors import LayerfuseError
+
+__all__ = ["plan_batches", "forward_all_layers", "tokenize", "embed_sorted", "embed_texts"]
+
+# ---------------------------------------------------------------------------------------------
+# Batching
+
+
+def plan_batches(lengths: Sequence[int], batch_tokens: int, max_batch: int | None = None) -> list[np.ndarray]:
+    """Cut positions ``0..n-1`` (already sorted by length, longest first) into padded batches of at
+    most ``batch_tokens`` tokens (batch size × longest length); a single longer text is its own batch."""
+    batches, start, n = [], 0, len(lengths)
+    while start < n:
+        longest = max(int(lengths[start]), 1)
+        size = max(1, batch_tokens // longest)
+        if max_batch:
+            size = min(size, max_batch)
+        batches.append(np.arange(start, min(n, start + size)))
+        start += size
+    return batches
+
+
+def _pad(seqs: list[list[int]], pad_id: int, side: str):
+    import torch
+
+    T = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if side == "left":
+            ids[i, T - len(s) :] = torch.tensor(s)
+            mask[i, T - len(s) :] = 1
+        else:
+            ids[i, : len(s)] = torch.tensor(s)
+            mask[i, : len(s)] = 1
+    return ids, mask
+
+
+# ---------------------------------------------------------------------------------------------
+# Forward pass
+
+
+def _layer_parent(model):
+    """(object, attribute) holding the block ModuleList, so it can be cut short for a pass."""
+    blocks = find_layer_list(model)
+    for mod in model.modules():
+        for name, child in mod.named_children():
+            if child is blocks:
+                return mod, name
+    raise LayerfuseError("cannot locate the transformer blocks to stop the forward pass early")
+
+
+def forward_all_layers(backbone: Backbone, input_ids, attention_mask, depth: int):
+    """Hidden states of layers 0..depth: a list of ``depth+1`` tensors ``[B, T, d]``."""
+    import torch.nn as nn
+
+    model = backbone.model
+    L = backbone.n_layers
+    depth = max(1, min(depth, L))
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+    if backbone.extra.get("position_ids", True):
+        kwargs["position_ids"] = position_ids
+    if depth == L:
+        out = model(**kwargs)
+        return list(out.hidden_states)
+    # Stop early: run only the first `depth` blocks. The model then returns the last of them
+    # through its final norm, so take that block's raw output from a hook instead.
+    parent, attr = _layer_parent(model)
+    full = getattr(parent, attr)
+    captured = {}
+
+    def hook(_m, _inp, out):
+        captured["h"] = out[0] if isinstance(out, tuple) else out
+
+    handle = full[depth - 1].register_forward_hook(hook)
+    setattr(parent, attr, nn.ModuleList(list(full)[:depth]))
+    try:
+        out = model(**kwargs)
+    finally:
+        setattr(parent, attr, full)
+        handle.remove()
+    states = list(out.hidden_states)[: depth + 1]
+    states[depth] = captured["h"]
+    return states
+
+
+def tokenize(backbone: Backbone, texts: Sequence[str], max_length: int, *,
+             full_lengths: list | None = None) -> tuple[list[list[int]], int]:
+    """Token ids per text, cut to ``max_length``; also the number of texts that were cut.
+    ``full_lengths``, when given, receives each text's token count before cutting."""
+    tok = backbone.tokenizer
+    # Tokenise once, untruncated, to count truncations; then cut to max_length. verbose=False: the
+    # tokenizer would warn that a text is longer than the model takes, but it is cut below.
+    enc = tok(list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
+    if full_lengths is not None:
+        full_lengths.extend(len(ids) for ids in enc)
+    truncated = sum(len(ids) > max_length for ids in enc)
+    if truncated:
+        # Keep the start of the text; keep a trailing special token (e.g. BERT's [SEP]) if there was one.
+        sep = tok.sep_token_id if not backbone.is_decoder else None
+        enc = [ids if len(ids) <= max_length else (ids[: max_length - 1] + [sep] if sep is not None else ids[:max_length])
+               for ids in enc]
+    empty = [i for i, ids in enumerate(enc) if not ids]
+    if empty:
+        raise LayerfuseError(f"text {empty[0]} tokenises to nothing: remove empty texts")
+    return enc, int(truncated)
+
+
+def embed_sorted(backbone: Backbone, enc: list[list[int]], poolings: Sequence[str], depth: int, *,
+                 batch_tokens: int = DEFAULT_BATCH_TOKENS, padding_side: str = "right", out_dtype=np.float32,
+                 on_batch=None) -> dict[str, np.ndarray]:
+    """Pooled layers 0..depth for token-id lists given longest first: ``{pooling: [depth+1, n, d]}``."""
+    import torch
+
+    tok = backbone.tokenizer
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    dev = next(backbone.model.parameters()).device
+    outs = {p: np.empty((depth + 1, len(enc), backbone.width), dtype=out_dtype) for p in poolings}
+    lengths = np.array([len(ids) for ids in enc])
+    for b in plan_batches(lengths, batch_tokens):
+        ids, mask = _pad([enc[j] for j in b], pad_id, padding_side)
+        ids, mask = ids.to(dev), mask.to(dev)
+        with torch.inference_mode():
+            states = forward_all_layers(backbone, ids, mask, depth)
+            for k in range(depth + 1):
+                h = states[k].float()
+                for p in poolings:
+                    v = pool(h, mask, p)
+                    if out_dtype == np.float16 and v.abs().max() > 65000:
+                        raise LayerfuseError(f"{backbone.ref}: activations exceed the float16 range; "
+                                             "pass --storage float32")
+                    outs[p][k, b, :] = v.cpu().numpy()
+        if on_batch is not None:
+            on_batch(len(b), int(lengths[b].sum()))
+    return outs
+
+
+def embed_texts(backbone: Backbone, texts: Sequence[str], poolings: Sequence[str], depth: int, *,
+                max_length: int = DEFAULT_MAX_LENGTH, batch_tokens: int = DEFAULT_BATCH_TOKENS,
+                round_to: str | None = None) -> dict[str, np.ndarray]:
+    """In memory, no cache: ``{pooling: [depth+1, N, d]}`` float32 in the texts' own order.
+
+    ``round_to="float16"`` rounds through float16, to match embeddings that a classifier was
+    trained on when they came from a float16 cache.
+    """
+    enc, _ = tokenize(backbone, texts, max_length)
+    order = np.argsort(-np.array([len(e) for e in enc]), kind="stable")
+    side = getattr(backbone.tokenizer, "padding_side", "right") or "right"
+    out_dtype = np.float16 if round_to == "float16" else np.float32
+    sorted_out = embed_sorted(backbone, [enc[j] for j in order], poolings, depth, batch_tokens=batch_tokens,
+                              padding_side=side, out_dtype=out_dtype)
+    result = {}
+    for p, arr in sorted_out.items():
+        full = np.empty(arr.shape, dtype=np.float32)
+        full[:, order, :] = arr
+        result[p] = full
+    return result

@@ -1,0 +1,49 @@
+"""TODO docstring
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+from layerfuse.errors import LayerfuseError
+from layerfuse.run.prepare import ModelPrep
+
+__all__ = ["load_or_fit", "has_checkpoint", "grid_row_key"]
+
+
+def load_or_fit(folder, fit, info: dict, log=print):
+    """``fit()`` (returning a :class:`~layerfuse.train.SeedResult`) unless ``folder`` already holds
+    its result from an earlier run; a new result is saved there atomically. ``folder`` None: just
+    fit. Returns ``(result, loaded)``. An unreadable folder is reported and trained again."""
+    from layerfuse.model.saving import load_seeds, save_seeds
+
+    if has_checkpoint(folder):
+        try:
+            return load_seeds(folder), True
+        except LayerfuseError as exc:
+            log(f"  {folder}: unreadable ({exc}); training again")
+    res = fit()
+    if folder is not None:
+        save_seeds(res, folder, info=info)
+    return res, False
+
+
+def has_checkpoint(folder) -> bool:
+    """Whether ``folder`` holds a finished row (save_seeds renames it into place only when complete)."""
+    from layerfuse.model.saving import SEEDS_FILE
+
+    return folder is not None and (Path(folder) / SEEDS_FILE).is_file()
+
+
+def grid_row_key(data_fingerprint: str, preps: Sequence[ModelPrep], fusion: str, head: str, settings: dict) -> str:
+    """The checkpoint folder name of one grid row: a digest of everything its numbers depend on —
+    the dataset (texts and labels), each model's embedding cache entries (model, texts, max length,
+    dtype, storage) and chosen layers, the fusion, the head, the seeds and the training settings."""
+    from layerfuse.cache.layout import make_key
+
+    sources = [{"spec": asdict(p.spec), "splits": {s: p.emb.keys.get(s) for s in ("train", "test")}}
+               for p in preps]
+    return make_key({"what": "grid-row", "data": data_fingerprint, "sources": sources, "fusion": fusion,
+                     "head": head, **settings})

@@ -1,0 +1,191 @@
+"""Orchestration: extract → profile → select → fuse → train → evaluate, for one dataset.
+
+Every choice (pooling, layers, fusion strategy, epochs) is made on the training split (CV
+scores) or the validation split carved from it; the test split is scored once per trained
+model, after training, and only reported.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from layerfuse.errors import LayerfuseError
+from layerfuse.pipeline import FusionPipeline
+from layerfuse.run.checkpoints import grid_row_key, has_checkpoint, load_or_fit
+from layerfuse.run.complementarity import complementarity
+from layerfuse.run.prepare import ModelPrep
+from layerfuse.run.workers import fit_rows_in_workers
+from layerfuse.validation import validate_choices
+
+__all__ = ["GridResult", "model_sets", "grid_configs", "run_grid", "validation_key", "extraction_settings"]
+
+
+@dataclass
+class GridResult:
+    rows: list[dict]
+    best: dict
+    pipeline: FusionPipeline
+    complementarity: list[dict]
+    # Per row: (model indices, fusion, head, SeedResult), so any row can become a pipeline.
+    results: list = field(default_factory=list, repr=False)
+    ds: object = field(default=None, repr=False)
+    preps: list = field(default_factory=list, repr=False)
+    # How many rows were read back from ``checkpoint_dir`` instead of trained in this run.
+    resumed: int = 0
+
+    def pipeline_for(self, i: int) -> FusionPipeline:
+        """The saved-classifier form of row ``i`` (its best seed on validation)."""
+        return _pipeline_for(self.ds, self.preps, self.rows[i], *self.results[i])
+
+
+def model_sets(n: int, combos: str) -> list[tuple[int, ...]]:
+    """Which subsets of the models to fuse: singles always; then all subsets or only the full set."""
+    singles = [(i,) for i in range(n)]
+    if n == 1:
+        return singles
+    if combos == "all":
+        return singles + [c for r in range(2, n + 1) for c in itertools.combinations(range(n), r)]
+    if combos == "full":
+        return singles + [tuple(range(n))]
+    raise LayerfuseError(f"unknown --combos '{combos}': choose all or full")
+
+
+def grid_configs(n: int, fusions: Sequence[str], heads: Sequence[str] = ("mlp",), combos: str = "all",
+                 ) -> list[tuple[tuple[int, ...], str, str]]:
+    """The (model indices, fusion, head) triples a grid trains. A single model needs no fusion:
+    its row is the head on its own sources (recorded as concat)."""
+    configs = []
+    for subset in model_sets(n, combos):
+        for f in (["concat"] if len(subset) == 1 else list(fusions)):
+            for h in heads:
+                configs.append((subset, f, h))
+    return configs
+
+
+def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Sequence[str] = ("mlp",),
+             seeds: Sequence[int] = (0, 1, 2), combos: str = "all", proj_dim: int = 1024, max_epochs: int = 50,
+             patience: int = 5, val_fraction: float = 0.1, lr: float = 1e-3, batch_size: int = 64,
+             configs: Sequence[tuple] | None = None, checkpoint_dir=None, workers: int = 1,
+             progress: bool = True, log=print) -> GridResult:
+    """Train and evaluate every (model set × fusion × head); pick the best by validation only.
+    ``configs`` (see :func:`grid_configs`) replaces the full product of sets, fusions and heads.
+
+    ``checkpoint_dir`` (e.g. :func:`grid_checkpoint_dir`): each finished row's trained seeds are saved
+    there atomically (:func:`~layerfuse.train.save_seeds`) under a key of everything that changes
+    them (dataset, embedding cache keys, layers, fusion, head, seeds, training settings), and a
+    rerun loads them instead of training again, so an interrupted grid resumes after its last row.
+
+    ``workers`` > 1 trains that many rows at a time, each in its own process with
+    ``torch.get_num_threads() // workers`` threads (at least one): small heads use several cores
+    better as separate rows than as threads of one product. Rows, choice and numbers are the same
+    as a sequential run with that many threads per row."""
+    from layerfuse.model.training import fit_seeds
+
+    if configs is None:
+        validate_choices(fusions, heads, "auto")
+        configs = grid_configs(len(preps), fusions, heads, combos)
+    else:
+        configs = [(tuple(s), f, h) for s, f, h in configs]
+        bad = [s for s, _, _ in configs if not s or any(not 0 <= i < len(preps) for i in s)]
+        if bad:
+            raise LayerfuseError(f"grid configuration names model set {bad[0]}, but there are {len(preps)} models "
+                                 f"(indices 0..{len(preps) - 1})")
+        validate_choices(sorted({f for _, f, _ in configs}), sorted({h for _, _, h in configs}), "auto")
+    y_tr, y_te = ds.splits["train"].labels, ds.splits["test"].labels
+    src_tr = [p.sources("train") for p in preps]
+    src_te = [p.sources("test") for p in preps]
+    rows, results = [], []
+    settings = {"seeds": [int(x) for x in seeds], "proj_dim": proj_dim, "max_epochs": max_epochs,
+                "patience": patience, "val_fraction": val_fraction, "lr": lr, "batch_size": batch_size}
+    data_fp = ds.fingerprint() if checkpoint_dir is not None else None
+    resumed = 0
+    from tqdm.auto import tqdm
+
+    def folder_of(subset, f, h):
+        return None if checkpoint_dir is None else (
+            Path(checkpoint_dir) / grid_row_key(data_fp, [preps[i] for i in subset], f, h, settings))
+
+    def info_of(subset, f, h):
+        return {"models": [preps[i].ref for i in subset], "fusion": f, "head": h, "dataset": ds.name}
+
+    # Rows trained by worker processes in this run (already checkpointed where there is a folder).
+    trained_now = {}
+    if workers > 1:
+        jobs = [(c, folder_of(*c), info_of(*c)) for c in configs if not has_checkpoint(folder_of(*c))]
+        trained_now = fit_rows_in_workers(jobs, src_tr, src_te, y_tr, y_te, len(ds.classes), settings,
+                                           workers, progress)
+    bar = tqdm(configs, desc="fuse", unit="config", disable=not progress or workers > 1, dynamic_ncols=True)
+    for subset, f, h in bar:
+        names = [preps[i].ref for i in subset]
+        bar.set_postfix_str(f"{'+'.join(names)} {f}/{h}", refresh=True)
+
+        def fit(subset=subset, f=f, h=h):
+            tr = [a for i in subset for a in src_tr[i]]
+            te = [a for i in subset for a in src_te[i]]
+            return fit_seeds(tr, y_tr, te, y_te, n_classes=len(ds.classes), fusion=f, head=h, **settings)
+
+        if (subset, f, h) in trained_now:
+            res, loaded = trained_now[(subset, f, h)], False
+        else:
+            res, loaded = load_or_fit(folder_of(subset, f, h), fit, info_of(subset, f, h), log)
+        resumed += loaded
+        s = res.summary()
+        row = {
+            "models": "+".join(names),
+            "n_models": len(subset),
+            "layers": " ; ".join(preps[i].spec.label() for i in subset),
+            "fusion": f if len(subset) > 1 else "-",
+            "head": h,
+            "acc_mean": s["acc_mean"], "acc_std": s["acc_std"],
+            "f1_mean": s["f1_mean"], "f1_std": s["f1_std"],
+            "val_acc_mean": s["val_acc_mean"], "val_f1_mean": s["val_f1_mean"],
+            "params": s["n_params"], "train_seconds": s["train_seconds_mean"],
+            "seeds": len(seeds),
+        }
+        rows.append(row)
+        results.append((subset, f, h, res))
+        log(f"  {row['models']:<40} {row['fusion']:<14} {h:<6} test acc {100 * row['acc_mean']:.2f} ± "
+            f"{100 * row['acc_std']:.2f}  (val F1 {100 * (row['val_f1_mean'] or 0):.2f})"
+            + ("  [saved earlier, not retrained]" if loaded else ""))
+    # Best configuration by validation macro-F1 (then validation accuracy): never by test.
+    best_i = max(range(len(rows)), key=lambda i: validation_key(rows[i]))
+    for i, r in enumerate(rows):
+        r["chosen_on_validation"] = i == best_i
+    pipe = _pipeline_for(ds, preps, rows[best_i], *results[best_i])
+    comp = complementarity(preps, results, y_tr, val_fraction, src_tr)
+    if resumed:
+        log(f"  {resumed} of {len(rows)} rows read back from {checkpoint_dir} (trained by an earlier run)")
+    return GridResult(rows, rows[best_i], pipe, comp, results, ds, list(preps), resumed)
+
+
+def validation_key(row: dict) -> tuple[float, float]:
+    """How grid rows are ranked when one is chosen: validation macro-F1, then validation accuracy
+    (both carved from train; a row without validation ranks last). Never test."""
+    return (row["val_f1_mean"] or 0, row["val_acc_mean"] or 0)
+
+
+def _pipeline_for(ds, preps, row: dict, subset, f, h, res) -> FusionPipeline:
+    """A saved-classifier form of one grid row: the seed whose model did best on validation
+    (same order as ``validation_key``)."""
+    j = max(range(len(res.models)), key=lambda k: (res.models[k].val_f1 or 0, res.models[k].val_acc or 0))
+    return FusionPipeline(
+        specs=[preps[i].spec for i in subset],
+        trained=res.models[j],
+        classes=list(ds.classes),
+        extraction=extraction_settings(preps[subset[0]].emb),
+        metrics={"seed": res.per_seed[j]["seed"], "test_acc": res.per_seed[j]["test_acc"],
+                 "test_macro_f1": res.per_seed[j]["test_macro_f1"],
+                 "test_acc_mean_over_seeds": row["acc_mean"], "test_f1_mean_over_seeds": row["f1_mean"],
+                 "val_f1": res.models[j].val_f1, "val_acc": res.models[j].val_acc},
+        info={"dataset": ds.name, "dataset_fingerprint": ds.fingerprint(), "row": row,
+              "chosen_by": "validation macro-F1 (validation carved from train)"},
+    )
+
+
+def extraction_settings(emb) -> dict:
+    st = emb.stats
+    return {"max_length": st["max_length"], "dtype": st["dtype"], "storage": st["storage"],
+            "batch_tokens": st["batch_tokens"]}

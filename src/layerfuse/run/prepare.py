@@ -1,0 +1,142 @@
+"""TODO docstring
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from layerfuse.errors import LayerfuseError
+from layerfuse.model.sources import SourceSpec, build_sources
+
+__all__ = ["ModelPrep", "prepare_models", "profile_key"]
+
+
+@dataclass
+class ModelPrep:
+    """One model's embeddings, layer profiles (per pooling) and chosen layers."""
+
+    ref: str
+    emb: object  # extraction.Embeddings
+    profiles: dict  # pooling -> profile.LayerProfile
+    pooling: str
+    selection: object  # profile.LayerSelection
+    spec: SourceSpec
+    seconds: dict = field(default_factory=dict)
+
+    def sources(self, split: str) -> list[np.ndarray]:
+        return build_sources(self.spec, self.emb.array(split, self.pooling))
+
+
+def prepare_models(ds, models: Sequence[str], *, poolings=("mean", "last"), layers: str = "auto", k: int = 3,
+                   folds: int = 5, windows: int = 4, extraction: dict | None = None, cache_dir=None,
+                   eval_test: bool = False, saved_profiles: dict | None = None, profile_dir=None,
+                   progress: bool = True, log=print) -> list[ModelPrep]:
+    """Extract every model, score every layer on train, pick the pooling and layers by CV.
+
+    ``saved_profiles`` (model -> pooling -> LayerProfile, e.g. read back with
+    ``LayerProfile.from_json``) are reused instead of scoring again when they were made on the
+    same training labels and number of layers; anything else is scored afresh.
+
+    ``profile_dir`` (e.g. :func:`profile_checkpoint_dir`): each profile scored is saved there
+    atomically as soon as it is done, under a key of what it scored (:func:`profile_key`), and
+    read back by a later call instead of scoring again, so an interrupted run keeps the models
+    it already profiled."""
+    from layerfuse.embed.extract import extract
+    from layerfuse.scoring.features import label_digest
+    from layerfuse.scoring.layer_profile import ANALYSIS_COLUMN
+    from layerfuse.scoring.layer_scores import eval_test_column, score_layers
+    from layerfuse.scoring.selection import select_layers
+
+    extraction = dict(extraction or {})
+    preps = []
+    y_train = ds.splits["train"].labels
+    train_digest = label_digest(np.asarray(y_train))
+    # The per-layer test column (analysis only) needs the test labels: hashed once, like train's.
+    test_digest = (label_digest(np.asarray(ds.splits["test"].labels))
+                   if eval_test and "test" in ds.splits else None)
+    for ref in models:
+        t0 = time.perf_counter()
+        emb = extract(ref, data=ds, poolings=poolings, cache_dir=cache_dir, progress=progress, **extraction)
+        t_extract = time.perf_counter() - t0
+        profiles = {}
+        for p in emb.poolings:
+            old = (saved_profiles or {}).get(ref, {}).get(p)
+            # Profiles saved before the scored embeddings were recorded lack "features".
+            features = _scored_features(emb, "train", p)
+            with_test = test_digest is not None and "test" in emb.splits
+
+            def fits(prof) -> bool:
+                return (prof is not None and prof.n_layers == emb.depth and prof.n_samples == len(y_train)
+                        and prof.settings.get("label_digest") == train_digest
+                        and prof.settings.get("features", features) == features
+                        and (not with_test or any(ANALYSIS_COLUMN in r for r in prof.rows)))
+
+            if fits(old):
+                profiles[p] = old
+                continue
+            path = None
+            if profile_dir is not None:
+                key = profile_key(emb, p, train_digest, folds, windows, test_digest if with_test else None)
+                path = Path(profile_dir) / f"{key}.json"
+                cached = _read_profile(path, log)
+                if fits(cached):
+                    log(f"{ref}/{p}: layer profile read back from {path}")
+                    profiles[p] = cached
+                    continue
+            prof = score_layers(emb.array("train", p), y_train, folds=folds, windows=windows, progress=progress,
+                                name=f"{ref}/{p}")
+            prof.settings["features"] = features
+            if with_test:
+                eval_test_column(prof, emb.array("train", p), y_train, emb.array("test", p), emb.labels["test"])
+            if path is not None:
+                prof.to_json(path)
+            profiles[p] = prof
+        # The pooling whose best layer has the highest CV probe accuracy on train.
+        pooling = max(profiles, key=lambda p: profiles[p].best("probe_acc")["probe_acc"])
+        sel = select_layers(profiles[pooling], layers, k=k)
+        spec = SourceSpec(ref, pooling, list(sel.layers), sel.combine, emb.fingerprint)
+        t_total = time.perf_counter() - t0
+        log(f"{ref}: pooling {pooling}, layers {spec.label()} ({sel.reason})")
+        preps.append(ModelPrep(ref, emb, profiles, pooling, sel, spec,
+                               {"extract": t_extract, "profile": t_total - t_extract}))
+    return preps
+
+
+def _scored_features(emb, split: str, pooling: str) -> str:
+    """Which embeddings a profile scored: the split's cache entry (model, texts, max length, dtype,
+    storage) and the pooling."""
+    return f"{emb.keys.get(split)}/{pooling}"
+
+
+def profile_key(emb, pooling: str, train_digest: str, folds: int, windows: int,
+                test_digest: str | None = None) -> str:
+    """The file name of one saved profile: a digest of the embeddings it scored (the train split's
+    cache entry and pooling), the training labels (``train_digest``, as the profile records it in
+    ``settings["label_digest"]``), the CV folds and window widths, and, when it carries the
+    per-layer test column, the test split's entry and labels (``test_digest``; None: no column)."""
+    from layerfuse.cache.layout import make_key
+
+    fields = {"what": "layer-profile", "features": _scored_features(emb, "train", pooling),
+              "labels": train_digest, "folds": int(folds), "windows": int(windows)}
+    if test_digest is not None:
+        fields["test"] = _scored_features(emb, "test", pooling)
+        fields["test_labels"] = test_digest
+    return make_key(fields)
+
+
+def _read_profile(path: Path, log):
+    """A saved profile, or None when there is none; an unreadable one is reported and scored again."""
+    from layerfuse.scoring.layer_profile import LayerProfile
+
+    if not path.is_file():
+        return None
+    try:
+        return LayerProfile.from_json(path)
+    except (LayerfuseError, ValueError, KeyError, TypeError) as exc:
+        log(f"  {path}: unreadable ({exc}); scoring again")
+        return None

@@ -1,0 +1,92 @@
+"""TODO docstring
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+__all__ = ["worker_threads", "fit_rows_in_workers", "exit_with_parent"]
+
+
+def worker_threads(workers: int) -> int:
+    """torch threads of each of ``workers`` grid processes: this process's threads divided among them."""
+    import torch
+
+    return max(1, torch.get_num_threads() // workers)
+
+
+def fit_rows_in_workers(jobs, src_tr, src_te, y_tr, y_te, n_classes, settings, workers, progress) -> dict:
+    """Train the rows of ``jobs`` ((subset, fusion, head), checkpoint folder or None, info),
+    ``workers`` at a time in spawned processes; each result is checkpointed in its folder as soon
+    as it arrives. Returns {config: SeedResult}."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from tqdm.auto import tqdm
+
+    from layerfuse.model.saving import save_seeds
+
+    todo = list(jobs)
+    if not todo:
+        return {}
+    # Widest inputs first (a proxy for the longest rows), so no worker is left with a long row at the end.
+    width = [sum(int(np.prod(a.shape[1:])) for a in src) for src in src_tr]
+    todo.sort(key=lambda job: -sum(width[i] for i in job[0][0]))
+    threads = worker_threads(workers)
+    done = {}
+    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=mp.get_context("spawn"),
+                             initializer=_worker_init,
+                             initargs=(src_tr, src_te, y_tr, y_te, n_classes, threads, os.getpid())) as pool:
+        futures = {pool.submit(_worker_fit, config, settings): (config, folder, info) for config, folder, info in todo}
+        bar = tqdm(total=len(futures), desc=f"fuse ({min(workers, len(todo))} workers)", unit="config",
+                   disable=not progress, dynamic_ncols=True)
+        try:
+            for fut in as_completed(futures):
+                config, folder, info = futures[fut]
+                done[config] = fut.result()
+                if folder is not None:
+                    save_seeds(done[config], folder, info=info)
+                bar.update(1)
+                bar.set_postfix_str(f"{'+'.join(info['models'])} {config[1]}/{config[2]}", refresh=True)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        finally:
+            bar.close()
+    return done
+
+
+_WORKER: dict = {}
+
+
+def _worker_init(src_tr, src_te, y_tr, y_te, n_classes, threads, parent) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    _WORKER.update(src_tr=src_tr, src_te=src_te, y_tr=y_tr, y_te=y_te, n_classes=n_classes)
+    exit_with_parent(parent)
+
+
+def _worker_fit(config, settings):
+    from layerfuse.model.training import fit_seeds
+
+    subset, f, h = config
+    w = _WORKER
+    tr = [a for i in subset for a in w["src_tr"][i]]
+    te = [a for i in subset for a in w["src_te"][i]]
+    return fit_seeds(tr, w["y_tr"], te, w["y_te"], n_classes=w["n_classes"], fusion=f, head=h, **settings)
+
+
+def exit_with_parent(parent: int) -> None:
+    """In a child process: end it when ``parent`` is gone, so a killed run leaves nothing running."""
+    import threading
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
