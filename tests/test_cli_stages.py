@@ -34,7 +34,7 @@ def _run(capsys, *argv):
 
 def test_profile_writes_tables_plots_and_selection(tiny_model, cache_dir, files, tmp_path, capsys):
     out = tmp_path / "prof"
-    text = _run(capsys, "profile", "--model", tiny_model, *files, "--folds", "3", "--windows", "2", "--eval-test",
+    text = _run(capsys, "profile", "--models", tiny_model, *files, "--folds", "3", "--windows", "2", "--eval-test",
                 "--out", out, "--no-progress")
     assert "best layer" in text
     summary = json.loads((out / "selection.json").read_text())
@@ -44,7 +44,7 @@ def test_profile_writes_tables_plots_and_selection(tiny_model, cache_dir, files,
     for name in ("layer_profile_mean.png", "layer_profile_last.png", "profile_" ):
         assert any(p.name.startswith(name) for p in out.iterdir()), name
     assert all((out / f).stat().st_size > 0 for f in summary["files"])
-    js = json.loads(_run(capsys, "profile", "--model", tiny_model, *files, "--folds", "3", "--windows", "2",
+    js = json.loads(_run(capsys, "profile", "--models", tiny_model, *files, "--folds", "3", "--windows", "2",
                          "--out", out, "--json"))
     assert js["models"][0]["model"] == tiny_model
 
@@ -117,6 +117,6 @@ def test_stage_errors_are_one_line(tiny_model, files, capsys, tmp_path):
     code = main(["predict", str(tmp_path), "--input", "-"])
     err = capsys.readouterr().err
     assert code == 2 and "manifest.json is missing" in err
-    code = main(["profile", "--model", tiny_model, *files, "--select", "top-99"])
+    code = main(["profile", "--models", tiny_model, *files, "--select", "top-99"])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err

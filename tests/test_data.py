@@ -143,7 +143,7 @@ def test_builtin_returns_independent_copies():
 def test_unknown_builtin():
     msg = err(load_builtin, "imdb")
     assert "imdb" in msg and all(n in msg for n in D.BUILTIN_NAMES)
-    assert "--train" in err(load_builtin, "reviews.csv")
+    assert "`train`" in err(load_builtin, "reviews.csv")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,7 +304,7 @@ def test_jsonl_round_trip_numeric_labels(tmp_path):
 
 def test_format_override_bom_and_case_insensitive_columns(tmp_path):
     p = write(tmp_path / "data.txt", b"\xef\xbb\xbfText,Label\nhello,a\nworld,b\nagain,a\nmore,b\n")
-    assert "--format" in err(load_files, p)
+    assert "`format`" in err(load_files, p)
     ds = load_files(p, p, format="csv")
     assert ds.splits["train"].texts == ["hello", "world", "again", "more"]
 
@@ -376,10 +376,10 @@ def test_missing_label(tmp_path, fname, content, line):
 def test_bad_encoding(tmp_path):
     p = write(tmp_path / "enc.csv", b"text,label\nok,a\ncaf\xe9,b\n")
     msg = err(load_files, p)
-    assert "enc.csv:3" in msg and "utf-8" in msg and "--encoding latin-1" in msg
+    assert "enc.csv:3" in msg and "utf-8" in msg and "`encoding` latin-1" in msg
     j = write(tmp_path / "enc.jsonl", b'{"text": "ok", "label": "a"}\n{"text": "\xff", "label": "b"}\n')
     assert "enc.jsonl:2" in err(load_files, j)
-    assert "--encoding" in err(load_files, p, encoding="no-such-codec")
+    assert "`encoding`" in err(load_files, p, encoding="no-such-codec")
 
 
 def test_invalid_json(tmp_path):
@@ -416,7 +416,7 @@ def test_malformed_rows(tmp_path):
 def test_unknown_format(tmp_path):
     p = write(tmp_path / "x.json", '{"text": "a", "label": "b"}\n')
     msg = err(load_files, p)
-    assert "x.json" in msg and "--format" in msg
+    assert "x.json" in msg and "`format`" in msg
     assert "xml" in err(load_files, p, format="xml")
     assert load_files(write(tmp_path / "y.json", '{"text":"a","label":"b"}\n{"text":"c","label":"d"}\n'),
                       p.with_name("y.json"), format="jsonl").classes == ["b", "d"]
@@ -457,7 +457,7 @@ def test_read_texts_ignores_labels_format_override_and_encoding(tmp_path):
     p = write(tmp_path / "lab.csv", "text,label\na,x\nb,\nc,y\n")  # a missing label is no problem here
     assert read_texts(p) == ["a", "b", "c"]
     q = write(tmp_path / "data.txt", b"\xef\xbb\xbfText\nhello\n")
-    assert "--format" in err(read_texts, q)
+    assert "`format`" in err(read_texts, q)
     assert read_texts(q, format="csv") == ["hello"]
     assert read_texts(write(tmp_path / "fr.csv", "text\ncaf\xe9\n".encode("latin-1")), encoding="latin-1") == ["café"]
 
@@ -512,9 +512,9 @@ def test_read_texts_other_errors(tmp_path):
 
 def test_read_texts_bad_encoding(tmp_path):
     msg = err(read_texts, write(tmp_path / "enc.csv", b"text\nok\ncaf\xe9\n"))
-    assert "enc.csv:3" in msg and "utf-8" in msg and "--encoding latin-1" in msg
+    assert "enc.csv:3" in msg and "utf-8" in msg and "`encoding` latin-1" in msg
     assert "enc.jsonl:2" in err(read_texts, write(tmp_path / "enc.jsonl", b'{"text": "ok"}\n{"text": "\xff"}\n'))
-    assert "--encoding" in err(read_texts, tmp_path / "enc.csv", encoding="no-such-codec")
+    assert "`encoding`" in err(read_texts, tmp_path / "enc.csv", encoding="no-such-codec")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -553,21 +553,21 @@ def test_test_fraction_split(tmp_path):
 @pytest.mark.parametrize("bad", [0, 1, 1.5, -0.1])
 def test_bad_test_fraction(tmp_path, bad):
     p = _labeled_csv(tmp_path / "all.csv", {"a": 5, "b": 5})
-    assert "--test-fraction" in err(load_files, p, test_fraction=bad)
+    assert "`test_fraction`" in err(load_files, p, test_fraction=bad)
 
 
 def test_too_small_for_holdout(tmp_path):
     p = _labeled_csv(tmp_path / "tiny.csv", {"a": 1, "b": 1})
     msg = err(load_files, p)
-    assert "tiny.csv" in msg and "--test" in msg
+    assert "tiny.csv" in msg and "`test`" in msg
 
 
 def test_load_dataset_arguments(tmp_path):
     p = _labeled_csv(tmp_path / "d.csv", {"a": 5, "b": 5})
     assert "not both" in err(load_dataset, "sst2", train=p)
     msg = err(load_dataset)
-    assert "sst2" in msg and "--train" in msg
-    assert "--test" in err(load_dataset, "sst2", test=p)
+    assert "sst2" in msg and "`train`" in msg
+    assert "`test`" in err(load_dataset, "sst2", test=p)
     assert "--text-column" in err(load_dataset, "sst2", text_column="body")
     assert load_dataset("mr", text_column="text", encoding=None).name == "mr"  # defaults are fine
     ds = load_dataset(train=p, test_fraction=0.4, format=None)

@@ -270,7 +270,7 @@ def test_auto_dtype_follows_the_hardware(monkeypatch):
     monkeypatch.setattr(extraction, "fast_bf16", lambda device: False)
     assert extraction.resolve_dtype("auto", "cpu") == "float32"
     assert extraction.resolve_dtype("bfloat16", "cpu") == "bfloat16"
-    with pytest.raises(LayerfuseError, match="unknown --dtype 'fp8'"):
+    with pytest.raises(LayerfuseError, match="unknown `dtype` 'fp8'"):
         extraction.resolve_dtype("fp8", "cpu")
 
 

@@ -1,28 +1,76 @@
-"""TODO docstring
+"""Every default of layerfuse, written once.
+
+Function signatures, the command line, the estimator and :data:`DEFAULT_CONFIG` (the built-in
+``layerfuse run`` configuration, also the base a YAML configuration is laid over) all read their
+defaults from here; the ``--help`` texts print them from here too.
 """
 
 from __future__ import annotations
 
-DEFAULT_BATCH_TOKENS = 1024
-DEFAULT_MAX_LENGTH = 512
-DEFAULT_CHUNK_TEXTS = 512
+# ---- data -----------------------------------------------------------------------------------
+DEFAULT_DATASET = "sst2"
+DEFAULT_TEXT_COLUMN = "text"
+DEFAULT_LABEL_COLUMN = "label"
+DEFAULT_TEST_FRACTION = 0.2  # held out of a user's train file when no test file is given
+DEFAULT_SPLIT_SEED = 0
+DEFAULT_ENCODING = "utf-8"
 
+# ---- extraction -----------------------------------------------------------------------------
+DEFAULT_MODELS = ("smollm2-135m", "minilm-l6")
+DEFAULT_POOLINGS = ("mean", "last")
+DEFAULT_MAX_LENGTH = 512
+DEFAULT_BATCH_TOKENS = 1024
+#: The built-in run's token budget per batch (larger batches; same numbers within float tolerance).
+RUN_BATCH_TOKENS = 2048
+DEFAULT_CHUNK_TEXTS = 512  # texts per checksummed cache chunk: the unit an interrupted run resumes from
+DEFAULT_DTYPE = "auto"
+DEFAULT_DEVICE = "auto"
+DEFAULT_STORAGE = "float16"
+
+# ---- layer profiles and selection -----------------------------------------------------------
+DEFAULT_FOLDS = 5
+DEFAULT_WINDOWS = 4
+DEFAULT_TOPK = 3
+DEFAULT_SELECT = "auto"
+DEFAULT_PROBE_L2 = 1e-2
+DEFAULT_PROBE_MAX_ITER = 100
+DEFAULT_PROBE_TOL = 1e-4
+DEFAULT_KNN_K = 10
+DEFAULT_KNN_SAMPLE = 700
+DEFAULT_FISHER_SHRINK = 0.1
+#: How much (accuracy fraction) a multi-layer choice must beat the best single layer by in ``auto``.
+DEFAULT_MIN_GAIN = 0.002
+
+# ---- fusion and training --------------------------------------------------------------------
+DEFAULT_FUSION = "concat"
+DEFAULT_HEAD = "mlp"
+DEFAULT_SEEDS = (0, 1, 2)
+DEFAULT_COMBOS = "all"
+DEFAULT_PROJ_DIM = 1024
+DEFAULT_MAX_EPOCHS = 50
+DEFAULT_PATIENCE = 5
+DEFAULT_VAL_FRACTION = 0.1
+DEFAULT_LR = 1e-3
+DEFAULT_BATCH_SIZE = 64
+DEFAULT_WORKERS = 1
 
 # ---------------------------------------------------------------------------------------------
 # Configuration of a whole run (CLI flags and `layerfuse run CONFIG.yaml` both end up here)
 
 DEFAULT_CONFIG: dict = {
-    "data": {"dataset": "sst2", "limit": None},
-    "models": ["smollm2-135m", "minilm-l6"],
-    "extraction": {"pooling": ["mean", "last"], "max_length": 512, "dtype": "auto", "batch_tokens": 2048,
-                   "device": "auto", "storage": "float16"},
-    "profile": {"folds": 5, "windows": 4, "eval_test": True},
-    "selection": {"layers": "auto", "k": 3},
-    "fusion": {"strategies": ["concat", "attention"], "heads": ["mlp"], "seeds": [0, 1, 2],
-               "combos": "all", "proj_dim": 1024, "max_epochs": 50, "patience": 5, "val_fraction": 0.1,
-               "lr": 1e-3, "batch_size": 64},
+    "data": {"dataset": DEFAULT_DATASET, "limit": None},
+    "models": list(DEFAULT_MODELS),
+    "extraction": {"pooling": list(DEFAULT_POOLINGS), "max_length": DEFAULT_MAX_LENGTH, "dtype": DEFAULT_DTYPE,
+                   "batch_tokens": RUN_BATCH_TOKENS, "device": DEFAULT_DEVICE, "storage": DEFAULT_STORAGE},
+    "profile": {"folds": DEFAULT_FOLDS, "windows": DEFAULT_WINDOWS, "eval_test": True},
+    "selection": {"layers": DEFAULT_SELECT, "k": DEFAULT_TOPK},
+    "fusion": {"strategies": ["concat", "attention"], "heads": [DEFAULT_HEAD], "seeds": list(DEFAULT_SEEDS),
+               "combos": DEFAULT_COMBOS, "proj_dim": DEFAULT_PROJ_DIM, "max_epochs": DEFAULT_MAX_EPOCHS,
+               "patience": DEFAULT_PATIENCE, "val_fraction": DEFAULT_VAL_FRACTION, "lr": DEFAULT_LR,
+               "batch_size": DEFAULT_BATCH_SIZE},
     "output": {"dir": "out/run-sst2", "save": "out/run-sst2/classifier"},
 }
 
+#: Fields accepted in a configuration's ``data`` section.
 DATA_KEYS = {"dataset", "train", "test", "text_column", "label_column", "test_fraction", "seed", "encoding",
-              "limit"}
+             "limit"}

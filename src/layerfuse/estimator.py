@@ -12,6 +12,26 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+from layerfuse.config import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_BATCH_TOKENS,
+    DEFAULT_DEVICE,
+    DEFAULT_DTYPE,
+    DEFAULT_FOLDS,
+    DEFAULT_FUSION,
+    DEFAULT_HEAD,
+    DEFAULT_LR,
+    DEFAULT_MAX_EPOCHS,
+    DEFAULT_MAX_LENGTH,
+    DEFAULT_MODELS,
+    DEFAULT_PATIENCE,
+    DEFAULT_POOLINGS,
+    DEFAULT_PROJ_DIM,
+    DEFAULT_SELECT,
+    DEFAULT_TOPK,
+    DEFAULT_VAL_FRACTION,
+    DEFAULT_WINDOWS,
+)
 from layerfuse.errors import LayerfuseError
 from layerfuse.validation import check_texts
 
@@ -28,9 +48,12 @@ class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
     pooling : poolings to consider; the best by CV on the training texts is used.
     """
 
-    def __init__(self, models="smollm2-135m", layers="auto", fusion="concat", head="mlp", pooling="mean,last",
-                 k=3, folds=5, windows=4, proj_dim=1024, max_length=512, dtype="auto", batch_tokens=1024,
-                 max_epochs=50, patience=5, val_fraction=0.1, lr=1e-3, batch_size=64, seed=0, device="auto",
+    def __init__(self, models=DEFAULT_MODELS[0], layers=DEFAULT_SELECT, fusion=DEFAULT_FUSION, head=DEFAULT_HEAD,
+                 pooling=",".join(DEFAULT_POOLINGS), k=DEFAULT_TOPK, folds=DEFAULT_FOLDS, windows=DEFAULT_WINDOWS,
+                 proj_dim=DEFAULT_PROJ_DIM, max_length=DEFAULT_MAX_LENGTH, dtype=DEFAULT_DTYPE,
+                 batch_tokens=DEFAULT_BATCH_TOKENS, max_epochs=DEFAULT_MAX_EPOCHS, patience=DEFAULT_PATIENCE,
+                 val_fraction=DEFAULT_VAL_FRACTION, lr=DEFAULT_LR, batch_size=DEFAULT_BATCH_SIZE, seed=0,
+                 device=DEFAULT_DEVICE,
                  cache_dir=None, progress=False):
         self.models = models
         self.layers = layers

@@ -114,7 +114,7 @@ class FusionPipeline:
 
         target = Path(directory)
         if target.exists() and not (target / MANIFEST).exists() and any(target.iterdir()):
-            raise LayerfuseError(f"{target} exists and is not a layerfuse classifier folder: choose another --save")
+            raise LayerfuseError(f"{target} exists and is not a layerfuse classifier folder: choose another folder to save to")
         with atomic_folder(target) as tmp:
             save_net(self.trained, tmp)
             manifest = {
@@ -139,7 +139,7 @@ class FusionPipeline:
 
         d = Path(directory)
         if not d.is_dir():
-            raise LayerfuseError(f"classifier folder {d} does not exist: pass the folder written by --save")
+            raise LayerfuseError(f"classifier folder {d} does not exist: pass a folder written by save (`save` in fuse/run)")
         mpath = d / MANIFEST
         if not mpath.exists():
             raise LayerfuseError(f"{mpath} is missing: {d} is not a layerfuse classifier folder")

@@ -1,4 +1,6 @@
-"""TODO docstring
+"""Input checks shared by every stage: texts, labels, lists given as comma-separated strings, and
+names of fusions, heads and layer strategies. Each failure is a :class:`LayerfuseError` naming the
+parameter and what to do.
 """
 
 from __future__ import annotations

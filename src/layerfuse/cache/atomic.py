@@ -1,4 +1,7 @@
-"""TODO docstring
+"""Atomic writes: a reader sees the old file or folder or the whole new one, never half of it.
+
+Files are written to a temporary name in the same folder and renamed into place; files and
+folders get the mode a plain write or mkdir would give them (0666 / 0777 less the umask).
 """
 
 from __future__ import annotations

@@ -1,4 +1,12 @@
-"""TODO docstring
+"""Where each part of the cache lives under the cache root, and how cache keys are made.
+
+The only module that knows the layout::
+
+    <root>/embeddings/<key>/   per-layer pooled embeddings (:mod:`layerfuse.cache.entries`)
+    <root>/profiles/<key>.json finished layer profiles
+    <root>/grid/<key>/         trained heads of finished grid rows
+    <root>/models/<key>/       dequantised copies of GGUF models
+    <root>/gguf/               GGUF files assembled from packaged chunks
 """
 
 from __future__ import annotations
@@ -8,9 +16,17 @@ import json
 import os
 from pathlib import Path
 
-__all__ = ["FORMAT_VERSION", "make_key", "entries_root", "cache_root", "profile_checkpoint_dir", "grid_checkpoint_dir"]
+__all__ = ["FORMAT_VERSION", "PARTS", "make_key", "cache_root", "entries_root", "models_root", "gguf_root",
+           "fingerprints_file", "profile_checkpoint_dir", "grid_checkpoint_dir"]
 
-
+#: The parts of the cache (a folder each under the root), and how each comes back when deleted.
+PARTS = {
+    "embeddings": "per-layer pooled embeddings (extract, profile, fuse, run); recomputed when needed",
+    "profiles": "finished layer profiles (profile, fuse, run); scored again when needed",
+    "grid": "trained heads of finished grid rows (fuse, run); retrained when needed",
+    "models": "dequantised copies of GGUF models; rebuilt from the GGUF when needed",
+    "gguf": "GGUF files assembled from the packaged chunks; reassembled when needed",
+}
 
 #: Bumped when the layout of a cache entry changes; part of every key.
 FORMAT_VERSION = 1
@@ -23,10 +39,23 @@ def make_key(fields: dict) -> str:
 
 
 def entries_root(root: Path) -> Path:
-    return root / "embeddings"
+    """Embedding cache entries, one folder per key."""
+    return Path(root) / "embeddings"
 
-# ---------------------------------------------------------------------------------------------
-# Cache root
+
+def models_root(root: Path) -> Path:
+    """Dequantised copies of GGUF models, one folder per GGUF digest."""
+    return Path(root) / "models"
+
+
+def gguf_root(root: Path) -> Path:
+    """GGUF files joined from packaged chunks."""
+    return Path(root) / "gguf"
+
+
+def fingerprints_file(root: Path) -> Path:
+    """Remembered weight fingerprints of large files (keyed by path, size and mtime)."""
+    return Path(root) / "fingerprints.json"
 
 
 def cache_root(root: str | os.PathLike | None = None) -> Path:
@@ -46,8 +75,7 @@ def cache_root(root: str | os.PathLike | None = None) -> Path:
 
 
 def profile_checkpoint_dir(cache_dir=None) -> Path:
-    """Where :func:`prepare_models` keeps finished layer profiles: ``profiles/`` under the cache root."""
-
+    """Where :func:`~layerfuse.run.prepare.prepare_models` keeps finished layer profiles."""
     return cache_root(cache_dir) / "profiles"
 
 

@@ -1,27 +1,20 @@
-"""TODO docstring
+"""The commands that show what is there: ``datasets``, ``models``, ``cache`` and ``report``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from layerfuse.cache.layout import PARTS
 from layerfuse.cli.output import emit_json, mb, shorten
 from layerfuse.errors import LayerfuseError
 
-__all__ = ["CACHE_PARTS", "cmd_cache", "cmd_datasets", "cmd_models", "cmd_report"]
+__all__ = ["cmd_cache", "cmd_datasets", "cmd_models", "cmd_report"]
 
 # ---------------------------------------------------------------------------------------------
 # Commands
 
 
-# What lives under the cache root, and how each part comes back when it is deleted.
-CACHE_PARTS = {
-    "embeddings": "per-layer pooled embeddings (extract, profile, fuse, run); recomputed when needed",
-    "profiles": "finished layer profiles (profile, fuse, run); scored again when needed",
-    "grid": "trained heads of finished grid rows (fuse, run); retrained when needed",
-    "models": "dequantised copies of GGUF models; rebuilt from the GGUF when needed",
-    "gguf": "GGUF files assembled from the packaged chunks; reassembled when needed",
-}
 
 
 def _folder_usage(d: Path) -> tuple[int, int]:
@@ -40,12 +33,12 @@ def cmd_cache(args) -> int:
 
     root = cache_root(args.cache_dir)
     parts = {}
-    for name, what in CACHE_PARTS.items():
+    for name, what in PARTS.items():
         n, size = _folder_usage(root / name)
         parts[name] = {"path": str(root / name), "entries": n, "bytes": size, "what": what}
     cleared = []
     if args.clear:
-        cleared = list(CACHE_PARTS) if args.clear == "all" else [args.clear]
+        cleared = list(PARTS) if args.clear == "all" else [args.clear]
         for name in cleared:
             shutil.rmtree(root / name, ignore_errors=True)
     summary = {"root": str(root), "parts": parts, "total_bytes": sum(p["bytes"] for p in parts.values()),

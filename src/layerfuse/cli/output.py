@@ -1,4 +1,4 @@
-"""TODO docstring
+"""Small output helpers shared by the commands: shortened text, sizes in MB, JSON on stdout.
 """
 
 from __future__ import annotations

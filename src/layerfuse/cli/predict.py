@@ -1,4 +1,4 @@
-"""TODO docstring
+"""``layerfuse predict``: label texts from a file or standard input with a saved classifier.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""TODO docstring
+"""The commands that run the method: ``extract``, ``profile``, ``fuse`` and ``run``.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ def cmd_extract(args) -> int:
     from layerfuse.data.loading import load_data
     from layerfuse.embed.extract import extract
 
-    ds = load_data(config_from_args(args, models=args.model)["data"])
+    ds = load_data(config_from_args(args, models=args.models)["data"])
     try:
         layers = [int(x) for x in args.layers.split(",")] if args.layers else None
     except ValueError:
-        raise LayerfuseError(f"--layers takes comma-separated layer numbers, got '{args.layers}'") from None
+        raise LayerfuseError(f"`layers` takes comma-separated layer numbers, got '{args.layers}'") from None
     emb = extract(
-        args.model, data=ds, poolings=args.pooling, max_length=args.max_length, batch_tokens=args.batch_tokens,
+        args.models, data=ds, poolings=args.pooling, max_length=args.max_length, batch_tokens=args.batch_tokens,
         dtype=args.dtype, device=args.device, layers=layers, storage=args.storage, cache_dir=args.cache_dir,
         progress=not args.no_progress and not args.json,
     )
@@ -86,7 +86,7 @@ def _out_dir(args, default: str):
     return d
 
 
-def _prepare(cfg, args, *, layers="auto", k=3, folds=5, windows=4, eval_test=False, progress=True):
+def _prepare(cfg, args, *, layers, k, folds, windows, eval_test=False, progress=True):
     from layerfuse.cache.layout import profile_checkpoint_dir
     from layerfuse.data.loading import load_data
     from layerfuse.run.prepare import prepare_models
@@ -106,7 +106,7 @@ def cmd_profile(args) -> int:
     from layerfuse import report
     from layerfuse.validation import validate_choices
 
-    cfg = config_from_args(args, models=args.model)
+    cfg = config_from_args(args, models=args.models)
     validate_choices([], [], args.select)
     progress = not args.no_progress and not args.json
     ds, preps = _prepare(cfg, args, layers=args.select, k=args.k, folds=args.folds, windows=args.windows,
@@ -127,15 +127,15 @@ def cmd_fuse(args) -> int:
     from layerfuse.validation import parse_list, validate_choices
 
     cfg = config_from_args(args, models=args.models)
-    validate_choices(parse_list(args.fusion, "--fusion"), parse_list(args.heads, "--heads"), args.layers)
+    validate_choices(parse_list(args.fusion, "`fusion`"), parse_list(args.heads, "`heads`"), args.select)
     progress = not args.no_progress and not args.json
-    ds, preps = _prepare(cfg, args, layers=args.layers, k=args.k, folds=args.folds, windows=args.windows,
+    ds, preps = _prepare(cfg, args, layers=args.select, k=args.k, folds=args.folds, windows=args.windows,
                          progress=progress)
     if "test" not in ds.splits:
         raise LayerfuseError(f"dataset {ds.name} has no test split")
     log = (lambda *a: print(*a, file=sys.stderr)) if progress else (lambda *a: None)
     seeds = list(range(args.seeds)) if args.seeds > 0 else [0]
-    grid = run_grid(ds, preps, parse_list(args.fusion, "--fusion"), heads=parse_list(args.heads, "--heads"),
+    grid = run_grid(ds, preps, parse_list(args.fusion, "`fusion`"), heads=parse_list(args.heads, "`heads`"),
                     seeds=seeds, combos=args.combos, proj_dim=args.proj_dim, max_epochs=args.max_epochs,
                     patience=args.patience, val_fraction=args.val_fraction, lr=args.lr,
                     checkpoint_dir=grid_checkpoint_dir(args.cache_dir), workers=args.workers,

@@ -1,4 +1,5 @@
-"""TODO docstring
+"""The built-in datasets (SST-2, MR, R8, R52) shipped inside the package as gzipped JSONL, built by
+``scripts/build_datasets.py``.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def load_builtin(name: str) -> Dataset:
     if key not in BUILTIN_NAMES:
         hint = ""
         if any(str(name).lower().endswith(ext) for ext in EXTENSIONS) or Path(str(name)).is_file():
-            hint = f"; to load your own file use --train {name}"
+            hint = f"; to load your own file pass `train`={name}"
         raise LayerfuseError(
             f"unknown dataset '{name}': the built-in datasets are {', '.join(BUILTIN_NAMES)}{hint}")
     entry = _index()["datasets"][key]

@@ -1,4 +1,5 @@
-"""TODO docstring
+""":class:`Split` and :class:`Dataset`: texts with integer labels, class names, and fingerprints that
+key every cache entry.
 """
 
 from __future__ import annotations
@@ -187,7 +188,7 @@ class Dataset:
         when anything was cut; ``classes`` never changes.
         """
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise LayerfuseError(f"subsample size (--limit) must be a positive integer, got {n!r}")
+            raise LayerfuseError(f"subsample size (`limit`) must be a positive integer, got {n!r}")
         n = int(n)
         k = len(self.classes)
         new: dict[str, Split] = {}

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from layerfuse.config import DEFAULT_ENCODING, DEFAULT_LABEL_COLUMN, DEFAULT_TEST_FRACTION, DEFAULT_TEXT_COLUMN
 from layerfuse.data.dataset import Dataset, Split
 from layerfuse.data.sampling import holdout
 from layerfuse.errors import LayerfuseError
@@ -61,14 +62,14 @@ def _resolve_format(path: Path, fmt: str | None) -> str:
         f = str(fmt).strip().lower().lstrip(".")
         f = _FORMAT_ALIASES.get(f, f)
         if f not in FORMATS:
-            raise LayerfuseError(f"unknown format '{fmt}' (--format): use one of {', '.join(FORMATS)}")
+            raise LayerfuseError(f"unknown format '{fmt}' (`format`): use one of {', '.join(FORMATS)}")
         return f
     ext = path.suffix.lower()
     if ext in EXTENSIONS:
         return EXTENSIONS[ext]
     raise LayerfuseError(
         f"{path}: cannot tell the format from the extension '{ext or '(none)'}'; use a .csv, .tsv, .jsonl, "
-        f".ndjson or .parquet name, or pass --format {'|'.join(FORMATS)}")
+        f".ndjson or .parquet name, or pass `format` {'|'.join(FORMATS)}")
 
 
 def _resolve_column(kind: str, wanted: str, found: list[str], where: str, fmt: str) -> str:
@@ -92,7 +93,7 @@ def _decode(path: Path, data: bytes, encoding: str) -> str:
     try:
         codec = codecs.lookup(encoding)
     except LookupError:
-        raise LayerfuseError(f"unknown encoding '{encoding}' (--encoding) for {path}; use e.g. utf-8 or latin-1") from None
+        raise LayerfuseError(f"unknown encoding '{encoding}' (`encoding`) for {path}; use e.g. utf-8 or latin-1") from None
     if codec.name == "utf-8" and data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8):]
     try:
@@ -101,9 +102,9 @@ def _decode(path: Path, data: bytes, encoding: str) -> str:
         line = data.count(b"\n", 0, e.start) + 1
         col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
         if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-            what_to_do = "the file looks like UTF-16: pass --encoding utf-16"
+            what_to_do = "the file looks like UTF-16: pass `encoding` utf-16"
         else:
-            what_to_do = "pass --encoding latin-1 (or cp1252, or whatever encoding the file really uses)"
+            what_to_do = "pass `encoding` latin-1 (or cp1252, or whatever encoding the file really uses)"
         raise LayerfuseError(f"{path}:{line}: byte 0x{data[e.start]:02x} at column {col} is not valid "
                              f"{encoding}; {what_to_do}") from None
 
@@ -131,7 +132,7 @@ def _add_row(table: _Table, n: int, text: Any, label: Any, text_col: str, label_
         text = ""
     if not isinstance(text, str):
         raise LayerfuseError(f"{table.at(n)}: text in '{text_col}' is a {type(text).__name__}, not a string; "
-                             f"check --text-column")
+                             f"check `text_column`")
     if not text.strip():
         raise LayerfuseError(f"{table.at(n)}: empty text in '{text_col}'; fill it in or remove the row")
     if label_col is None:
@@ -142,7 +143,7 @@ def _add_row(table: _Table, n: int, text: Any, label: Any, text_col: str, label_
         lab = _label_str(label)
     except TypeError as e:
         raise LayerfuseError(f"{table.at(n)}: label in '{label_col}' is a {e}, expected a string or a number; "
-                             f"fix the label or check --label-column") from None
+                             f"fix the label or check `label_column`") from None
     if lab is None:
         raise LayerfuseError(f"{table.at(n)}: missing label in '{label_col}'; every row needs a label "
                              f"(fill it in or remove the row)")
@@ -266,7 +267,7 @@ def _read_parquet(path: Path, text_col: str, label_col: str | None) -> _Table:
         tbl = pq.read_table(path)
     except Exception as e:  # noqa: BLE001 -- pyarrow raises many types
         raise LayerfuseError(f"{path}: cannot read as Parquet ({type(e).__name__}: {e}); check the file "
-                             f"or pass --format") from None
+                             f"or pass `format`") from None
     cols = list(tbl.column_names)
     tk = _resolve_column("text", text_col, cols, str(path), "parquet")
     lk = _resolve_column("label", label_col, cols, str(path), "parquet") if label_col is not None else None
@@ -328,11 +329,11 @@ def load_files(
     train: str | Path,
     test: str | Path | None = None,
     *,
-    text_column: str = "text",
-    label_column: str = "label",
-    test_fraction: float = 0.2,
+    text_column: str = DEFAULT_TEXT_COLUMN,
+    label_column: str = DEFAULT_LABEL_COLUMN,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
     seed: int = 0,
-    encoding: str = "utf-8",
+    encoding: str = DEFAULT_ENCODING,
     format: str | None = None,  # noqa: A002 -- public keyword, mirrors --format
 ) -> Dataset:
     """Load a dataset from the user's files.
@@ -348,13 +349,13 @@ def load_files(
     if test_p is None:
         if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) \
                 or not 0.0 < float(test_fraction) < 1.0:
-            raise LayerfuseError(f"test_fraction (--test-fraction) must be between 0 and 1 (exclusive), "
+            raise LayerfuseError(f"`test_fraction` must be between 0 and 1 (exclusive), "
                                  f"got {test_fraction!r}")
     tr = _read_file(train_p, format, text_column, label_column, encoding)
     classes = _sort_classes(tr.labels)
     if len(classes) < 2:
         raise LayerfuseError(f"{train_p}: every one of the {len(tr.labels)} rows has the label '{classes[0]}'; "
-                             f"a classifier needs at least two classes (check --label-column)")
+                             f"a classifier needs at least two classes (check `label_column`)")
     index = {c: i for i, c in enumerate(classes)}
     y = np.array([index[lab] for lab in tr.labels], dtype=np.int64)
     if test_p is not None:
@@ -376,7 +377,7 @@ def load_files(
         tr_rows, te_rows = holdout(y, len(classes), float(test_fraction), seed)
         if len(te_rows) == 0:
             raise LayerfuseError(f"{train_p}: too few rows ({len(y)}) to hold out a {test_fraction:g} test split "
-                                 f"with every class kept in train; add rows, raise --test-fraction, or pass --test FILE")
+                                 f"with every class kept in train; add rows, raise `test_fraction`, or pass a `test` file")
         full = Split(tr.texts, y)
         splits = {"train": full.take(tr_rows), "test": full.take(te_rows)}
         source = f"file {train_p} (test: stratified {test_fraction:g} holdout, seed {seed})"
@@ -386,8 +387,8 @@ def load_files(
 def read_texts(
     path: str | Path,
     *,
-    text_column: str = "text",
-    encoding: str = "utf-8",
+    text_column: str = DEFAULT_TEXT_COLUMN,
+    encoding: str = DEFAULT_ENCODING,
     format: str | None = None,  # noqa: A002 -- public keyword, mirrors --format
 ) -> list[str]:
     """The texts of one file, in order, for classifying (no labels needed).

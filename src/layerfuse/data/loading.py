@@ -1,4 +1,5 @@
-"""TODO docstring
+"""One entry point for data: a built-in name or the user's files (:func:`load_dataset`), and the
+``data`` section of a run configuration (:func:`load_data`).
 """
 
 from __future__ import annotations
@@ -27,17 +28,17 @@ def load_dataset(name: str | None = None, *, train=None, test=None, **kw) -> Dat
     if unknown:
         raise TypeError(f"load_dataset() got unexpected keyword argument(s): {', '.join(unknown)}")
     if name is not None and train is not None:
-        raise LayerfuseError(f"give either a built-in dataset name ('{name}') or --train FILE, not both")
+        raise LayerfuseError(f"give either a built-in dataset name ('{name}') or `train` files, not both")
     if name is None and train is None:
         raise LayerfuseError(f"no dataset given: name a built-in one ({', '.join(BUILTIN_NAMES)}) "
-                             f"or pass --train FILE [--test FILE]")
+                             f"or pass `train` FILE [`test` FILE]")
     if name is not None:
         if test is not None:
-            raise LayerfuseError(f"--test FILE needs --train FILE; the built-in dataset '{name}' has its own test split")
+            raise LayerfuseError(f"a `test` file needs a `train` file; the built-in dataset '{name}' has its own test split")
         extra = [k for k, v in kw.items() if v is not None and v != _FILE_DEFAULTS[k]]
         if extra:
             opts = ", ".join("--" + k.replace("_", "-") for k in extra)
-            raise LayerfuseError(f"{opts} only apply to --train files, not to the built-in dataset '{name}'; "
+            raise LayerfuseError(f"{opts} only apply to `train` files, not to the built-in dataset '{name}'; "
                                  f"drop them or load your own files")
         return load_builtin(name)
     kw = {k: v for k, v in kw.items() if v is not None}
@@ -56,7 +57,7 @@ def load_data(data_cfg: dict):
     elif d.get("train"):
         ds = load_dataset(train=d.pop("train"), test=d.pop("test", None), **d)
     else:
-        raise LayerfuseError("no data: pass --dataset NAME or --train FILE (or data.dataset in the config)")
+        raise LayerfuseError("no data: pass `dataset` NAME or `train` FILE (data.dataset or data.train in a config)")
     if limit:
         ds = ds.subsample(int(limit))
     return ds

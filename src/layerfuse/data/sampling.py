@@ -1,4 +1,7 @@
-"""TODO docstring
+"""Stratified, seeded sampling: subsamples, held-out test splits and the validation carve.
+
+Every function is deterministic for a given seed and keeps at least one example per class on
+each side where the class has two.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from layerfuse.cache.atomic import atomic_folder, atomic_write_bytes, sha256_file
-from layerfuse.cache.layout import cache_root
+from layerfuse.cache.layout import cache_root, fingerprints_file, models_root
 from layerfuse.embed.registry import ALIASES, alias_source
 from layerfuse.errors import LayerfuseError
 
@@ -36,7 +36,7 @@ def _file_sha256(path: Path, root: Path) -> str:
     """sha256 of a file, memoised on (path, size, mtime) in ``<root>/fingerprints.json``."""
     st = path.stat()
     key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
-    memo_path = root / "fingerprints.json"
+    memo_path = fingerprints_file(root)
     memo: dict = {}
     if memo_path.exists():
         try:
@@ -150,7 +150,7 @@ def resolve(ref: str, root: str | os.PathLike | None = None) -> tuple[Path | str
 
 
 def _dequantised_dir(gguf: Path, root: Path) -> Path:
-    return root / "models" / _file_sha256(gguf, root)[:16]
+    return models_root(root) / _file_sha256(gguf, root)[:16]
 
 
 def _materialise_gguf(gguf: Path, root: Path, progress: bool) -> Path:
@@ -189,7 +189,7 @@ def _offline_error(ref: str, err: Exception) -> LayerfuseError:
     return LayerfuseError(
         f"cannot download '{ref}' from the Hugging Face hub ({type(err).__name__}): this machine "
         "looks offline. Copy the model to a local folder (e.g. `huggingface-cli download "
-        f"{ref} --local-dir DIR` on a machine with a network) and pass --model DIR, or use a "
+        f"{ref} --local-dir DIR` on a machine with a network) and pass that folder as the model, or use a "
         "packaged alias (see `layerfuse models`)"
     )
 

@@ -1,4 +1,5 @@
-"""TODO docstring
+"""The compute device and dtype: ``auto`` picks a GPU when present and bfloat16 where it is the
+faster dtype on this hardware.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def bf16_speedup() -> float:
 def resolve_dtype(dtype: str, device: str) -> str:
     """``auto`` → bfloat16 where it is the faster dtype (:func:`fast_bf16`), else float32."""
     if dtype not in DTYPES:
-        raise LayerfuseError(f"unknown --dtype '{dtype}': choose from {', '.join(DTYPES)}")
+        raise LayerfuseError(f"unknown `dtype` '{dtype}': choose from {', '.join(DTYPES)}")
     if dtype == "auto":
         return "bfloat16" if fast_bf16(device) else "float32"
     return dtype
@@ -83,7 +84,7 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise LayerfuseError("--device cuda was asked for, but torch sees no GPU: use --device cpu or auto")
+        raise LayerfuseError("`device` cuda was asked for, but torch sees no GPU: use `device` cpu or auto")
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise LayerfuseError(f"unknown device '{device}': use auto, cpu or cuda")
     return device

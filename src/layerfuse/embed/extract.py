@@ -22,7 +22,15 @@ import numpy as np
 
 from layerfuse import cache as cache_mod
 from layerfuse.cache.layout import cache_root
-from layerfuse.config import DEFAULT_BATCH_TOKENS, DEFAULT_CHUNK_TEXTS, DEFAULT_MAX_LENGTH
+from layerfuse.config import (
+    DEFAULT_BATCH_TOKENS,
+    DEFAULT_CHUNK_TEXTS,
+    DEFAULT_DEVICE,
+    DEFAULT_DTYPE,
+    DEFAULT_MAX_LENGTH,
+    DEFAULT_POOLINGS,
+    DEFAULT_STORAGE,
+)
 from layerfuse.embed.backbones import Backbone, describe_reference, load_backbone
 from layerfuse.embed.device import resolve_device, resolve_dtype
 from layerfuse.embed.forward import embed_sorted, tokenize
@@ -120,13 +128,13 @@ def extract_texts(
     texts: Sequence[str],
     *,
     text_fingerprint: str,
-    poolings: Sequence[str] = ("mean", "last"),
+    poolings: Sequence[str] = DEFAULT_POOLINGS,
     max_length: int = DEFAULT_MAX_LENGTH,
     batch_tokens: int = DEFAULT_BATCH_TOKENS,
     dtype: str = "float32",
     device: str = "cpu",
     depth: int | None = None,
-    storage: str = "float16",
+    storage: str = DEFAULT_STORAGE,
     cache_dir: str | os.PathLike | None = None,
     chunk_texts: int = DEFAULT_CHUNK_TEXTS,
     padding_side: str | None = None,
@@ -285,14 +293,14 @@ def extract(
     train: str | os.PathLike | None = None,
     test: str | os.PathLike | None = None,
     data=None,
-    poolings: str | Sequence[str] = ("mean", "last"),
+    poolings: str | Sequence[str] = DEFAULT_POOLINGS,
     max_length: int = DEFAULT_MAX_LENGTH,
     batch_tokens: int = DEFAULT_BATCH_TOKENS,
-    dtype: str = "auto",
-    device: str = "auto",
+    dtype: str = DEFAULT_DTYPE,
+    device: str = DEFAULT_DEVICE,
     layers: Sequence[int] | None = None,
     limit: int | None = None,
-    storage: str = "float16",
+    storage: str = DEFAULT_STORAGE,
     cache_dir: str | os.PathLike | None = None,
     splits: Sequence[str] | None = None,
     progress: bool = True,
@@ -308,21 +316,21 @@ def extract(
 
     poolings = parse_poolings(poolings)
     if storage not in STORAGE:
-        raise LayerfuseError(f"unknown --storage '{storage}': choose from {', '.join(STORAGE)}")
+        raise LayerfuseError(f"unknown `storage` '{storage}': choose from {', '.join(STORAGE)}")
     if max_length < 2:
-        raise LayerfuseError(f"--max-length must be at least 2, got {max_length}")
+        raise LayerfuseError(f"`max_length` must be at least 2, got {max_length}")
     if batch_tokens < 1:
-        raise LayerfuseError(f"--batch-tokens must be positive, got {batch_tokens}")
+        raise LayerfuseError(f"`batch_tokens` must be positive, got {batch_tokens}")
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
     ds = data if data is not None else load_dataset(dataset, train=train, test=test, **data_kw)
     if limit is not None:
         if limit < 1:
-            raise LayerfuseError(f"--limit must be positive, got {limit}")
+            raise LayerfuseError(f"`limit` must be positive, got {limit}")
         ds = ds.subsample(limit)
     depth = None if not layers else max(int(x) for x in layers)
     if layers and min(int(x) for x in layers) < 0:
-        raise LayerfuseError("--layers takes layer numbers ≥ 0 (0 = token embeddings)")
+        raise LayerfuseError("`layers` takes layer numbers ≥ 0 (0 = token embeddings)")
     use_splits = list(splits) if splits else list(ds.splits)
     holder: dict = {}
 

@@ -1,4 +1,5 @@
-"""TODO docstring
+"""Tokenisation with truncation counts, length-sorted batches under a token budget, and one forward
+pass per batch giving the pooled vector of every layer (stopping at the deepest layer needed).
 """
 
 from __future__ import annotations
@@ -141,7 +142,7 @@ def embed_sorted(backbone: Backbone, enc: list[list[int]], poolings: Sequence[st
                     v = pool(h, mask, p)
                     if out_dtype == np.float16 and v.abs().max() > 65000:
                         raise LayerfuseError(f"{backbone.ref}: activations exceed the float16 range; "
-                                             "pass --storage float32")
+                                             "pass `storage` float32")
                     outs[p][k, b, :] = v.cpu().numpy()
         if on_batch is not None:
             on_batch(len(b), int(lengths[b].sum()))

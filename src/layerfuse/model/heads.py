@@ -1,4 +1,5 @@
-"""TODO docstring
+"""Classifier heads (the paper's MLP, logistic regression) and :class:`FusionClassifierNet`, the
+network that standardises each source, fuses them and applies a head.
 """
 
 from __future__ import annotations

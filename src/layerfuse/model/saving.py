@@ -1,4 +1,5 @@
-"""TODO docstring
+"""A trained head on disk: ``net.safetensors`` + ``net.json`` for one network, ``seeds.json`` for
+every seed of a grid row. Nothing is unpickled: weights are safetensors, the rest is JSON.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""TODO docstring
+"""A *source*: which layers of which model feed the fusion, and how they are combined.
+
+:class:`SourceSpec` is the one definition (model, pooling, layers, combine, fingerprint);
+:func:`build_sources` turns one model's ``[depth+1, N, d]`` pooled layers into the fusion inputs it
+describes. :data:`COMBINES` lists the ways layers combine.
 """
 
 from __future__ import annotations

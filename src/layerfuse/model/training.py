@@ -26,6 +26,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from layerfuse.config import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_LR,
+    DEFAULT_MAX_EPOCHS,
+    DEFAULT_PATIENCE,
+    DEFAULT_PROJ_DIM,
+    DEFAULT_SEEDS,
+    DEFAULT_VAL_FRACTION,
+)
 from layerfuse.data.sampling import stratified_validation_split
 from layerfuse.errors import LayerfuseError
 from layerfuse.model.fusion import FUSIONS, build_fusion
@@ -159,14 +168,14 @@ def fit_head(
     n_classes: int,
     fusion: str = "concat",
     head: str = "mlp",
-    proj_dim: int = 1024,
-    val_fraction: float = 0.1,
+    proj_dim: int = DEFAULT_PROJ_DIM,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
     seed: int = 0,
-    lr: float = 1e-3,
+    lr: float = DEFAULT_LR,
     weight_decay: float = 0.0,
-    batch_size: int = 64,
-    max_epochs: int = 50,
-    patience: int = 5,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_epochs: int = DEFAULT_MAX_EPOCHS,
+    patience: int = DEFAULT_PATIENCE,
     progress: bool = False,
     fusion_kwargs: dict | None = None,
 ) -> TrainedModel:
@@ -375,7 +384,7 @@ class SeedResult:
         return {k: v for k, v in self.__dict__.items() if k != "models"}
 
 
-def fit_seeds(sources_train, y_train, sources_test, y_test, *, seeds=(0, 1, 2), **fit_kw) -> SeedResult:
+def fit_seeds(sources_train, y_train, sources_test, y_test, *, seeds=DEFAULT_SEEDS, **fit_kw) -> SeedResult:
     """Train one model per seed with :func:`fit_head` and score each on test once, after training."""
     seeds = [int(s) for s in seeds]
     if not seeds:

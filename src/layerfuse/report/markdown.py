@@ -1,4 +1,4 @@
-"""TODO docstring
+"""``report.md``: the tables and plots of an output folder gathered into one Markdown page.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""TODO docstring
+"""What ``profile``, ``fuse`` and ``run`` write to their output folder (tables, plots, a JSON
+summary) and the terminal text printed from those summaries.
 """
 
 from __future__ import annotations

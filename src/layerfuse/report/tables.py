@@ -1,4 +1,4 @@
-"""TODO docstring
+"""Tables as CSV, JSON, Markdown and aligned terminal text, and JSON encoding of numpy values.
 """
 
 from __future__ import annotations

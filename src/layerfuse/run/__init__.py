@@ -1,31 +1,21 @@
-"""TODO run
+"""Orchestration used by ``fuse`` and ``run``: prepare each model (extract, profile, select), train
+the fusion grid with checkpoints, pick the best row on validation.
 """
 
-from .checkpoints import grid_row_key, has_checkpoint, load_or_fit
 from .complementarity import complementarity, linear_cka
 from .config_file import load_config_file, merge_config
-from .grid import GridResult, extraction_settings, grid_configs, model_sets, run_grid, validation_key
-from .prepare import ModelPrep, prepare_models, profile_key
-from .workers import exit_with_parent, fit_rows_in_workers, worker_threads
+from .grid import GridResult, grid_configs, run_grid, validation_key
+from .prepare import ModelPrep, prepare_models
 
 __all__ = [
-    "load_or_fit",
-    "has_checkpoint",
-    "grid_row_key",
-    "linear_cka",
     "complementarity",
-    "merge_config",
+    "linear_cka",
     "load_config_file",
+    "merge_config",
     "GridResult",
-    "model_sets",
     "grid_configs",
     "run_grid",
     "validation_key",
-    "extraction_settings",
     "ModelPrep",
     "prepare_models",
-    "profile_key",
-    "worker_threads",
-    "fit_rows_in_workers",
-    "exit_with_parent",
 ]

@@ -1,4 +1,5 @@
-"""TODO docstring
+"""Grid-row checkpoints: one folder per finished row, keyed by everything its numbers depend on, read
+back instead of retrained.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""TODO docstring
+"""How complementary two models are on the validation split: linear CKA of their selected
+representations and how often both are wrong together.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""TODO docstring
+"""Run configurations: :data:`~layerfuse.config.DEFAULT_CONFIG` overlaid with a YAML file or command
+line flags, every field checked before any model runs.
 """
 
 from __future__ import annotations

@@ -12,6 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from layerfuse.config import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_COMBOS,
+    DEFAULT_LR,
+    DEFAULT_MAX_EPOCHS,
+    DEFAULT_PATIENCE,
+    DEFAULT_PROJ_DIM,
+    DEFAULT_SEEDS,
+    DEFAULT_VAL_FRACTION,
+)
 from layerfuse.errors import LayerfuseError
 from layerfuse.pipeline import FusionPipeline
 from layerfuse.run.checkpoints import grid_row_key, has_checkpoint, load_or_fit
@@ -50,7 +60,7 @@ def model_sets(n: int, combos: str) -> list[tuple[int, ...]]:
         return singles + [c for r in range(2, n + 1) for c in itertools.combinations(range(n), r)]
     if combos == "full":
         return singles + [tuple(range(n))]
-    raise LayerfuseError(f"unknown --combos '{combos}': choose all or full")
+    raise LayerfuseError(f"unknown `combos` '{combos}': choose all or full")
 
 
 def grid_configs(n: int, fusions: Sequence[str], heads: Sequence[str] = ("mlp",), combos: str = "all",
@@ -66,8 +76,9 @@ def grid_configs(n: int, fusions: Sequence[str], heads: Sequence[str] = ("mlp",)
 
 
 def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Sequence[str] = ("mlp",),
-             seeds: Sequence[int] = (0, 1, 2), combos: str = "all", proj_dim: int = 1024, max_epochs: int = 50,
-             patience: int = 5, val_fraction: float = 0.1, lr: float = 1e-3, batch_size: int = 64,
+             seeds: Sequence[int] = DEFAULT_SEEDS, combos: str = DEFAULT_COMBOS, proj_dim: int = DEFAULT_PROJ_DIM,
+             max_epochs: int = DEFAULT_MAX_EPOCHS, patience: int = DEFAULT_PATIENCE,
+             val_fraction: float = DEFAULT_VAL_FRACTION, lr: float = DEFAULT_LR, batch_size: int = DEFAULT_BATCH_SIZE,
              configs: Sequence[tuple] | None = None, checkpoint_dir=None, workers: int = 1,
              progress: bool = True, log=print) -> GridResult:
     """Train and evaluate every (model set × fusion × head); pick the best by validation only.

@@ -1,4 +1,5 @@
-"""TODO docstring
+"""Per model: extract, score every layer on train (profiles kept under the cache root), pick the
+pooling and the layers by CV. Hands a :class:`ModelPrep` to the grid.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
+from layerfuse.config import DEFAULT_FOLDS, DEFAULT_POOLINGS, DEFAULT_SELECT, DEFAULT_TOPK, DEFAULT_WINDOWS
 from layerfuse.errors import LayerfuseError
 from layerfuse.model.sources import SourceSpec, build_sources
 
@@ -32,8 +34,8 @@ class ModelPrep:
         return build_sources(self.spec, self.emb.array(split, self.pooling))
 
 
-def prepare_models(ds, models: Sequence[str], *, poolings=("mean", "last"), layers: str = "auto", k: int = 3,
-                   folds: int = 5, windows: int = 4, extraction: dict | None = None, cache_dir=None,
+def prepare_models(ds, models: Sequence[str], *, poolings=DEFAULT_POOLINGS, layers: str = DEFAULT_SELECT,
+                   k: int = DEFAULT_TOPK, folds: int = DEFAULT_FOLDS, windows: int = DEFAULT_WINDOWS, extraction: dict | None = None, cache_dir=None,
                    eval_test: bool = False, saved_profiles: dict | None = None, profile_dir=None,
                    progress: bool = True, log=print) -> list[ModelPrep]:
     """Extract every model, score every layer on train, pick the pooling and layers by CV.

@@ -1,4 +1,5 @@
-"""TODO docstring
+"""Grid rows trained in worker processes, each with a share of the threads; workers exit when their
+parent does.
 """
 
 from __future__ import annotations

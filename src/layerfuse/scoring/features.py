@@ -1,4 +1,5 @@
-"""TODO docstring
+"""Feature blocks for scoring: one layer as float32, per-feature standardisation (with the Gram
+matrix), averaged layer windows, and the label digest a profile records.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""TODO docstring
+"""The per-layer score kernels behind a profile: CV probe, nearest centroid, k-NN, Fisher ratio and
+LogME, sharing labels, folds and the k-NN subsample across layers (:class:`Scorer`).
 """
 
 from __future__ import annotations

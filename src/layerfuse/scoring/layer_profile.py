@@ -1,4 +1,5 @@
-"""TODO docstring
+""":class:`LayerProfile`: the scores of every layer and window of one model and pooling, its files
+(JSON, CSV), and the row queries selection is allowed to make (train-side columns only).
 """
 
 from __future__ import annotations

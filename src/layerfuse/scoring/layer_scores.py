@@ -48,6 +48,17 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from layerfuse.config import (
+    DEFAULT_FISHER_SHRINK,
+    DEFAULT_FOLDS,
+    DEFAULT_KNN_K,
+    DEFAULT_KNN_SAMPLE,
+    DEFAULT_PROBE_L2,
+    DEFAULT_PROBE_MAX_ITER,
+    DEFAULT_PROBE_TOL,
+    DEFAULT_TOPK,
+    DEFAULT_WINDOWS,
+)
 from layerfuse.errors import LayerfuseError
 from layerfuse.scoring.features import as_layers, label_digest, layer_f32, standardise, window_depth
 from layerfuse.scoring.kernels import Scorer
@@ -147,20 +158,20 @@ def score_layers(
     X: Any,
     y: Any,
     *,
-    folds: int = 5,
+    folds: int = DEFAULT_FOLDS,
     seed: int = 0,
     scores: Sequence[str] | str = SCORES,
-    windows: int = 4,
+    windows: int = DEFAULT_WINDOWS,
     window_scores: Sequence[str] | str | None = None,
-    topk: int = 3,
+    topk: int = DEFAULT_TOPK,
     progress: bool = True,
     name: str | None = None,
-    probe_l2: float = 1e-2,
-    probe_max_iter: int = 100,
-    probe_tol: float = 1e-4,
-    knn_k: int = 10,
-    knn_sample: int = 700,
-    fisher_shrink: float = 0.1,
+    probe_l2: float = DEFAULT_PROBE_L2,
+    probe_max_iter: int = DEFAULT_PROBE_MAX_ITER,
+    probe_tol: float = DEFAULT_PROBE_TOL,
+    knn_k: int = DEFAULT_KNN_K,
+    knn_sample: int = DEFAULT_KNN_SAMPLE,
+    fisher_shrink: float = DEFAULT_FISHER_SHRINK,
     threads: int | None = None,
 ) -> LayerProfile:
     """Score every layer of ``X [L+1, N, d]`` against labels ``y [N]`` (training split only).
@@ -292,7 +303,7 @@ def score_layers(
 
 
 def cv_probe(
-    features: Any, y: Any, *, folds: int = 5, seed: int = 0, l2: float = 1e-2
+    features: Any, y: Any, *, folds: int = DEFAULT_FOLDS, seed: int = 0, l2: float = DEFAULT_PROBE_L2
 ) -> dict:
     """CV probe accuracy / macro-F1 of one ``[N, d]`` feature matrix (same probe as the profile)."""
     a = np.asarray(features, dtype=np.float32)

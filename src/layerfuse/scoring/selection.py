@@ -1,4 +1,5 @@
-"""TODO docstring
+"""Choosing layers from a profile (best, top-k, window, all, auto). Reads train-side scores only:
+the analysis-only test column is stripped before any choice.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from layerfuse.config import DEFAULT_MIN_GAIN
 from layerfuse.errors import LayerfuseError
 from layerfuse.scoring.features import as_layers, label_digest, layer_f32
 from layerfuse.scoring.layer_profile import (
@@ -112,7 +114,7 @@ def select_layers(
     score: str = "probe_acc",
     X: Any = None,
     y: Any = None,
-    min_gain: float = 0.002,
+    min_gain: float = DEFAULT_MIN_GAIN,
 ) -> LayerSelection:
     """Pick layers from a profile. Reads train-side scores only (never the test column).
 

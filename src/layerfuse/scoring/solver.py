@@ -1,4 +1,5 @@
-"""TODO docstring
+"""The batched multinomial logistic-regression probe: all CV folds fitted at once by L-BFGS after
+a whitening change of variables.
 """
 
 from __future__ import annotations

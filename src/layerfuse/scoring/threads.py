@@ -1,4 +1,8 @@
-"""TODO docstring
+"""Thread settings for scoring: small products on one thread, large ones on several.
+
+On a machine shared with other jobs, small multi-threaded operations can run far slower than
+single-threaded ones because worker threads wait on busy cores (measurements in
+docs/benchmarks.md), so scoring runs on one thread except for the large products.
 """
 
 from __future__ import annotations
