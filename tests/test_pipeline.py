@@ -9,34 +9,14 @@ import numpy as np
 import pytest
 
 from conftest import build_tiny_model
+from helpers import FAST, make_texts
 from layerfuse import load
 from layerfuse.data.dataset import Dataset, Split
 from layerfuse.errors import LayerfuseError
 from layerfuse.estimator import LayerFusionClassifier
 
-POS = ["good", "great", "lovely", "best", "fun", "charming", "funny"]
-NEG = ["bad", "awful", "terrible", "worst", "dull", "boring", "sad"]
-FILL = ["the", "movie", "film", "was", "is", "a", "plot", "story", "very", "really", "quite"]
-
-
-def make_texts(n, seed):
-    """A separable task: the label decides which sentiment words appear among filler words."""
-    rng = np.random.default_rng(seed)
-    texts, labels = [], []
-    for i in range(n):
-        lab = i % 2
-        words = list(rng.choice(FILL, size=rng.integers(3, 7)))
-        for _ in range(rng.integers(1, 3)):
-            words.insert(int(rng.integers(0, len(words) + 1)), str(rng.choice(POS if lab else NEG)))
-        texts.append(" ".join(words))
-        labels.append("pos" if lab else "neg")
-    return texts, np.array(labels)
-
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-
-FAST = dict(folds=3, windows=2, max_epochs=40, patience=8, proj_dim=32, progress=False)
 
 
 def test_estimator_learns_saves_and_loads(tiny_model, cache_dir, tmp_path):
@@ -64,7 +44,7 @@ def test_estimator_clones_and_cross_validates(tiny_model, cache_dir, monkeypatch
     from sklearn.model_selection import cross_val_score
 
     X, y = make_texts(80, seed=2)
-    clf = LayerFusionClassifier(models=tiny_model, layers="best", head="logreg", lr=1e-2, **FAST)
+    clf = LayerFusionClassifier(models=tiny_model, layers="best", head="logreg", lr=1e-2, cache_dir=cache_dir, **FAST)
     c2 = clone(clf)
     assert c2.get_params() == clf.get_params() and not hasattr(c2, "pipeline_")
     scores = cross_val_score(clf, X, y, cv=2)

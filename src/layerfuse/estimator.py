@@ -1,17 +1,28 @@
 """A scikit-learn estimator over raw texts: ``LayerFusionClassifier``.
 
 ``__init__`` only stores parameters; ``fit`` extracts every layer of each model on the training
-texts (through the cache), scores layers by cross-validation on those texts (profiles kept in the
-cache too, so refitting on the same texts, e.g. in a hyper-parameter search, scores them once), selects layers,
-and trains the fusion head with early stopping on a validation split carved from them. Learned
-state ends in ``_``. It clones, and works inside ``cross_val_score`` and ``Pipeline``.
+texts, scores layers by cross-validation on those texts, selects layers, and trains the fusion
+head with early stopping on a validation split carved from them. Learned state ends in ``_``. It
+clones, and works inside ``cross_val_score``, ``GridSearchCV`` and ``Pipeline``.
+
+Caching is opt-in, as with scikit-learn's ``memory=``: with ``cache_dir=None`` (the default)
+embeddings and layer profiles live in a temporary folder removed when ``fit`` returns; with a
+``cache_dir`` they are kept there, so refitting on the same texts (a hyper-parameter search over
+the head, ``cross_val_score`` again) extracts and scores nothing twice. Dequantised copies of GGUF
+models are the model itself, not a result, and always go to the user's cache root.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+from layerfuse.cache.layout import cache_root, gguf_root, models_root
 from layerfuse.config import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_BATCH_TOKENS,
@@ -36,16 +47,80 @@ from layerfuse.errors import LayerfuseError
 from layerfuse.validation import check_texts
 
 
+@contextmanager
+def fit_cache(cache_dir):
+    """The cache root a ``fit`` works in: ``cache_dir`` itself, or (None) a temporary folder that
+    shares the user cache's model copies (dequantised GGUF weights are the model, not a result)."""
+    if cache_dir is not None:
+        yield cache_dir
+        return
+    shared = cache_root(None)
+    with tempfile.TemporaryDirectory(prefix="layerfuse-fit-") as tmp:
+        for part in (models_root(shared), gguf_root(shared)):
+            part.mkdir(parents=True, exist_ok=True)
+            os.symlink(part, Path(tmp) / part.name)
+        yield tmp
+
+
 class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
     """Frozen language models → best layers → fusion → trained head, as one estimator.
 
     Parameters
     ----------
-    models : model references (alias, folder, .gguf, hub id), a list or a comma-separated string.
-    layers : layer selection: ``auto``, ``best``, ``top-k``/``top-3``, ``window``, ``all``.
-    fusion : fusion strategy (see ``layerfuse.fusion.FUSIONS``), used when there are several sources.
-    head : ``mlp`` (the paper's head) or ``logreg``.
-    pooling : poolings to consider; the best by CV on the training texts is used.
+    models : str or list of str, default "smollm2-135m"
+        Model references (packaged alias, local Hugging Face folder, ``.gguf`` file or hub id), a
+        list or a comma-separated string.
+    layers : str, default "auto"
+        Layer selection strategy per model: ``auto``, ``best``, ``top-k`` (or ``top-3``),
+        ``window`` or ``all``; chosen by CV on the training texts.
+    fusion : str, default "concat"
+        Fusion strategy (see ``layerfuse.model.FUSIONS``), used when there are several sources.
+    head : {"mlp", "logreg"}, default "mlp"
+        The paper's MLP head or logistic regression.
+    pooling : str, default "mean,last"
+        Poolings to consider; the best by CV on the training texts is used.
+    k : int, default 3
+        k for ``top-k``.
+    folds : int, default 5
+        Cross-validation folds for the layer scores.
+    windows : int, default 4
+        Widest averaged window of layers scored.
+    proj_dim : int, default 1024
+        Projection size of each source before fusion.
+    max_length : int, default 512
+        Texts are truncated to this many tokens.
+    dtype : {"auto", "float32", "bfloat16"}, default "auto"
+        Compute dtype of the backbones.
+    batch_tokens : int, default 1024
+        Padded tokens per forward-pass batch.
+    max_epochs : int, default 50
+        Most epochs of head training.
+    patience : int, default 5
+        Early-stopping patience, on the validation split.
+    val_fraction : float, default 0.1
+        Share of the training texts carved out (stratified) for early stopping.
+    lr : float, default 1e-3
+        Learning rate of the head.
+    batch_size : int, default 64
+        Mini-batch size of head training.
+    seed : int, default 0
+        Seed of the validation carve and of the head's initialisation.
+    device : {"auto", "cpu", "cuda"}, default "auto"
+        Where the backbones run.
+    cache_dir : str or path-like, default None
+        Keep embeddings and layer profiles under this cache root (opt-in caching). None: a
+        temporary folder per ``fit``.
+    progress : bool, default False
+        Show progress bars.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        The class labels, sorted.
+    pipeline_ : layerfuse.pipeline.FusionPipeline
+        The fitted backbones → layers → fusion → head chain; ``save`` writes it as a folder.
+    selections_ : list of layerfuse.scoring.LayerSelection
+        The layers chosen for each model, with the reason.
     """
 
     def __init__(self, models=DEFAULT_MODELS[0], layers=DEFAULT_SELECT, fusion=DEFAULT_FUSION, head=DEFAULT_HEAD,
@@ -99,18 +174,22 @@ class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
                      source="LayerFusionClassifier.fit")
         extraction = {"max_length": self.max_length, "dtype": self.dtype, "batch_tokens": self.batch_tokens,
                       "device": self.device}
-        preps = prepare_models(ds, models, poolings=parse_poolings(self.pooling), layers=self.layers, k=self.k,
-                               folds=self.folds, windows=self.windows, extraction=extraction,
-                               cache_dir=self.cache_dir, profile_dir=profile_checkpoint_dir(self.cache_dir),
-                               progress=self.progress, log=lambda *_: None)
-        sources = [a for p in preps for a in p.sources("train")]
+        with fit_cache(self.cache_dir) as root:
+            preps = prepare_models(ds, models, poolings=parse_poolings(self.pooling), layers=self.layers, k=self.k,
+                                   folds=self.folds, windows=self.windows, extraction=extraction, cache_dir=root,
+                                   profile_dir=profile_checkpoint_dir(root), progress=self.progress,
+                                   log=lambda *_: None)
+            # The arrays are memory-mapped from the cache: copy what training reads before a
+            # temporary cache goes away.
+            sources = [np.array(a) for p in preps for a in p.sources("train")]
+            settings = extraction_settings(preps[0].emb)
         trained = fit_head(sources, y_idx, n_classes=len(self.classes_), fusion=self.fusion, head=self.head,
                            proj_dim=self.proj_dim, val_fraction=self.val_fraction, seed=self.seed, lr=self.lr,
                            batch_size=self.batch_size, max_epochs=self.max_epochs, patience=self.patience,
                            progress=self.progress)
         self.pipeline_ = FusionPipeline(
             specs=[p.spec for p in preps], trained=trained, classes=[str(c) for c in self.classes_],
-            extraction=extraction_settings(preps[0].emb),
+            extraction=settings,
             metrics={"val_acc": trained.val_acc, "val_f1": trained.val_f1},
             info={"selections": [p.selection.to_dict() for p in preps]},
         )
@@ -131,7 +210,8 @@ class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
                                               cache_dir=self.cache_dir)
 
     def predict(self, X) -> np.ndarray:
-        return self.classes_[self.predict_proba(X).argmax(1)]
+        proba = self.predict_proba(X)  # raises NotFittedError before classes_ is read
+        return self.classes_[proba.argmax(1)]
 
     def save(self, directory) -> None:
         """Write the fitted classifier as a folder that ``layerfuse.load`` and ``layerfuse predict`` read."""

@@ -584,7 +584,7 @@ def test_build_script_reproduces_packaged_data(capsys):
     import importlib.util
     from pathlib import Path
 
-    script = Path(__file__).resolve().parents[1] / "scripts" / "build_datasets.py"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "build_datasets.py"
     spec = importlib.util.spec_from_file_location("build_datasets", script)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

@@ -9,7 +9,7 @@ import yaml
 
 from conftest import build_tiny_model
 from layerfuse.cli.main import main
-from test_pipeline import make_texts
+from helpers import make_texts
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -10,7 +10,7 @@ from layerfuse.errors import LayerfuseError
 from layerfuse.config import DEFAULT_CONFIG
 from layerfuse.run.config_file import load_config_file, merge_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_documented_example_is_the_builtin_default():
