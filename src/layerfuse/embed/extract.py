@@ -282,7 +282,6 @@ def extract_texts(
     arrays = {p: e.open_final(p) for p in poolings}
     stats.update(key=key, n_layers=L, width=backbone.width, truncated=int(truncated), cache_bytes=e.size_bytes(),
                  cache_path=str(e.path), resumed_chunks=len(done))
-    stats["backbone"] = backbone
     return arrays, stats
 
 
@@ -349,8 +348,6 @@ def extract(
             ref, sp.texts, text_fingerprint=ds.text_fingerprint(split), poolings=poolings, max_length=max_length,
             batch_tokens=batch_tokens, dtype=dtype, device=device, depth=depth, storage=storage,
             cache_dir=cache_dir, progress=progress, desc=f"{model} {ds.name}/{split}", loader=loader)
-        if "backbone" in st:
-            holder["bb"] = st.pop("backbone")
         for p, a in arrs.items():
             arrays[(split, p)] = a
         keys[split] = st.get("key")

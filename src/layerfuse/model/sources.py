@@ -13,9 +13,26 @@ import numpy as np
 
 from layerfuse.errors import LayerfuseError
 
-__all__ = ["COMBINES", "SourceSpec", "build_sources"]
+__all__ = ["COMBINES", "SourceSpec", "build_sources", "check_layers"]
 
+#: How the selected layers of one model become fusion inputs (see :class:`SourceSpec`).
 COMBINES = ("single", "average", "separate", "mix")
+
+
+def check_layers(layers, combine: str, what: str) -> list[int]:
+    """The one check of a layer list and its combination, for a source or a selection: returns
+    the layers as ints, or raises naming ``what``."""
+    if combine not in COMBINES:
+        raise LayerfuseError(f"{what}: unknown layer combination combine={combine!r}: choose from {', '.join(COMBINES)}")
+    if (isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__")
+            or not all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) and x >= 0 for x in layers)):
+        raise LayerfuseError(f"{what}: layers must be a list of layer numbers >= 0, got {layers!r}")
+    layers = [int(x) for x in layers]
+    if not layers:
+        raise LayerfuseError(f"{what}: no layers selected")
+    if combine == "single" and len(layers) != 1:
+        raise LayerfuseError(f"{what}: combine='single' takes one layer, got {layers}")
+    return layers
 
 
 @dataclass
@@ -34,13 +51,7 @@ class SourceSpec:
     fingerprint: str = ""
 
     def __post_init__(self):
-        self.layers = [int(x) for x in self.layers]
-        if self.combine not in COMBINES:
-            raise LayerfuseError(f"unknown layer combination '{self.combine}': choose from {', '.join(COMBINES)}")
-        if not self.layers:
-            raise LayerfuseError(f"no layers selected for {self.model}")
-        if self.combine == "single" and len(self.layers) != 1:
-            raise LayerfuseError(f"combine='single' takes one layer, got {self.layers}")
+        self.layers = check_layers(self.layers, self.combine, f"source {self.model}")
 
     @property
     def depth(self) -> int:

@@ -2,7 +2,14 @@
 """
 
 from .markdown import write_markdown_report
-from .plots import plot_complementarity, plot_fusion_chart, plot_fusion_results, plot_layer_profile, plot_score_agreement, plot_windows
+from .plots import (
+    plot_complementarity,
+    plot_fusion_chart,
+    plot_fusion_results,
+    plot_layer_profile,
+    plot_score_agreement,
+    plot_windows,
+)
 from .summaries import fusion_text, profile_text, write_fusion_outputs, write_profile_outputs
 from .tables import json_default, text_table, write_table
 

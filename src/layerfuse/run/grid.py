@@ -1,4 +1,5 @@
-"""Orchestration: extract → profile → select → fuse → train → evaluate, for one dataset.
+"""The fusion grid: every (model set × fusion × head) trained over seeds, each finished row
+checkpointed, the best row chosen on validation.
 
 Every choice (pooling, layers, fusion strategy, epochs) is made on the training split (CV
 scores) or the validation split carved from it; the test split is scored once per trained
@@ -10,7 +11,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, NamedTuple, Sequence
 
 from layerfuse.config import (
     DEFAULT_BATCH_SIZE,
@@ -30,20 +31,37 @@ from layerfuse.run.prepare import ModelPrep
 from layerfuse.run.workers import fit_rows_in_workers
 from layerfuse.validation import validate_choices
 
-__all__ = ["GridResult", "model_sets", "grid_configs", "run_grid", "validation_key", "extraction_settings"]
+if TYPE_CHECKING:
+    from layerfuse.data.dataset import Dataset
+    from layerfuse.model.training import SeedResult
+
+__all__ = ["RowResult", "GridResult", "model_sets", "grid_configs", "run_grid", "validation_key", "extraction_settings"]
+
+
+class RowResult(NamedTuple):
+    """One trained grid row: which models (indices into the preps), fused how, with which head,
+    and every seed's trained model and scores."""
+
+    subset: tuple[int, ...]
+    fusion: str
+    head: str
+    result: SeedResult
 
 
 @dataclass
 class GridResult:
+    """What :func:`run_grid` returns: one table row per configuration (``rows``), the row chosen on
+    validation (``best``) as a saved-classifier ``pipeline``, the complementarity table, and per row
+    its :class:`RowResult` so that any row can become a pipeline (:meth:`pipeline_for`).
+    ``resumed`` counts the rows read back from checkpoints instead of trained in this run."""
+
     rows: list[dict]
     best: dict
     pipeline: FusionPipeline
     complementarity: list[dict]
-    # Per row: (model indices, fusion, head, SeedResult), so any row can become a pipeline.
-    results: list = field(default_factory=list, repr=False)
-    ds: object = field(default=None, repr=False)
-    preps: list = field(default_factory=list, repr=False)
-    # How many rows were read back from ``checkpoint_dir`` instead of trained in this run.
+    results: list[RowResult] = field(default_factory=list, repr=False)
+    ds: Dataset | None = field(default=None, repr=False)
+    preps: list[ModelPrep] = field(default_factory=list, repr=False)
     resumed: int = 0
 
     def pipeline_for(self, i: int) -> FusionPipeline:
@@ -157,7 +175,7 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
             "seeds": len(seeds),
         }
         rows.append(row)
-        results.append((subset, f, h, res))
+        results.append(RowResult(subset, f, h, res))
         log(f"  {row['models']:<40} {row['fusion']:<14} {h:<6} test acc {100 * row['acc_mean']:.2f} ± "
             f"{100 * row['acc_std']:.2f}  (val F1 {100 * (row['val_f1_mean'] or 0):.2f})"
             + ("  [saved earlier, not retrained]" if loaded else ""))

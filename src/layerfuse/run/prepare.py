@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -15,20 +15,30 @@ from layerfuse.config import DEFAULT_FOLDS, DEFAULT_POOLINGS, DEFAULT_SELECT, DE
 from layerfuse.errors import LayerfuseError
 from layerfuse.model.sources import SourceSpec, build_sources
 
+if TYPE_CHECKING:
+    from layerfuse.embed.extract import Embeddings
+    from layerfuse.scoring.layer_profile import LayerProfile
+    from layerfuse.scoring.selection import LayerSelection
+
 __all__ = ["ModelPrep", "prepare_models", "profile_key"]
 
 
 @dataclass
 class ModelPrep:
-    """One model's embeddings, layer profiles (per pooling) and chosen layers."""
+    """One model's embeddings, layer profiles (per pooling) and chosen layers: what
+    :func:`prepare_models` hands to the grid.
+
+    ``spec`` is ``selection.source(ref, pooling, emb.fingerprint)``; ``seconds`` holds the time
+    spent extracting (``extract``) and profiling (``profile``).
+    """
 
     ref: str
-    emb: object  # extraction.Embeddings
-    profiles: dict  # pooling -> profile.LayerProfile
+    emb: Embeddings
+    profiles: dict[str, LayerProfile]
     pooling: str
-    selection: object  # profile.LayerSelection
+    selection: LayerSelection
     spec: SourceSpec
-    seconds: dict = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
 
     def sources(self, split: str) -> list[np.ndarray]:
         return build_sources(self.spec, self.emb.array(split, self.pooling))
@@ -101,7 +111,7 @@ def prepare_models(ds, models: Sequence[str], *, poolings=DEFAULT_POOLINGS, laye
         # The pooling whose best layer has the highest CV probe accuracy on train.
         pooling = max(profiles, key=lambda p: profiles[p].best("probe_acc")["probe_acc"])
         sel = select_layers(profiles[pooling], layers, k=k)
-        spec = SourceSpec(ref, pooling, list(sel.layers), sel.combine, emb.fingerprint)
+        spec = sel.source(ref, pooling, emb.fingerprint)
         t_total = time.perf_counter() - t0
         log(f"{ref}: pooling {pooling}, layers {spec.label()} ({sel.reason})")
         preps.append(ModelPrep(ref, emb, profiles, pooling, sel, spec,

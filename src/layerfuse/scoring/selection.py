@@ -13,6 +13,7 @@ import torch
 
 from layerfuse.config import DEFAULT_MIN_GAIN
 from layerfuse.errors import LayerfuseError
+from layerfuse.model.sources import SourceSpec, check_layers
 from layerfuse.scoring.features import as_layers, label_digest, layer_f32
 from layerfuse.scoring.layer_profile import (
     LayerProfile,
@@ -30,7 +31,6 @@ __all__ = ["STRATEGIES", "LayerSelection", "parse_strategy", "select_layers"]
 
 #: Selection strategies accepted by :func:`select_layers` (``top-3`` is short for top-k, k=3).
 STRATEGIES = ("best", "top-k", "window", "all", "auto")
-_COMBINES = ("single", "average", "separate", "mix")
 
 
 # --------------------------------------------------------------------------------------------
@@ -40,13 +40,24 @@ _COMBINES = ("single", "average", "separate", "mix")
 
 @dataclass
 class LayerSelection:
-    """Which layers of one model to use and how to combine them."""
+    """Which layers of one model to use and how to combine them (one of
+    :data:`~layerfuse.model.sources.COMBINES`), with the strategy, its CV score and the reason.
+
+    :meth:`source` turns it into the :class:`~layerfuse.model.sources.SourceSpec` the fusion reads.
+    """
 
     strategy: str
     layers: list[int]
-    combine: str  # "single" | "average" | "separate" | "mix"
+    combine: str
     score: float | None = None
     reason: str = ""
+
+    def __post_init__(self):
+        self.layers = check_layers(self.layers, self.combine, "layer selection")
+
+    def source(self, model: str, pooling: str, fingerprint: str = "") -> SourceSpec:
+        """These layers of ``model``'s ``pooling`` embeddings, as a fusion source."""
+        return SourceSpec(model, pooling, list(self.layers), self.combine, fingerprint)
 
     def to_dict(self) -> dict:
         return {
@@ -64,22 +75,10 @@ class LayerSelection:
         missing = [k for k in ("strategy", "layers", "combine") if k not in d]
         if missing:
             raise LayerfuseError(f"layer selection is missing {', '.join(missing)}")
-        if d["combine"] not in _COMBINES:
-            raise LayerfuseError(
-                f"layer selection has combine={d['combine']!r}; expected one of "
-                f"{', '.join(_COMBINES)}"
-            )
-        layers = d["layers"]
-        if not isinstance(layers, list) or not layers or not all(
-            isinstance(x, int) and x >= 0 for x in layers
-        ):
-            raise LayerfuseError(
-                f"layer selection needs a non-empty list of layer indices, got {layers!r}"
-            )
         score = d.get("score")
         return cls(
             strategy=str(d["strategy"]),
-            layers=list(layers),
+            layers=d["layers"],
             combine=d["combine"],
             score=None if score is None else float(score),
             reason=str(d.get("reason", "")),
