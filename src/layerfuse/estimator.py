@@ -44,7 +44,7 @@ from layerfuse.config import (
     DEFAULT_WINDOWS,
 )
 from layerfuse.errors import LayerfuseError
-from layerfuse.validation import check_texts
+from layerfuse.validation import check_texts, encode_labels
 
 
 @contextmanager
@@ -163,10 +163,7 @@ class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
         from layerfuse.validation import parse_list
 
         texts = check_texts(X)
-        y = np.asarray(y)
-        if y.ndim != 1 or len(y) != len(texts):
-            raise LayerfuseError(f"y must be one label per text: got {y.shape} labels for {len(texts)} texts")
-        self.classes_, y_idx = np.unique(y, return_inverse=True)
+        self.classes_, y_idx = encode_labels(y, len(texts), "y")
         if len(self.classes_) < 2:
             raise LayerfuseError(f"y has a single class ({self.classes_[0]!r}): a classifier needs at least two")
         models = parse_list(self.models, "models")

@@ -11,8 +11,11 @@ import numpy as np
 
 from layerfuse.errors import LayerfuseError
 
+__all__ = ["check_texts", "encode_labels", "as_labels", "check_choice", "parse_list", "validate_choices"]
+
 
 def check_texts(X, what: str = "X") -> list[str]:
+    """``X`` as a list of non-empty strings (a single string, a non-text or an empty one is an error)."""
     if isinstance(X, str):
         raise LayerfuseError(f"{what} must be a list of texts, not a single string: wrap it in a list")
     try:
@@ -33,21 +36,37 @@ def check_texts(X, what: str = "X") -> list[str]:
 
 
 def encode_labels(y: Any, n: int, what: str = "y") -> tuple[np.ndarray, np.ndarray]:
+    """Labels of any kind as ``(sorted classes, int64 index per row)``; ``n`` rows expected."""
     y = np.asarray(y)
     if y.ndim != 1 or len(y) != n:
         raise LayerfuseError(
-            f"{what} must be a 1-D array with one label per row of X ({n}), got shape {y.shape}"
+            f"{what} must be a 1-D array with one label per example ({n}), got shape {y.shape}"
         )
     classes, yi = np.unique(y, return_inverse=True)
     return classes, yi.astype(np.int64)
 
 
-def parse_list(value: str | Sequence[str] | None, what: str) -> list[str]:
+def check_choice(value: Any, choices: Sequence[str], noun: str) -> str:
+    """``value`` if it is one of ``choices``, else an error naming ``noun`` and every choice."""
+    if value not in choices:
+        raise LayerfuseError(f"unknown {noun} {value!r}: choose from {', '.join(choices)}")
+    return value
+
+
+def parse_list(value: str | Sequence[str] | None, what: str, *, choices: Sequence[str] | None = None,
+               noun: str | None = None) -> list[str]:
+    """A comma-separated string or a sequence as a list of distinct, stripped names (order kept).
+
+    None gives ``[]``; an empty list is an error naming ``what``. With ``choices``, every item must
+    be one of them (the error names ``noun``, default ``what``)."""
     if value is None:
         return []
-    items = [v.strip() for v in (value.split(",") if isinstance(value, str) else value) if str(v).strip()]
+    items = [str(v).strip() for v in (value.split(",") if isinstance(value, str) else value) if str(v).strip()]
     if not items:
-        raise LayerfuseError(f"{what} is empty")
+        hint = f": choose one or more of {', '.join(choices)}" if choices else ""
+        raise LayerfuseError(f"{what} is empty{hint}")
+    for v in items if choices is not None else ():
+        check_choice(v, choices, noun or what)
     return list(dict.fromkeys(items))
 
 
@@ -57,17 +76,18 @@ def validate_choices(fusions: Sequence[str], heads: Sequence[str], layers: str, 
     from layerfuse.model.heads import HEADS
     from layerfuse.scoring.selection import parse_strategy
 
-    pre = f"{source}: " if source else ""
-    for f in fusions:
-        if f not in FUSIONS:
-            raise LayerfuseError(f"{pre}unknown fusion '{f}': choose from {', '.join(FUSIONS)}")
-    for h in heads:
-        if h not in HEADS:
-            raise LayerfuseError(f"{pre}unknown head '{h}': choose from {', '.join(HEADS)}")
-    parse_strategy(layers, 1)
+    try:
+        for f in fusions:
+            check_choice(f, list(FUSIONS), "fusion")
+        for h in heads:
+            check_choice(h, list(HEADS), "head")
+        parse_strategy(layers, 1)
+    except LayerfuseError as e:
+        raise LayerfuseError(f"{source}: {e}" if source else str(e)) from None
 
 
 def as_labels(y, n: int, what: str, n_classes: int | None = None) -> np.ndarray:
+    """Integer class ids ``0..n_classes-1`` as int64, one per row of ``n`` (already-encoded labels)."""
     a = np.asarray(y)
     if a.ndim != 1:
         raise LayerfuseError(f"{what} has shape {a.shape}: pass a 1-D array of integer class ids")

@@ -306,7 +306,7 @@ def test_input_errors(task):
         fit_head(xtr, ytr[:-1], n_classes=3)
     with pytest.raises(LayerfuseError, match="n_classes=2"):
         fit_head(xtr, ytr, n_classes=2)
-    with pytest.raises(LayerfuseError, match="unknown head 'svm': pass one of logreg, mlp"):
+    with pytest.raises(LayerfuseError, match="unknown head 'svm': choose from mlp, logreg"):
         fit_head(xtr, ytr, n_classes=3, head="svm")
     with pytest.raises(LayerfuseError, match="unknown fusion"):
         fit_head(xtr, ytr, n_classes=3, fusion="nope")

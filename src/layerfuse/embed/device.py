@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from layerfuse.errors import LayerfuseError
+from layerfuse.validation import check_choice
 
 __all__ = ["DTYPES", "fast_bf16", "bf16_instructions", "bf16_speedup", "resolve_dtype", "resolve_device"]
 
@@ -72,7 +73,7 @@ def bf16_speedup() -> float:
 def resolve_dtype(dtype: str, device: str) -> str:
     """``auto`` → bfloat16 where it is the faster dtype (:func:`fast_bf16`), else float32."""
     if dtype not in DTYPES:
-        raise LayerfuseError(f"unknown `dtype` '{dtype}': choose from {', '.join(DTYPES)}")
+        check_choice(dtype, DTYPES, "`dtype`")
     if dtype == "auto":
         return "bfloat16" if fast_bf16(device) else "float32"
     return dtype

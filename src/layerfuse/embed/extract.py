@@ -36,6 +36,7 @@ from layerfuse.embed.device import resolve_device, resolve_dtype
 from layerfuse.embed.forward import embed_sorted, tokenize
 from layerfuse.embed.pooling import parse_poolings
 from layerfuse.errors import LayerfuseError
+from layerfuse.validation import check_choice
 
 __all__ = ["STORAGE", "Embeddings", "peak_rss_mb", "extract_texts", "extract"]
 
@@ -315,7 +316,7 @@ def extract(
 
     poolings = parse_poolings(poolings)
     if storage not in STORAGE:
-        raise LayerfuseError(f"unknown `storage` '{storage}': choose from {', '.join(STORAGE)}")
+        check_choice(storage, STORAGE, "`storage`")
     if max_length < 2:
         raise LayerfuseError(f"`max_length` must be at least 2, got {max_length}")
     if batch_tokens < 1:

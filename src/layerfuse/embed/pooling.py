@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from layerfuse.errors import LayerfuseError
+from layerfuse.validation import parse_list
 
 __all__ = ["POOLINGS", "pool", "parse_poolings"]
 
@@ -44,10 +45,4 @@ def pool(hidden, mask, pooling: str):
 
 
 def parse_poolings(poolings: str | Sequence[str]) -> list[str]:
-    items = [p.strip() for p in (poolings.split(",") if isinstance(poolings, str) else poolings) if p.strip()]
-    if not items:
-        raise LayerfuseError(f"`pooling` is empty: choose one or more of {', '.join(POOLINGS)}")
-    for p in items:
-        if p not in POOLINGS:
-            raise LayerfuseError(f"unknown pooling '{p}': choose from {', '.join(POOLINGS)} (comma-separated)")
-    return list(dict.fromkeys(items))
+    return parse_list(poolings, "`pooling`", choices=POOLINGS, noun="pooling")

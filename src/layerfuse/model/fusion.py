@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from layerfuse.config import DEFAULT_PROJ_DIM
 from layerfuse.errors import LayerfuseError
+from layerfuse.validation import check_choice
 
 __all__ = ["FUSIONS", "register_fusion", "build_fusion", "ScalarMix", "Fusion", "ConcatFusion", "SumFusion", "MeanFusion", "HadamardFusion", "MatmulFusion", "hamilton_product", "QuaternionFusion", "GatedFusion", "AttentionFusion", "MoEFusion", "SumResidualFusion", "MeanResidualFusion", "HadamardResidualFusion", "MatmulResidualFusion", "QuaternionResidualFusion"]
 
@@ -56,10 +57,7 @@ def build_fusion(name: str, source_dims: Sequence, proj_dim: int = DEFAULT_PROJ_
     ``proj_dim``: common width that projecting strategies map every source to (ignored by
     ``concat``). Extra keyword arguments go to the strategy (e.g. ``n_experts`` for ``moe``).
     """
-    if name not in FUSIONS:
-        raise LayerfuseError(
-            f"unknown fusion {name!r}: pass one of {', '.join(sorted(FUSIONS))}"
-        )
+    check_choice(name, list(FUSIONS), "fusion")
     cls = FUSIONS[name]
     params = inspect.signature(cls.__init__).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):

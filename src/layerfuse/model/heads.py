@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from layerfuse.errors import LayerfuseError
 from layerfuse.model.fusion import Fusion
+from layerfuse.validation import check_choice
 
 __all__ = ["MLPHead", "LinearHead", "HEADS", "build_head", "FusionClassifierNet"]
 
@@ -55,7 +55,7 @@ HEADS: dict[str, type[nn.Module]] = {"mlp": MLPHead, "logreg": LinearHead}
 
 def build_head(name: str, in_dim: int, n_classes: int) -> nn.Module:
     if name not in HEADS:
-        raise LayerfuseError(f"unknown head {name!r}: pass one of {', '.join(sorted(HEADS))}")
+        check_choice(name, list(HEADS), "head")
     return HEADS[name](in_dim, n_classes)
 
 

@@ -40,7 +40,7 @@ from layerfuse.errors import LayerfuseError
 from layerfuse.model.fusion import FUSIONS, build_fusion
 from layerfuse.model.heads import HEADS, FusionClassifierNet, build_head
 from layerfuse.model.metrics import classification_metrics, mean_std
-from layerfuse.validation import as_labels
+from layerfuse.validation import as_labels, check_choice
 
 __all__ = ["source_dims_of", "TrainedModel", "count_params", "fit_head", "evaluate", "SeedResult", "fit_seeds"]
 
@@ -194,10 +194,8 @@ def fit_head(
         raise LayerfuseError(f"n_classes must be an integer >= 2, got {n_classes!r}")
     n_classes = int(n_classes)
     y = as_labels(y_train, arrays[0].shape[0], "y_train", n_classes)
-    if head not in HEADS:
-        raise LayerfuseError(f"unknown head {head!r}: pass one of {', '.join(sorted(HEADS))}")
-    if fusion not in FUSIONS:
-        raise LayerfuseError(f"unknown fusion {fusion!r}: pass one of {', '.join(sorted(FUSIONS))}")
+    check_choice(head, list(HEADS), "head")
+    check_choice(fusion, list(FUSIONS), "fusion")
     for name, v, lo in (("batch_size", batch_size, 1), ("max_epochs", max_epochs, 1), ("patience", patience, 1)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
             raise LayerfuseError(f"{name} must be an integer >= {lo}, got {v!r}")

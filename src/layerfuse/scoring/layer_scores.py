@@ -72,7 +72,7 @@ from layerfuse.scoring.layer_profile import (
 )
 from layerfuse.scoring.solver import fit_logistic
 from layerfuse.scoring.threads import big_threads, torch_threads
-from layerfuse.validation import encode_labels
+from layerfuse.validation import encode_labels, parse_list
 
 __all__ = ["score_layers", "cv_probe", "eval_test_column"]
 
@@ -82,15 +82,8 @@ __all__ = ["score_layers", "cv_probe", "eval_test_column"]
 
 
 def _parse_scores(scores: Any) -> tuple[str, ...]:
-    if isinstance(scores, str):
-        scores = [s.strip() for s in scores.split(",") if s.strip()]
-    scores = tuple(dict.fromkeys(str(s).lower() for s in scores))
-    bad = [s for s in scores if s not in SCORES]
-    if bad or not scores:
-        raise LayerfuseError(
-            f"unknown score(s) {', '.join(bad) or '(none given)'}; choose from {', '.join(SCORES)}"
-        )
-    return scores
+    items = [str(s).lower() for s in (scores.split(",") if isinstance(scores, str) else scores)]
+    return tuple(parse_list(items, "scores", choices=SCORES, noun="score"))
 
 
 class _Clock:
