@@ -190,32 +190,11 @@ def fit_head(
     initialisation, dropout and shuffling; the global torch RNG state is left as it was.
     """
     arrays = _as_sources(sources_train, "sources_train")
-    if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or n_classes < 2:
-        raise LayerfuseError(f"n_classes must be an integer >= 2, got {n_classes!r}")
-    n_classes = int(n_classes)
+    n_classes = _check_n_classes(n_classes)
     y = as_labels(y_train, arrays[0].shape[0], "y_train", n_classes)
-    check_choice(head, list(HEADS), "head")
-    check_choice(fusion, list(FUSIONS), "fusion")
-    for name, v, lo in (("batch_size", batch_size, 1), ("max_epochs", max_epochs, 1), ("patience", patience, 1)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-            raise LayerfuseError(f"{name} must be an integer >= {lo}, got {v!r}")
-    if not (isinstance(lr, (int, float)) and lr > 0):
-        raise LayerfuseError(f"lr must be a positive number, got {lr!r}")
-    if not (isinstance(weight_decay, (int, float)) and weight_decay >= 0):
-        raise LayerfuseError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
+    _check_training_settings(head, fusion, batch_size, max_epochs, patience, lr, weight_decay)
     fusion_kwargs = dict(fusion_kwargs or {})
-
-    if val_fraction:
-        train_idx, val_idx = stratified_validation_split(y, val_fraction, seed)
-        if len(val_idx) == 0:
-            raise LayerfuseError(
-                f"val_fraction={val_fraction} leaves no validation rows out of {len(y)}: "
-                "pass a larger val_fraction, more data, or val_fraction=0 to train without early stopping"
-            )
-    else:
-        train_idx, val_idx = np.arange(len(y)), np.empty(0, dtype=np.int64)
-    if len(train_idx) == 0:
-        raise LayerfuseError("sources_train has no rows: pass at least one example per class")
+    train_idx, val_idx = _train_and_validation_rows(y, val_fraction, seed)
 
     config: dict[str, Any] = {
         "fusion": fusion,
@@ -248,62 +227,15 @@ def fit_head(
         y_tr = torch.from_numpy(y[train_idx])
         xs_va = [torch.from_numpy(a[val_idx]) for a in arrays]
         y_va = y[val_idx]
-        y_va_t = torch.from_numpy(y_va)
-
-        opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
-        gen = torch.Generator().manual_seed(seed)
-        n_tr = len(train_idx)
-        history: list[dict] = []
-        best_key: tuple[float, float] | None = None
-        best_state = None
-        best_epoch = 0
-        best_val: dict[str, float] = {}
-        stale = 0
 
         bar = _progress_bar(max_epochs, f"{fusion}/{head} seed {seed}") if progress else None
-        for epoch in range(1, max_epochs + 1):
-            te = time.perf_counter()
-            net.train()
-            perm = torch.randperm(n_tr, generator=gen)
-            total = 0.0
-            for start in range(0, n_tr, batch_size):
-                idx = perm[start : start + batch_size]
-                logits = net([x[idx] for x in xs_tr])
-                loss = F.cross_entropy(logits, y_tr[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(idx)
-            row: dict[str, Any] = {"epoch": epoch, "train_loss": total / n_tr}
-            if len(val_idx):
-                logits_va = _predict_logits(net, xs_va, _EVAL_BATCH)
-                val_loss = float(F.cross_entropy(logits_va, y_va_t))
-                m = classification_metrics(y_va, logits_va.argmax(1).numpy())
-                row.update(val_loss=val_loss, val_acc=m["acc"], val_f1=m["macro_f1"])
-                key = (m["macro_f1"], -val_loss)
-                better = best_key is None or key[0] > best_key[0] + 1e-12 or (
-                    abs(key[0] - best_key[0]) <= 1e-12 and key[1] > best_key[1]
-                )
-                if better:
-                    best_key, best_epoch, stale = key, epoch, 0
-                    best_val = {"acc": m["acc"], "f1": m["macro_f1"]}
-                    best_state = copy.deepcopy(net.state_dict())
-                else:
-                    stale += 1
-            else:
-                best_epoch = epoch
-            row["seconds"] = time.perf_counter() - te
-            history.append(row)
+        try:
+            history, best_epoch, best_val = _train_epochs(
+                net, xs_tr, y_tr, xs_va, y_va, lr=lr, weight_decay=weight_decay, seed=seed,
+                batch_size=batch_size, max_epochs=max_epochs, patience=patience, bar=bar)
+        finally:
             if bar is not None:
-                bar.update(1)
-                if "val_f1" in row:
-                    bar.set_postfix(val_f1=f"{row['val_f1']:.4f}", best=best_epoch)
-            if len(val_idx) and stale >= patience:
-                break
-        if bar is not None:
-            bar.close()
-        if best_state is not None:
-            net.load_state_dict(best_state)
+                bar.close()
     net.eval()
     config["epochs_run"] = len(history)
     return TrainedModel(
@@ -318,6 +250,100 @@ def fit_head(
         n_params=count_params(net),
         history=history,
     )
+
+
+def _check_n_classes(n_classes) -> int:
+    if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or n_classes < 2:
+        raise LayerfuseError(f"n_classes must be an integer >= 2, got {n_classes!r}")
+    return int(n_classes)
+
+
+def _check_training_settings(head, fusion, batch_size, max_epochs, patience, lr, weight_decay) -> None:
+    check_choice(head, list(HEADS), "head")
+    check_choice(fusion, list(FUSIONS), "fusion")
+    for name, v, lo in (("batch_size", batch_size, 1), ("max_epochs", max_epochs, 1), ("patience", patience, 1)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise LayerfuseError(f"{name} must be an integer >= {lo}, got {v!r}")
+    if not (isinstance(lr, (int, float)) and lr > 0):
+        raise LayerfuseError(f"lr must be a positive number, got {lr!r}")
+    if not (isinstance(weight_decay, (int, float)) and weight_decay >= 0):
+        raise LayerfuseError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
+
+
+def _train_and_validation_rows(y: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The stratified validation carve (none when ``val_fraction`` is 0) and the rows left to train."""
+    if val_fraction:
+        train_idx, val_idx = stratified_validation_split(y, val_fraction, seed)
+        if len(val_idx) == 0:
+            raise LayerfuseError(
+                f"val_fraction={val_fraction} leaves no validation rows out of {len(y)}: "
+                "pass a larger val_fraction, more data, or val_fraction=0 to train without early stopping"
+            )
+    else:
+        train_idx, val_idx = np.arange(len(y)), np.empty(0, dtype=np.int64)
+    if len(train_idx) == 0:
+        raise LayerfuseError("sources_train has no rows: pass at least one example per class")
+    return train_idx, val_idx
+
+
+def _train_epochs(net, xs_tr, y_tr, xs_va, y_va, *, lr, weight_decay, seed, batch_size, max_epochs, patience,
+                  bar) -> tuple[list[dict], int, dict[str, float]]:
+    """Adam epochs with early stopping on validation macro-F1 (ties: lower validation loss); the best
+    epoch's weights are loaded back into ``net``. Returns (history, best epoch, best val scores)."""
+    y_va_t = torch.from_numpy(y_va)
+    has_val = len(y_va) > 0
+    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    n_tr = len(y_tr)
+    history: list[dict] = []
+    best_key: tuple[float, float] | None = None
+    best_state = None
+    best_epoch = 0
+    best_val: dict[str, float] = {}
+    stale = 0
+
+    for epoch in range(1, max_epochs + 1):
+        te = time.perf_counter()
+        net.train()
+        perm = torch.randperm(n_tr, generator=gen)
+        total = 0.0
+        for start in range(0, n_tr, batch_size):
+            idx = perm[start : start + batch_size]
+            logits = net([x[idx] for x in xs_tr])
+            loss = F.cross_entropy(logits, y_tr[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        row: dict[str, Any] = {"epoch": epoch, "train_loss": total / n_tr}
+        if has_val:
+            logits_va = _predict_logits(net, xs_va, _EVAL_BATCH)
+            val_loss = float(F.cross_entropy(logits_va, y_va_t))
+            m = classification_metrics(y_va, logits_va.argmax(1).numpy())
+            row.update(val_loss=val_loss, val_acc=m["acc"], val_f1=m["macro_f1"])
+            key = (m["macro_f1"], -val_loss)
+            better = best_key is None or key[0] > best_key[0] + 1e-12 or (
+                abs(key[0] - best_key[0]) <= 1e-12 and key[1] > best_key[1]
+            )
+            if better:
+                best_key, best_epoch, stale = key, epoch, 0
+                best_val = {"acc": m["acc"], "f1": m["macro_f1"]}
+                best_state = copy.deepcopy(net.state_dict())
+            else:
+                stale += 1
+        else:
+            best_epoch = epoch
+        row["seconds"] = time.perf_counter() - te
+        history.append(row)
+        if bar is not None:
+            bar.update(1)
+            if "val_f1" in row:
+                bar.set_postfix(val_f1=f"{row['val_f1']:.4f}", best=best_epoch)
+        if has_val and stale >= patience:
+            break
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    return history, best_epoch, best_val
 
 
 def _flush_denormal_on() -> bool:
