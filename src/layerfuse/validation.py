@@ -40,7 +40,7 @@ def encode_labels(y: Any, n: int, what: str = "y") -> tuple[np.ndarray, np.ndarr
     y = np.asarray(y)
     if y.ndim != 1 or len(y) != n:
         raise LayerfuseError(
-            f"{what} must be a 1-D array with one label per example ({n}), got shape {y.shape}"
+            f"{what} must be a 1-D array with one label per row of X ({n}), got shape {y.shape}"
         )
     classes, yi = np.unique(y, return_inverse=True)
     return classes, yi.astype(np.int64)

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from layerfuse.data.dataset import Dataset
     from layerfuse.model.training import SeedResult
 
-__all__ = ["RowResult", "GridResult", "model_sets", "grid_configs", "run_grid", "validation_key", "extraction_settings"]
+__all__ = ["RowResult", "GridResult", "table_row", "model_sets", "grid_configs", "run_grid", "validation_key", "extraction_settings"]
 
 
 class RowResult(NamedTuple):
@@ -161,19 +161,7 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
         else:
             res, loaded = load_or_fit(folder_of(subset, f, h), fit, info_of(subset, f, h), log)
         resumed += loaded
-        s = res.summary()
-        row = {
-            "models": "+".join(names),
-            "n_models": len(subset),
-            "layers": " ; ".join(preps[i].spec.label() for i in subset),
-            "fusion": f if len(subset) > 1 else "-",
-            "head": h,
-            "acc_mean": s["acc_mean"], "acc_std": s["acc_std"],
-            "f1_mean": s["f1_mean"], "f1_std": s["f1_std"],
-            "val_acc_mean": s["val_acc_mean"], "val_f1_mean": s["val_f1_mean"],
-            "params": s["n_params"], "train_seconds": s["train_seconds_mean"],
-            "seeds": len(seeds),
-        }
+        row = table_row([preps[i] for i in subset], f, h, res)
         rows.append(row)
         results.append(RowResult(subset, f, h, res))
         log(f"  {row['models']:<40} {row['fusion']:<14} {h:<6} test acc {100 * row['acc_mean']:.2f} ± "
@@ -188,6 +176,24 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
     if resumed:
         log(f"  {resumed} of {len(rows)} rows read back from {checkpoint_dir} (trained by an earlier run)")
     return GridResult(rows, rows[best_i], pipe, comp, results, ds, list(preps), resumed)
+
+
+def table_row(preps: Sequence[ModelPrep], fusion: str, head: str, res: SeedResult) -> dict:
+    """One grid row as the results table shows it: models, layers, fusion, head, test and validation
+    scores (mean ± std over seeds), parameters and training time."""
+    s = res.summary()
+    return {
+        "models": "+".join(p.ref for p in preps),
+        "n_models": len(preps),
+        "layers": " ; ".join(p.spec.label() for p in preps),
+        "fusion": fusion if len(preps) > 1 else "-",
+        "head": head,
+        "acc_mean": s["acc_mean"], "acc_std": s["acc_std"],
+        "f1_mean": s["f1_mean"], "f1_std": s["f1_std"],
+        "val_acc_mean": s["val_acc_mean"], "val_f1_mean": s["val_f1_mean"],
+        "params": s["n_params"], "train_seconds": s["train_seconds_mean"],
+        "seeds": len(res.seeds),
+    }
 
 
 def validation_key(row: dict) -> tuple[float, float]:

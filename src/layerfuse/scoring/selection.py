@@ -193,7 +193,13 @@ def select_layers(
             f"{sc_val:.4f})",
         )
 
-    # auto: compare train-side CV scores of best / window / top-k
+    return _choose_auto(profile, rows, layer_rows, best, top, concat, k, score, X, y, min_gain)
+
+
+def _choose_auto(profile: LayerProfile, rows: list[dict], layer_rows: list[dict], best: dict, top: list[int],
+                 concat: dict | None, k: int, score: str, X: Any, y: Any, min_gain: float) -> LayerSelection:
+    """``auto``: compare the train-side CV scores of best / window / top-k (see :func:`select_layers`)."""
+    label = score
     cands: list[tuple[str, float, LayerSelection]] = []
     b_val = score_value(best, score)
     cands.append(("best", b_val, LayerSelection("best", [int(best["start"])], "single", b_val, "")))

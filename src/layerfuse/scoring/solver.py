@@ -43,6 +43,9 @@ def fit_logistic(
     With ``eig`` (eigenvalues, eigenvectors of the Gram matrix) the same whitening is done as
     ``W = U diag(1/sqrt(0.5 s + l2)) V`` instead. ``threads`` is used for the two [N, d] x
     [d, F*C] products when they are large (many classes); the rest runs on the caller's setting.
+
+    Longer than 80 lines on purpose: the whitening maps and the loss closure share the factor and
+    the weights, and one place for the whole solver keeps its maths readable top to bottom.
     """
     n, d = xs.shape
     F = train_mask.shape[1]
