@@ -1,4 +1,4 @@
-"""How long does a layer profile take? Times ``layerfuse.profile.score_layers``.
+"""How long does a layer profile take? Times ``layerfuse.scoring.score_layers``.
 
 By default it builds random-but-structured float16 arrays shaped like SmolLM2-135M on SST-2
 train (31 layers x 6,920 texts x 576 features, 2 classes; one array per pooling, 2 poolings)

@@ -18,13 +18,16 @@ import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from layerfuse.cache.atomic import atomic_folder
 from layerfuse.errors import LayerfuseError
 from layerfuse.model.sources import SourceSpec, build_sources
+
+if TYPE_CHECKING:
+    from layerfuse.model.training import TrainedModel
 
 MANIFEST = "manifest.json"
 FORMAT = "layerfuse-classifier/1"
@@ -45,7 +48,7 @@ class FusionPipeline:
     """Backbones → selected layers → fusion → head, ready to predict on raw texts."""
 
     specs: list[SourceSpec]
-    trained: object  # layerfuse.train.TrainedModel
+    trained: TrainedModel
     classes: list[str]
     extraction: dict  # max_length, dtype, storage, batch_tokens
     metrics: dict = field(default_factory=dict)

@@ -73,7 +73,7 @@ def _fmt(score: str, v: float) -> str:
 def _rows_of(profile: Any, kind: str) -> list[dict]:
     if not hasattr(profile, "rows"):
         raise LayerfuseError(
-            f"expected a LayerProfile (from layerfuse.profile.score_layers), got "
+            f"expected a LayerProfile (from layerfuse.scoring.score_layers), got "
             f"{type(profile).__name__}"
         )
     rows = [r for r in profile.rows if r.get("kind") == kind]

@@ -15,7 +15,7 @@ __all__ = ["load_or_fit", "has_checkpoint", "grid_row_key"]
 
 
 def load_or_fit(folder, fit, info: dict, log=print):
-    """``fit()`` (returning a :class:`~layerfuse.train.SeedResult`) unless ``folder`` already holds
+    """``fit()`` (returning a :class:`~layerfuse.model.training.SeedResult`) unless ``folder`` already holds
     its result from an earlier run; a new result is saved there atomically. ``folder`` None: just
     fit. Returns ``(result, loaded)``. An unreadable folder is reported and trained again."""
     from layerfuse.model.saving import load_seeds, save_seeds

@@ -103,7 +103,7 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
     ``configs`` (see :func:`grid_configs`) replaces the full product of sets, fusions and heads.
 
     ``checkpoint_dir`` (e.g. :func:`grid_checkpoint_dir`): each finished row's trained seeds are saved
-    there atomically (:func:`~layerfuse.train.save_seeds`) under a key of everything that changes
+    there atomically (:func:`~layerfuse.model.saving.save_seeds`) under a key of everything that changes
     them (dataset, embedding cache keys, layers, fusion, head, seeds, training settings), and a
     rerun loads them instead of training again, so an interrupted grid resumes after its last row.
 
