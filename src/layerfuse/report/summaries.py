@@ -33,11 +33,8 @@ def write_profile_outputs(preps, out, *, dataset: str) -> dict:
             files += [prof.to_csv(out / f"profile_{slug}_{pooling}.csv").name,
                       prof.to_json(out / f"profile_{slug}_{pooling}.json").name]
         prof = prep.profiles[prep.pooling]
-        layer_rows = prof.layer_rows()
-        best = prof.best("probe_acc")
-        last = layer_rows[-1]
-        windows = prof.window_rows()
-        best_w = prof.best("probe_acc", kind="window") if windows else None
+        head = prof.headline("probe_acc")
+        best, last, best_w = head["best"], head["last"], head["best_window"]
         entry = {
             "model": prep.ref,
             "pooling": prep.pooling,
@@ -66,7 +63,7 @@ def write_profile_outputs(preps, out, *, dataset: str) -> dict:
             entry["test_acc_analysis_only_last_layer"] = test_col.get(last["start"])
             entry["test_acc_analysis_only_top_layer"] = max(test_col, key=lambda k: test_col[k] or -1)
         models.append(entry)
-        if windows:
+        if best_w is not None:
             plot_windows(prof, out / f"windows_{slug}.png")
             files.append(f"windows_{slug}.png")
         plot_score_agreement(prof, out / f"agreement_{slug}.png")

@@ -98,6 +98,13 @@ class LayerProfile:
         """
         return dict(best_row(train_side_rows(self), score, kind))
 
+    def headline(self, score: str = "probe_acc") -> dict:
+        """The rows a summary shows: the ``best`` layer, the ``last`` layer and the best averaged
+        window (``best_window``, None without window rows), all by a train-side ``score``."""
+        windows = self.window_rows()
+        return {"best": self.best(score), "last": self.layer_rows()[-1],
+                "best_window": self.best(score, kind="window") if windows else None}
+
     # ---- serialisation -----------------------------------------------------------------------
     def to_dict(self) -> dict:
         return {
