@@ -158,10 +158,31 @@ def build_parser() -> argparse.ArgumentParser:
             """
             layerfuse cache
             layerfuse cache --clear grid       # drop trained grid rows; the next fuse/run retrains them
+            layerfuse cache --clear tmp        # remove what killed writers left behind
+            layerfuse cache --verify           # check every checksum; damaged parts are removed
             """, cmd_cache)
     p.add_argument("--cache-dir", help="cache root (default $LAYERFUSE_CACHE or ~/.cache/layerfuse)")
-    p.add_argument("--clear", choices=[*CACHE_PARTS, "all"], help="delete one part of the cache (or all of it)")
+    p.add_argument("--clear", choices=[*CACHE_PARTS, "tmp", "all"],
+                   help="delete one part of the cache (or all of it); tmp: temporary files of writers that are gone")
+    p.add_argument("--verify", action="store_true",
+                   help="check every file against its recorded checksum (model copies in full); damaged parts are "
+                        "removed so they are rebuilt when next needed; exit code 1 when any was found")
     return parser
+
+
+def _os_error_line(e: OSError) -> str | None:
+    """One line for an OSError the user can act on (full disk, read-only, permissions, a file in
+    the way) that reached the top without a LayerfuseError around it; None for anything else."""
+    import errno
+
+    hints = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space",
+             errno.EROFS: "use a writable location", errno.EACCES: "fix the permissions",
+             errno.EPERM: "fix the permissions", errno.ENOTDIR: "a file stands where a folder is needed",
+             errno.EEXIST: "a file stands where a folder is needed"}
+    if e.errno not in hints:
+        return None
+    where = f"{e.filename}: " if e.filename else ""
+    return f"{where}{e.strerror or e}; {hints[e.errno]}, or pass another --cache-dir / --out"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,6 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     except LayerfuseError as e:
         print(f"layerfuse {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:
+        line = _os_error_line(e)
+        if line is None:
+            raise
+        print(f"layerfuse {args.command}: error: {line}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"\nlayerfuse {args.command}: interrupted. Finished embedding chunks and grid rows are kept in "
               "the cache; run the same command again to resume.", file=sys.stderr)

@@ -214,7 +214,7 @@ def extract_texts(
     if not 0 <= use_depth <= L:
         raise LayerfuseError(f"layer {use_depth} asked for, but {backbone.ref} has layers 0..{L}")
     key = cache_mod.make_key(fields_for(use_depth))
-    e = cache_mod.entry(root, key)
+    e = cache_mod.entry(root, key).lock()  # a second run of the same extraction waits here, then finds it done
     side = padding_side or getattr(backbone.tokenizer, "padding_side", "right") or "right"
     full_lengths: list[int] = []
     enc, truncated = tokenize(backbone, texts, max_length, full_lengths=full_lengths)
@@ -245,7 +245,7 @@ def extract_texts(
         bar = tqdm(total=total_tokens, desc=desc, unit="tok", unit_scale=True, dynamic_ncols=True,
                    file=sys.stderr, smoothing=0.1)
         if done:
-            bar.write(f"{desc}: resuming, {len(done)} of {n_chunks} chunks already in the cache")
+            bar.write(f"{desc}: resuming, {len(done)} of {n_chunks} chunks already in the cache", file=sys.stderr)
     t0 = time.perf_counter()
     texts_done = 0
     try:
@@ -272,6 +272,7 @@ def extract_texts(
     for p in todo_poolings:
         e.finalise(p, n_chunks, order, (use_depth + 1, n, backbone.width), store_dtype)
     arrays = {p: e.open_final(p) for p in poolings}
+    e.unlock()
     stats.update(key=key, n_layers=L, width=backbone.width, truncated=int(truncated), cache_bytes=e.size_bytes(),
                  cache_path=str(e.path), resumed_chunks=len(done))
     stats["backbone"] = backbone
