@@ -15,7 +15,7 @@ from .atomic import (
     sha256_file,
     stale_temporaries,
 )
-from .entries import CacheEntry, entry, remove_entry, subset_rows, text_hashes
+from .entries import CacheEntry, dtype_in_cache, entry, remove_entry, subset_rows, text_hashes
 from .layout import (
     FORMAT_VERSION,
     cache_root,
@@ -37,6 +37,7 @@ __all__ = [
     "stale_temporaries",
     "remove_stale_temporaries",
     "CacheEntry",
+    "dtype_in_cache",
     "text_hashes",
     "subset_rows",
     "entry",

@@ -37,7 +37,7 @@ from layerfuse.cache.atomic import (atomic_save_npy, atomic_write_bytes, cache_w
                                    sha256_file, temp_prefix)
 from layerfuse.cache.layout import entries_root, locks_root
 
-__all__ = ["CacheEntry", "text_hashes", "subset_rows", "entry", "remove_entry"]
+__all__ = ["CacheEntry", "text_hashes", "subset_rows", "entry", "remove_entry", "dtype_in_cache"]
 
 
 
@@ -238,6 +238,34 @@ def subset_rows(have: np.ndarray, want: np.ndarray) -> np.ndarray | None:
     if any(r is None for r in rows):
         return None
     return np.asarray(rows, dtype=np.int64)
+
+
+def dtype_in_cache(root: Path, fields: dict, choices, prefer: str) -> str | None:
+    """The compute dtype of an entry (finished or not) that matches ``fields`` in everything but
+    the dtype: ``prefer`` when one exists with it, else another of ``choices``, else None.
+
+    ``fields`` are an entry's key fields with ``depth`` None meaning "every layer". Lets
+    ``dtype="auto"`` finish or reuse what an earlier run computed when the automatic choice
+    would now come out differently (a busy CPU times bfloat16 differently).
+    """
+    found = set()
+    folder = entries_root(root)
+    if not folder.is_dir():
+        return None
+    want = {k: v for k, v in fields.items() if k not in ("dtype", "depth")}
+    for d in folder.glob("[!.]*"):
+        meta = CacheEntry(d).read_meta()
+        if not meta:
+            continue
+        f = meta.get("fields", {})
+        if {k: v for k, v in f.items() if k not in ("dtype", "depth")} != want or f.get("dtype") not in choices:
+            continue
+        depth = f.get("depth", -1)
+        if (depth == meta.get("n_layers") if fields.get("depth") is None else depth >= fields["depth"]):
+            found.add(f["dtype"])
+    if prefer in found:
+        return prefer
+    return sorted(found)[0] if found else None
 
 
 def entry(root: Path, key: str) -> CacheEntry:

@@ -279,6 +279,21 @@ def extract_texts(
     return arrays, stats
 
 
+def _auto_dtype_in_cache(model, ds, split, dtype, max_length, depth, storage, cache_dir) -> str:
+    """``dtype`` unless the cache holds an entry for these texts and settings made under the other
+    automatic choice; then that one, so a rerun resumes or reuses it instead of starting over."""
+    try:
+        model_fp = describe_reference(model, cache_dir)["fingerprint"]
+    except LayerfuseError:
+        return dtype
+    if model_fp is None:
+        return dtype
+    sp = ds.splits[split]
+    fields = _entry_fields(model_fp, ds.text_fingerprint(split), len(sp.texts), max_length, dtype, depth, storage,
+                           None)
+    return cache_mod.dtype_in_cache(cache_root(cache_dir), fields, ("float32", "bfloat16"), prefer=dtype) or dtype
+
+
 def extract(
     model: str,
     dataset: str | None = None,
@@ -315,7 +330,7 @@ def extract(
     if batch_tokens < 1:
         raise LayerfuseError(f"--batch-tokens must be positive, got {batch_tokens}")
     device = resolve_device(device)
-    dtype = resolve_dtype(dtype, device)
+    asked_dtype, dtype = dtype, resolve_dtype(dtype, device)
     ds = data if data is not None else load_dataset(dataset, train=train, test=test, **data_kw)
     if limit is not None:
         if limit < 1:
@@ -325,6 +340,8 @@ def extract(
     if layers and min(int(x) for x in layers) < 0:
         raise LayerfuseError("--layers takes layer numbers ≥ 0 (0 = token embeddings)")
     use_splits = list(splits) if splits else list(ds.splits)
+    if asked_dtype == "auto":  # resume what an earlier auto run started, whichever dtype it chose
+        dtype = _auto_dtype_in_cache(model, ds, use_splits[0], dtype, max_length, depth, storage, cache_dir)
     holder: dict = {}
 
     def loader():
