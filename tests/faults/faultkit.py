@@ -193,3 +193,11 @@ def xor_bytes(path: Path, offset: int, n: int, keep_mtime: bool = False) -> None
 
 
 
+
+
+def small_chunks(monkeypatch, n: int) -> None:
+    """Make extraction cut chunks of ``n`` texts (the default 512 exceeds the tests' data)."""
+    import importlib
+
+    ex = importlib.import_module("layerfuse.embed.extract")
+    monkeypatch.setitem(ex.extract_texts.__kwdefaults__, "chunk_texts", n)

@@ -114,10 +114,14 @@ def _write_error(path: Path, exc: OSError) -> WriteError | None:
 
 
 def _io_error_from_text(exc: Exception) -> OSError | None:
-    """safetensors reports a full disk as ``SafetensorError('… Os { code: 28, …')``: an OSError."""
+    """The OSError behind a writer's own error: safetensors reports a full disk as
+    ``SafetensorError('… No space left on device (os error 28)')``, numpy as ``OSError('8192 requested and 8160
+    written')`` without an errno (a short write to a regular file: the disk is full)."""
     text = str(exc)
+    if " requested and " in text and text.rstrip().endswith("written"):
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     for code in _REASONS:
-        if f"code: {code}," in text or f"[Errno {code}]" in text:
+        if f"code: {code}," in text or f"[Errno {code}]" in text or f"(os error {code})" in text:
             return OSError(code, os.strerror(code))
     return None
 
@@ -130,7 +134,7 @@ def _writing(path: Path):
     except WriteError:
         raise
     except OSError as exc:
-        err = _write_error(path, exc)
+        err = _write_error(path, exc if exc.errno is not None else _io_error_from_text(exc) or exc)
         if err is None:
             raise
         raise err from None
