@@ -52,8 +52,10 @@ def _file_sha256(path: Path, root: Path) -> str:
     if key in memo:
         return memo[key]
     memo[key] = sha256_file(path)
-    with cache_writes(root):
+    try:  # only a memo: a read-only cache root still serves what it holds
         atomic_write_bytes(memo_path, json.dumps(memo, indent=0).encode())
+    except LayerfuseError:
+        pass
     return memo[key]
 
 
