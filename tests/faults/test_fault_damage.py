@@ -151,3 +151,35 @@ def test_damaged_small_entry_files_are_rebuilt_on_every_rerun(tiny_model, texts_
         np.testing.assert_array_equal(np.array(emb.array("train", "mean")), first)
     h = np.load(entry / "text_hashes.npy")
     assert h.dtype == np.dtype("S16") and len(h) == first.shape[1]
+
+
+def test_damaged_grid_row_is_retrained(tmp_path, capsys):
+    from layerfuse.model.training import fit_seeds
+    from layerfuse.run.checkpoints import load_or_fit
+
+    rng = np.random.default_rng(0)
+    y, yt = rng.integers(0, 2, 80), rng.integers(0, 2, 20)
+    x = [(rng.normal(size=(80, 16)) + y[:, None]).astype(np.float32)]
+    xt = [(rng.normal(size=(20, 16)) + yt[:, None]).astype(np.float32)]
+    calls = []
+
+    def fit():
+        calls.append(1)
+        return fit_seeds(x, y, xt, yt, seeds=[0], n_classes=2, head="mlp", proj_dim=64, max_epochs=2)
+
+    row = tmp_path / "grid" / "row"
+    first, loaded = load_or_fit(row, fit, {})
+    assert not loaded and len(calls) == 1
+    _, loaded = load_or_fit(row, fit, {})
+    assert loaded and len(calls) == 1
+    w = row / "seed-0" / "net.safetensors"
+    xor_bytes(w, w.stat().st_size // 2, 4096, keep_mtime=True)
+    code, out, _ = run_cli(capsys, "cache", "--verify", "--cache-dir", tmp_path)
+    assert code == 1 and "net.safetensors" in out and not row.exists(), out
+    load_or_fit(row, fit, {})
+    xor_bytes(w, w.stat().st_size // 2, 4096, keep_mtime=True)
+    notes = []
+    again, loaded = load_or_fit(row, fit, {}, log=notes.append)
+    assert not loaded and len(calls) == 3, "a damaged row was read back"
+    assert any("damaged" in n and "net.safetensors" in n for n in notes)
+    np.testing.assert_array_equal(again.models[0].predict_proba(xt), first.models[0].predict_proba(xt))
