@@ -1,5 +1,9 @@
-"""Helpers and fixtures of the fault-injection suite: the CLI run in-process, small file systems, a GGUF
-reference whose dequantisation is the tiny random model, and a text file to extract."""
+"""Helpers and fixtures of the fault-injection suite: the CLI run in-process, small file systems,
+a GGUF reference whose dequantisation is the tiny random model, and a text file to extract.
+
+Test modules import the fixtures they use from here: a ``tests/faults/conftest.py`` would shadow
+``tests/conftest.py``, which other tests import as ``conftest``.
+"""
 
 from __future__ import annotations
 
@@ -67,7 +71,7 @@ def write_texts_csv(path: Path, n: int, seed: int = 0) -> Path:
 
 @pytest.fixture(scope="session")
 def texts_csv(tmp_path_factory) -> Path:
-    return write_texts_csv(tmp_path_factory.mktemp("data") / "train.csv", 300)
+    return write_texts_csv(tmp_path_factory.mktemp("data") / "train.csv", 120)
 
 
 def _can_mount() -> bool:

@@ -22,7 +22,7 @@ from layerfuse.cache.entries import CacheEntry
 model, csv, root, out, me, other, lock = sys.argv[1:]
 if lock == "nolock":
     CacheEntry.lock = lambda self: self  # what extraction did before entries were locked
-ex.extract_texts.__kwdefaults__["chunk_texts"] = 16  # many chunks: many chances to collide
+ex.extract_texts.__kwdefaults__["chunk_texts"] = 8  # many chunks: many chances to collide
 Path(me).touch()
 while not Path(other).exists():  # start together
     time.sleep(0.005)
@@ -43,7 +43,7 @@ def run_pair(model, csv, root: Path, tmp: Path, lock: str = "lock"):
 
 
 def test_two_identical_extractions_at_once_share_one_entry(tiny_model, tmp_path):
-    csv = write_texts_csv(tmp_path / "train.csv", 400, seed=7)
+    csv = write_texts_csv(tmp_path / "train.csv", 160, seed=7)
     root = tmp_path / "cache"
     results = run_pair(tiny_model, csv, root, tmp_path)
     for code, err in results:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from faultkit import model_copy, one_line_error, run_cli, temporaries, xor_bytes
+from faultkit import texts_csv, tiny_gguf, tiny_gguf_source  # noqa: F401 -- pytest fixtures
 from layerfuse.embed import backbones
 from layerfuse.embed.extract import extract
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from faultkit import model_copy, small_chunks, one_line_error, run_cli, temporaries, write_texts_csv
+from faultkit import small_fs, texts_csv, tiny_gguf, tiny_gguf_source  # noqa: F401 -- pytest fixtures
 from layerfuse.cache.entries import CacheEntry
 
 
@@ -13,12 +14,8 @@ def _chunks_all_verify(root):
     """Every chunk or final array left in the cache matches its checksum."""
     for e in (root / "embeddings").glob("[!.]*"):
         ce = CacheEntry(e)
-        for js in e.glob("*/*.json"):
-            npy = js.with_suffix(".npy")
-            if npy.exists():
-                from layerfuse.cache.entries import _verified_record
-
-                assert _verified_record(npy, js) is not None, f"damaged {npy} left behind"
+        checked, damaged = ce.verify_all()
+        assert checked and not damaged, f"damaged {damaged} left behind"
         assert ce.read_meta() is not None
 
 

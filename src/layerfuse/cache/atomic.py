@@ -38,6 +38,7 @@ __all__ = [
     "temp_prefix",
     "stale_temporaries",
     "remove_stale_temporaries",
+    "path_size",
 ]
 
 #: Every temporary name starts with this, then the writer's pid and a dash.
@@ -236,7 +237,7 @@ def remove_stale_temporaries(folder: Path, recursive: bool = True) -> tuple[int,
     """Delete what :func:`stale_temporaries` finds; return (how many, bytes freed)."""
     n = size = 0
     for p in stale_temporaries(folder, recursive):
-        size += _size(p)
+        size += path_size(p)
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)
         else:
@@ -245,7 +246,8 @@ def remove_stale_temporaries(folder: Path, recursive: bool = True) -> tuple[int,
     return n, size
 
 
-def _size(p: Path) -> int:
+def path_size(p: Path) -> int:
+    """Bytes of a file, or of every file under a folder (0 when it vanished meanwhile)."""
     try:
         if p.is_dir() and not p.is_symlink():
             return sum(f.stat().st_size for f in p.rglob("*") if f.is_file() and not f.is_symlink())

@@ -222,6 +222,18 @@ class CacheEntry:
         for p in folder.glob("chunk-*"):
             p.unlink(missing_ok=True)
 
+    def verify_all(self) -> tuple[int, list[Path]]:
+        """Check every chunk and final array against its record; delete the damaged ones (they are
+        recomputed when next needed). Returns (how many were checked, the damaged ``.npy`` paths)."""
+        checked, damaged = 0, []
+        for js in sorted(self.path.glob("*/*.json")):
+            npy = js.with_suffix(".npy")
+            if npy.exists():
+                checked += 1
+                if _verified_record(npy, js) is None:
+                    damaged.append(npy)
+        return checked, damaged
+
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
 

@@ -40,7 +40,7 @@ def _verify_cache(root: Path) -> tuple[list[str], dict]:
     describing each damaged part and the counts of what was checked."""
     import shutil
 
-    from layerfuse.cache.entries import CacheEntry, _verified_record
+    from layerfuse.cache.entries import CacheEntry
     from layerfuse.cache.layout import entries_root
     from layerfuse.embed.backbones import check_model_copy
     from layerfuse.model.saving import SEEDS_FILE, load_seeds
@@ -59,11 +59,9 @@ def _verify_cache(root: Path) -> tuple[list[str], dict]:
             damaged.append(f"{d}: meta.json or order.npy unreadable; entry removed, recomputed when next needed")
             shutil.rmtree(d, ignore_errors=True)
             continue
-        for js in sorted(d.glob("*/*.json")):
-            npy = js.with_suffix(".npy")
-            counts["embedding_files"] += 1
-            if npy.exists() and _verified_record(npy, js) is None:
-                damaged.append(f"{npy}: does not match its checksum; removed, recomputed when next needed")
+        n, bad = e.verify_all()
+        counts["embedding_files"] += n
+        damaged.extend(f"{npy}: does not match its checksum; removed, recomputed when next needed" for npy in bad)
     for d in sorted((root / "grid").glob("[!.]*")) if (root / "grid").is_dir() else []:
         if not (d / SEEDS_FILE).is_file():
             continue
@@ -80,7 +78,7 @@ def cmd_cache(args) -> int:
     """Show, clear (``--clear PART|tmp|all``) or verify (``--verify``) the cache."""
     import shutil
 
-    from layerfuse.cache.atomic import _size, remove_stale_temporaries, stale_temporaries
+    from layerfuse.cache.atomic import path_size, remove_stale_temporaries, stale_temporaries
     from layerfuse.cache.layout import cache_root
 
     root = cache_root(args.cache_dir)
@@ -89,7 +87,7 @@ def cmd_cache(args) -> int:
         n, size = _folder_usage(root / name)
         parts[name] = {"path": str(root / name), "entries": n, "bytes": size, "what": what}
     stale = stale_temporaries(root)
-    tmp = {"entries": len(stale), "bytes": sum(_size(p) for p in stale),
+    tmp = {"entries": len(stale), "bytes": sum(path_size(p) for p in stale),
            "what": "left by writers that were killed; remove with --clear tmp"}
     cleared, freed = [], 0
     if args.clear:
