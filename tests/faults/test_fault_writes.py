@@ -72,3 +72,27 @@ def test_read_only_cache_root_still_serves_what_it_holds(capsys, small_fs, tiny_
 
     assert all(s["from_cache"] for s in json.loads(out2)["splits"].values())
     assert np.asarray(json.loads(out2)["splits"]["train"]["shape"]).size == 3
+
+
+def test_an_unwrapped_write_error_still_ends_in_one_line(capsys, monkeypatch):
+    """The CLI's last line of defence: an actionable OSError that no library code re-worded
+    (here raised by a patched writer) is one line, exit 2; any other OSError is not hidden."""
+    import errno
+
+    import pytest
+
+    from layerfuse.data import builtin
+
+    def read_only(*a, **kw):
+        raise OSError(errno.EROFS, "Read-only file system", "/somewhere/out/table.md")
+
+    monkeypatch.setattr(builtin, "list_builtin", read_only)
+    code, _, err = run_cli(capsys, "datasets")
+    one_line_error(code, err, "/somewhere/out/table.md", "Read-only file system")
+
+    def io_error(*a, **kw):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(builtin, "list_builtin", io_error)
+    with pytest.raises(OSError):
+        run_cli(capsys, "datasets")
