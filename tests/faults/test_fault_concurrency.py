@@ -55,3 +55,28 @@ def test_two_identical_extractions_at_once_share_one_entry(tiny_model, tmp_path)
     assert sorted(p.name for p in entries[0].iterdir() if p.is_dir()) == ["last", "mean"]
     assert not list(entries[0].glob("*/chunk-*")), "chunks left beside the final arrays"
     assert not temporaries(root)
+
+
+def test_entry_lock_excludes_other_processes_not_this_one(tmp_path):
+    import threading
+
+    from layerfuse.cache.entries import entry
+
+    root = tmp_path / "cache"
+    first = entry(root, "0123456789abcdef").lock()
+    probe = ("import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR)\n"
+             "try:\n    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept BlockingIOError:\n    sys.exit(3)")
+    lock_file = root / "embeddings" / ".locks" / "0123456789abcdef.lock"
+    assert subprocess.run([sys.executable, "-c", probe, str(lock_file)]).returncode == 3, \
+        "another process could take the entry while this one computes it"
+    # a second object in this process (say, a retry while the first is still referenced by a
+    # traceback) does not deadlock on its own process's lock
+    second = entry(root, "0123456789abcdef")
+    t = threading.Thread(target=second.lock, daemon=True)
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), "a retry in the same process waited for its own lock"
+    second.unlock()
+    assert subprocess.run([sys.executable, "-c", probe, str(lock_file)]).returncode == 3
+    first.unlock()
+    assert subprocess.run([sys.executable, "-c", probe, str(lock_file)]).returncode == 0

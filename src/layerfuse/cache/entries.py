@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +72,11 @@ def _load_small(path: Path) -> np.ndarray | None:
         return np.load(path, allow_pickle=False)
     except Exception:  # noqa: BLE001 -- any unreadable file is treated as absent and rebuilt
         return None
+
+
+# Entry locks this process holds: lock file path -> [descriptor, holders].
+_HELD: dict[str, list] = {}
+_HELD_GUARD = threading.Lock()
 
 
 @dataclass
@@ -134,28 +140,45 @@ class CacheEntry:
 
         An exclusive ``flock`` on ``<root>/embeddings/.locks/<key>.lock`` (outside the entry, so
         removing the entry keeps the lock); the kernel drops it when this process exits, however
-        it exits, so a killed writer never blocks the next run. Stale temporary files a killed
-        writer left inside the entry are removed once the lock is held.
+        it exits, so a killed writer never blocks the next run. Within one process the lock is
+        shared (counted), so an entry object still alive in a traceback cannot block a retry in
+        the same process. Stale temporary files a killed writer left inside the entry are removed
+        once the lock is held.
         """
         import fcntl
 
-        if getattr(self, "_lock_fd", None) is not None:
+        if getattr(self, "_lock_path", None) is not None:
             return self
         folder = locks_root(self.root)
-        with cache_writes(self.root):
-            folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(folder / f"{self.key}.lock", os.O_RDWR | os.O_CREAT, 0o666)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        self._lock_fd = fd
+        path = str(folder / f"{self.key}.lock")
+        with _HELD_GUARD:
+            held = _HELD.get(path)
+            if held is not None:
+                held[1] += 1
+            else:
+                with cache_writes(self.root):
+                    folder.mkdir(parents=True, exist_ok=True)
+                    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                _HELD[path] = [fd, 1]
+        self._lock_path = path
         remove_stale_temporaries(self.path)
         return self
 
     def unlock(self) -> None:
-        """Release :meth:`lock` (closing the descriptor releases the flock)."""
-        fd = getattr(self, "_lock_fd", None)
-        if fd is not None:
-            self._lock_fd = None
-            os.close(fd)
+        """Release :meth:`lock` (the last holder in this process closes the descriptor, which
+        releases the flock)."""
+        path = getattr(self, "_lock_path", None)
+        if path is None:
+            return
+        self._lock_path = None
+        with _HELD_GUARD:
+            held = _HELD.get(path)
+            if held is not None:
+                held[1] -= 1
+                if held[1] == 0:
+                    os.close(held[0])
+                    del _HELD[path]
 
     def __del__(self):  # a lock is never held past the entry object's life
         self.unlock()
