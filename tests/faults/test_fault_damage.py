@@ -75,6 +75,39 @@ def test_cache_verify_finds_one_flipped_byte_and_removes_the_copy(tiny_gguf, cac
     assert len(calls) == 2
 
 
+def test_predict_never_uses_a_damaged_model_copy(tiny_gguf, cache_dir, tmp_path, capsys, monkeypatch):
+    """The issue's case: a zeroed run in the dequantised copy shifted predict's probabilities."""
+    from faultkit import write_texts_csv
+    from layerfuse.data.loading import load_dataset
+    from layerfuse.estimator import LayerFusionClassifier
+
+    gguf, calls = tiny_gguf
+    ds = load_dataset(train=write_texts_csv(tmp_path / "t.csv", 60, seed=2))
+    sp = ds.splits["train"]
+    clf = LayerFusionClassifier(models=str(gguf), layers="all", head="logreg", folds=2, windows=1, max_epochs=2,
+                                proj_dim=16, progress=False)
+    clf.fit(sp.texts, [ds.classes[i] for i in sp.labels])
+    clf.save(tmp_path / "clf")
+    texts = tmp_path / "in.txt"
+    texts.write_text("the movie was good\nthe plot was awful\na lovely story\n")
+    argv = ["predict", tmp_path / "clf", "--input", texts, "--json", "--cache-dir", cache_dir]
+    code, before, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    st = model_copy(cache_dir) / "model.safetensors"
+    with open(st, "r+b") as f:  # zero a run in the middle of the weights
+        f.seek(st.stat().st_size // 3)
+        f.write(bytes(st.stat().st_size // 3))
+    n = len(calls)
+    with monkeypatch.context() as mp:  # the fault is real: without the check, predict answers differently
+        mp.setattr(backbones, "check_model_copy", lambda *a, **k: None)
+        code, unchecked, err = run_cli(capsys, *argv)
+        assert code == 0 and unchecked != before and len(calls) == n
+    code, after, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    assert "is damaged" in err and len(calls) == n + 1
+    assert after == before, "predictions changed: the damaged copy was used"
+
+
 @pytest.fixture()
 def saved_classifier(tmp_path, tiny_model, cache_dir):
     from faultkit import write_texts_csv
