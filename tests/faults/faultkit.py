@@ -90,7 +90,8 @@ def _can_mount() -> bool:
         probe.rmdir()
 
 
-CAN_MOUNT = _can_mount()
+# LAYERFUSE_TEST_NO_MOUNT=1 runs the patched-writer fallback even where mounting works.
+CAN_MOUNT = not os.environ.get("LAYERFUSE_TEST_NO_MOUNT") and _can_mount()
 
 
 @pytest.fixture()
@@ -146,6 +147,19 @@ def _patch_writes(monkeypatch, folder: Path, code: int, size: str) -> None:  # p
             check(self, 4096)
         return real_mkdir(self, *a, **kw)
 
+    import safetensors.torch
+
+    real_save_file = safetensors.torch.save_file
+
+    def save_file(tensors, filename, *a, **kw):  # what transformers' save_pretrained writes through
+        check(filename, sum(t.numel() * t.element_size() for t in tensors.values()))
+        return real_save_file(tensors, filename, *a, **kw)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", save_file)
+    import transformers.modeling_utils
+
+    if hasattr(transformers.modeling_utils, "safe_save_file"):
+        monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", save_file)
     monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
     monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp)
     monkeypatch.setattr(Path, "mkdir", mkdir)
