@@ -91,3 +91,14 @@ def test_a_live_writers_temporaries_are_kept(cache_dir, capsys):
     assert code == 0
     assert live.exists(), "a temporary of a running writer was deleted"
     assert not old.exists()
+
+
+def test_a_reused_pid_does_not_keep_a_dead_writers_folder(cache_dir, capsys):
+    """The pid in a leftover's name may belong to a newer process by now: the leftover is older
+    than that process, so it is still stale."""
+    folder = cache_dir / "models" / f".tmp-{os.getpid()}-0123456789abcdef-q1w2e3r4"
+    folder.mkdir(parents=True)
+    long_ago = time.time() - 3 * 86400  # before this process started
+    os.utime(folder, (long_ago, long_ago))
+    code, _, _ = run_cli(capsys, "cache", "--clear", "tmp", "--cache-dir", cache_dir)
+    assert code == 0 and not folder.exists()

@@ -199,11 +199,21 @@ def _is_stale(path: Path) -> bool:
         return True
     except PermissionError:  # someone else's live process
         return False
+    started = _process_start(pid)
+    return started is not None and started > made + 2.0  # btime is whole seconds
+
+
+def _process_start(pid: int) -> float | None:
+    """When process ``pid`` started (epoch seconds), from /proc/<pid>/stat and /proc/stat's boot
+    time; None where /proc does not say (then a running pid counts as the writer)."""
     try:
-        started = os.stat(f"/proc/{pid}").st_mtime
-    except OSError:
-        return False
-    return started > made + 1.0
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, starttime, counted after "(comm)"
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
 
 
 def stale_temporaries(folder: Path, recursive: bool = True) -> list[Path]:
