@@ -7,6 +7,10 @@ Folder layout (one small file per stage, plus a manifest, in the spirit of sente
     DIR/net.safetensors    fusion + head weights (input standardisation included)
     DIR/net.json           how to rebuild the fusion + head module
 
+The manifest records the size and sha256 of the other files; :meth:`FusionPipeline.load`
+refuses a folder whose files no longer match (a damaged ``net.safetensors`` would otherwise
+predict wrong labels without a word).
+
 ``load(DIR).predict(texts)`` runs each backbone once, only up to the deepest layer it needs.
 """
 
@@ -113,7 +117,7 @@ class FusionPipeline:
 
     # -- persistence --------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike) -> Path:
-        from layerfuse.model.saving import save_net
+        from layerfuse.model.saving import file_checksums, save_net
 
         target = Path(directory)
         if target.exists() and not (target / MANIFEST).exists() and any(target.iterdir()):
@@ -132,13 +136,14 @@ class FusionPipeline:
                 "metrics": self.metrics,
                 "info": self.info,
                 "versions": _versions(),
+                "files": file_checksums(tmp),  # size + sha256 of every other file, checked on load
             }
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
         return target
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "FusionPipeline":
-        from layerfuse.model.saving import load_net
+        from layerfuse.model.saving import load_net, verify_checksums
 
         d = Path(directory)
         if not d.is_dir():
@@ -160,6 +165,9 @@ class FusionPipeline:
             specs = [SourceSpec.from_dict(s) for s in man["sources"]]
         except (TypeError, KeyError) as e:
             raise LayerfuseError(f"{mpath}: malformed 'sources' entry ({e})") from e
+        if "files" in man:  # folders saved before checksums were recorded have none
+            verify_checksums(d, man["files"], mpath, "the folder is damaged: save the classifier again or restore "
+                             "it from a copy")
         trained = load_net(d)
         if trained.n_classes != len(man["classes"]):
             raise LayerfuseError(f"{mpath} lists {len(man['classes'])} classes but the network has {trained.n_classes}")

@@ -3,6 +3,7 @@
 The only module that knows the layout::
 
     <root>/embeddings/<key>/   per-layer pooled embeddings (:mod:`layerfuse.cache.entries`)
+    <root>/embeddings/.locks/  one lock file per entry being written
     <root>/profiles/<key>.json finished layer profiles
     <root>/grid/<key>/         trained heads of finished grid rows
     <root>/models/<key>/       dequantised copies of GGUF models
@@ -16,8 +17,11 @@ import json
 import os
 from pathlib import Path
 
-__all__ = ["FORMAT_VERSION", "PARTS", "make_key", "cache_root", "entries_root", "models_root", "gguf_root",
-           "fingerprints_file", "profile_checkpoint_dir", "grid_checkpoint_dir"]
+from layerfuse.errors import LayerfuseError
+
+__all__ = ["FORMAT_VERSION", "PARTS", "make_key", "cache_root", "entries_root", "locks_root", "models_root",
+           "gguf_root", "fingerprints_file", "profile_checkpoint_dir", "grid_checkpoint_dir"]
+
 
 #: The parts of the cache (a folder each under the root), and how each comes back when deleted.
 PARTS = {
@@ -58,20 +62,35 @@ def fingerprints_file(root: Path) -> Path:
     return Path(root) / "fingerprints.json"
 
 
+def locks_root(root: Path) -> Path:
+    """Where per-entry lock files live (hidden, so never counted as entries nor swept as temporaries)."""
+    return entries_root(root) / ".locks"
+
+# ---------------------------------------------------------------------------------------------
+# Cache root
+
+
 def cache_root(root: str | os.PathLike | None = None) -> Path:
     """Where layerfuse keeps dequantised models and embedding caches.
 
     Order: the explicit argument, ``$LAYERFUSE_CACHE``, ``$XDG_CACHE_HOME/layerfuse``,
     ``~/.cache/layerfuse``.
+
+    A root that exists but is not a folder (``--cache-dir`` pointing at a file) is refused with a
+    one-line :class:`~layerfuse.errors.LayerfuseError`.
     """
     if root is not None:
-        return Path(root).expanduser()
-    env = os.environ.get("LAYERFUSE_CACHE")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "layerfuse"
+        p, how = Path(root).expanduser(), "`cache_dir`"
+    elif os.environ.get("LAYERFUSE_CACHE"):
+        p, how = Path(os.environ["LAYERFUSE_CACHE"]).expanduser(), "$LAYERFUSE_CACHE"
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+        p, how = base / "layerfuse", "$XDG_CACHE_HOME" if xdg else "the home folder"
+    if p.exists() and not p.is_dir():
+        raise LayerfuseError(f"cache root {p} is a file, not a folder (set by {how}): pass a folder as "
+                             "`cache_dir` (or $LAYERFUSE_CACHE), or move the file away")
+    return p
 
 
 def profile_checkpoint_dir(cache_dir=None) -> Path:
@@ -81,5 +100,4 @@ def profile_checkpoint_dir(cache_dir=None) -> Path:
 
 def grid_checkpoint_dir(cache_dir=None) -> Path:
     """Where grid rows are checkpointed by default: ``grid/`` under the cache root."""
-
     return cache_root(cache_dir) / "grid"

@@ -1,5 +1,5 @@
-"""The commands that show what is there: ``datasets``, ``models``, ``cache`` and ``report``.
-"""
+"""The listing commands: ``datasets``, ``models``, ``report`` and ``cache`` (usage, ``--clear``,
+``--verify``)."""
 
 from __future__ import annotations
 
@@ -18,17 +18,60 @@ __all__ = ["cmd_cache", "cmd_datasets", "cmd_models", "cmd_report"]
 
 
 def _folder_usage(d: Path) -> tuple[int, int]:
-    """(entries directly under ``d``, bytes of every file below it); (0, 0) when absent."""
+    """(entries directly under ``d``, bytes of every file below it); (0, 0) when absent. Hidden
+    names (temporaries being written or left by killed writers, lock files) are not counted."""
     if not d.is_dir():
         return 0, 0
     entries = sum(1 for e in d.iterdir() if not e.name.startswith("."))
-    size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file() and not f.is_symlink())
+    size = sum(f.stat().st_size for f in d.rglob("*")
+               if f.is_file() and not f.is_symlink() and not any(x.startswith(".") for x in f.relative_to(d).parts))
     return entries, size
 
 
-def cmd_cache(args) -> int:
+def _verify_cache(root: Path) -> tuple[list[str], dict]:
+    """Check every checksum under the cache root; remove what is damaged. Returns the lines
+    describing each damaged part and the counts of what was checked."""
     import shutil
 
+    from layerfuse.cache.entries import CacheEntry
+    from layerfuse.cache.layout import entries_root
+    from layerfuse.embed.backbones import check_model_copy
+    from layerfuse.model.saving import SEEDS_FILE, load_seeds
+
+    damaged: list[str] = []
+    counts = {"model_copies": 0, "embedding_files": 0, "grid_rows": 0}
+    for d in sorted((root / "models").glob("[!.]*")) if (root / "models").is_dir() else []:
+        counts["model_copies"] += 1
+        problem = check_model_copy(d, full=True) if (d / "READY").exists() else "unfinished copy (no READY)"
+        if problem:
+            damaged.append(f"{d}: {problem}; removed, rebuilt from the GGUF when next needed")
+            shutil.rmtree(d, ignore_errors=True)
+    for d in sorted(entries_root(root).glob("[!.]*")) if entries_root(root).is_dir() else []:
+        e = CacheEntry(d)
+        if e.read_meta() is None or e.read_order() is None:
+            damaged.append(f"{d}: meta.json or order.npy unreadable; entry removed, recomputed when next needed")
+            shutil.rmtree(d, ignore_errors=True)
+            continue
+        n, bad = e.verify_all()
+        counts["embedding_files"] += n
+        damaged.extend(f"{npy}: does not match its checksum; removed, recomputed when next needed" for npy in bad)
+    for d in sorted((root / "grid").glob("[!.]*")) if (root / "grid").is_dir() else []:
+        if not (d / SEEDS_FILE).is_file():
+            continue
+        counts["grid_rows"] += 1
+        try:
+            load_seeds(d)
+        except LayerfuseError as exc:
+            damaged.append(f"{d}: {exc}; removed, retrained when next needed")
+            shutil.rmtree(d, ignore_errors=True)
+    return damaged, counts
+
+
+def cmd_cache(args) -> int:
+    """Show, clear (``--clear PART|tmp|all``) or verify (``--verify``) the cache."""
+    import shutil
+
+    from layerfuse.cache.atomic import path_size, remove_stale_temporaries, stale_temporaries
     from layerfuse.cache.layout import cache_root
 
     root = cache_root(args.cache_dir)
@@ -36,23 +79,41 @@ def cmd_cache(args) -> int:
     for name, what in PARTS.items():
         n, size = _folder_usage(root / name)
         parts[name] = {"path": str(root / name), "entries": n, "bytes": size, "what": what}
-    cleared = []
+    stale = stale_temporaries(root)
+    tmp = {"entries": len(stale), "bytes": sum(path_size(p) for p in stale),
+           "what": "left by writers that were killed; remove with --clear tmp"}
+    cleared, freed = [], 0
     if args.clear:
-        cleared = list(PARTS) if args.clear == "all" else [args.clear]
+        cleared = [*PARTS, "tmp"] if args.clear == "all" else [args.clear]
         for name in cleared:
-            shutil.rmtree(root / name, ignore_errors=True)
-    summary = {"root": str(root), "parts": parts, "total_bytes": sum(p["bytes"] for p in parts.values()),
-               "cleared": cleared, "freed_bytes": sum(parts[n]["bytes"] for n in cleared)}
+            if name == "tmp":
+                freed += remove_stale_temporaries(root)[1]
+            else:
+                shutil.rmtree(root / name, ignore_errors=True)
+                freed += parts[name]["bytes"]
+    damaged, checked = _verify_cache(root) if getattr(args, "verify", False) else ([], None)
+    summary = {"root": str(root), "parts": parts, "tmp": tmp, "total_bytes": sum(p["bytes"] for p in parts.values()),
+               "cleared": cleared, "freed_bytes": freed}
+    if checked is not None:
+        summary["verify"] = {"checked": checked, "damaged": damaged}
+    code = 1 if damaged else 0
     if args.json:
         emit_json(summary)
-        return 0
+        return code
     print(f"cache root  {root}")
     for name, part in parts.items():
         print(f"  {name:<11} {part['entries']:>5} entries  {mb(part['bytes']):>12}   {part['what']}")
+    if tmp["entries"] and "tmp" not in cleared:
+        print(f"  {'tmp':<11} {tmp['entries']:>5} left    {mb(tmp['bytes']):>12}   {tmp['what']}")
     print(f"  {'total':<11} {'':>13} {mb(summary['total_bytes']):>12}")
     if cleared:
-        print(f"cleared {', '.join(cleared)}: {mb(summary['freed_bytes'])} freed")
-    return 0
+        print(f"cleared {', '.join(cleared)}: {mb(freed)} freed")
+    if checked is not None:
+        print(f"verified {checked['model_copies']} model copies (every byte), {checked['embedding_files']} embedding "
+              f"files, {checked['grid_rows']} grid rows: " + (f"{len(damaged)} damaged, removed" if damaged else "all intact"))
+        for line in damaged:
+            print(f"  damaged  {line}")
+    return code
 
 
 def cmd_datasets(args) -> int:

@@ -32,7 +32,7 @@ FLAGS = {
     "test": "--test", "dataset": "--dataset", "text_column": "--text-column", "label_column": "--label-column",
     "test_fraction": "--test-fraction", "encoding": "--encoding", "pooling": "--pooling", "poolings": "--pooling",
     "max_length": "--max-length", "batch_tokens": "--batch-tokens", "dtype": "--dtype", "device": "--device",
-    "storage": "--storage", "combos": "--combos", "format": "--format", "fusion": "--fusion", "heads": "--heads",
+    "storage": "--storage", "combos": "--combos", "cache_dir": "--cache-dir", "fusion": "--fusion", "heads": "--heads",
 }
 
 
@@ -145,7 +145,11 @@ def _predict_parser(p: argparse.ArgumentParser) -> None:
 
 def _cache_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", help="cache root (default $LAYERFUSE_CACHE or ~/.cache/layerfuse)")
-    p.add_argument("--clear", choices=[*PARTS, "all"], help="delete one part of the cache (or all of it)")
+    p.add_argument("--clear", choices=[*PARTS, "tmp", "all"],
+                   help="delete one part of the cache (or all of it); tmp: temporary files of writers that are gone")
+    p.add_argument("--verify", action="store_true",
+                   help="check every file against its recorded checksum (model copies in full); damaged parts are "
+                        "removed so they are rebuilt when next needed; exit code 1 when any was found")
 
 
 #: name -> (help, examples, command, parser function)
@@ -181,6 +185,8 @@ COMMANDS = {
     "cache": ("show what the cache holds (embeddings, trained grid rows, models) and free space", """
               layerfuse cache
               layerfuse cache --clear grid       # drop trained grid rows; the next fuse/run retrains them
+              layerfuse cache --clear tmp        # remove what killed writers left behind
+              layerfuse cache --verify           # check every checksum; damaged parts are removed
               """, cmd_cache, _cache_parser),
 }
 
@@ -212,6 +218,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _os_error_line(e: OSError) -> str | None:
+    """One line for an OSError the user can act on (full disk, read-only, permissions, a file in
+    the way) that reached the top without a LayerfuseError around it; None for anything else."""
+    import errno
+
+    hints = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space",
+             errno.EROFS: "use a writable location", errno.EACCES: "fix the permissions",
+             errno.EPERM: "fix the permissions", errno.ENOTDIR: "a file stands where a folder is needed",
+             errno.EEXIST: "a file stands where a folder is needed"}
+    if e.errno not in hints:
+        return None
+    where = f"{e.filename}: " if e.filename else ""
+    return f"{where}{e.strerror or e}; {hints[e.errno]}, or pass another --cache-dir / --out"
+
+
 def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     parser = build_parser()
@@ -227,6 +248,12 @@ def main(argv: list[str] | None = None) -> int:
     except LayerfuseError as e:
         print(f"layerfuse {args.command}: error: {cli_message(str(e))}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:
+        line = _os_error_line(e)
+        if line is None:
+            raise
+        print(f"layerfuse {args.command}: error: {line}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"\nlayerfuse {args.command}: interrupted. Finished embedding chunks and grid rows are kept in "
               "the cache; run the same command again to resume.", file=sys.stderr)

@@ -62,14 +62,16 @@ def _resolve_format(path: Path, fmt: str | None) -> str:
         f = str(fmt).strip().lower().lstrip(".")
         f = _FORMAT_ALIASES.get(f, f)
         if f not in FORMATS:
-            raise LayerfuseError(f"unknown format '{fmt}' (`format`): use one of {', '.join(FORMATS)}")
+            raise LayerfuseError(f"unknown format '{fmt}' (format=): use one of {', '.join(FORMATS)}")
         return f
     ext = path.suffix.lower()
     if ext in EXTENSIONS:
         return EXTENSIONS[ext]
     raise LayerfuseError(
         f"{path}: cannot tell the format from the extension '{ext or '(none)'}'; use a .csv, .tsv, .jsonl, "
-        f".ndjson or .parquet name, or pass `format` {'|'.join(FORMATS)}")
+        f".ndjson or .parquet name"
+        + (" (a .txt of one text per line is what `layerfuse predict --input` reads)" if ext == ".txt" else "")
+        + f", or pass format={'|'.join(FORMATS)} from Python")
 
 
 def _resolve_column(kind: str, wanted: str, found: list[str], where: str, fmt: str) -> str:
@@ -188,6 +190,7 @@ def _read_delimited(path: Path, text: str, fmt: str, text_col: str, label_col: s
         if header is None:
             header = [h.strip() for h in row]
             where = f"{path}:{line}"
+            _check_delimiter(header, fmt, text_col, where)
             ti = header.index(_resolve_column("text", text_col, header, where, fmt))
             if label_col is not None:
                 li = header.index(_resolve_column("label", label_col, header, where, fmt))
@@ -205,6 +208,15 @@ def _read_delimited(path: Path, text: str, fmt: str, text_col: str, label_col: s
         raise LayerfuseError(f"{path}: file is empty; expected a header row naming the columns "
                              f"({_columns(text_col, label_col)}) and one row per example")
     return table
+
+
+def _check_delimiter(header: list[str], fmt: str, text_col: str, where: str) -> None:
+    """A one-column header holding the other format's delimiter means the extension is wrong."""
+    other, name, ext = ("\t", "tabs", ".tsv") if fmt == "csv" else (",", "commas", ".csv")
+    if len(header) == 1 and header[0] != text_col and other in header[0]:
+        raise LayerfuseError(f"{where}: the header is one {fmt.upper()} column holding {name} "
+                             f"({header[0][:60]!r}): the delimiter looks wrong, is this a {ext[1:].upper()} "
+                             f"file? Rename it to {ext}")
 
 
 def _csv_rows(text: str, delim: str, *, quoting: bool) -> list[tuple[int, list[str]]]:
@@ -267,7 +279,7 @@ def _read_parquet(path: Path, text_col: str, label_col: str | None) -> _Table:
         tbl = pq.read_table(path)
     except Exception as e:  # noqa: BLE001 -- pyarrow raises many types
         raise LayerfuseError(f"{path}: cannot read as Parquet ({type(e).__name__}: {e}); check the file "
-                             f"or pass `format`") from None
+                             f"or convert it to CSV or JSONL") from None
     cols = list(tbl.column_names)
     tk = _resolve_column("text", text_col, cols, str(path), "parquet")
     lk = _resolve_column("label", label_col, cols, str(path), "parquet") if label_col is not None else None

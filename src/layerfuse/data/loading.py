@@ -58,6 +58,8 @@ def load_data(data_cfg: dict):
         ds = load_dataset(train=d.pop("train"), test=d.pop("test", None), **d)
     else:
         raise LayerfuseError("no data: pass `dataset` NAME or `train` FILE (data.dataset or data.train in a config)")
-    if limit:
-        ds = ds.subsample(int(limit))
+    if limit is not None:  # 0 is refused, not read as "no limit"
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise LayerfuseError(f"`limit` must be a whole number of texts >= 1 per split, got {limit!r}")
+        ds = ds.subsample(limit)
     return ds

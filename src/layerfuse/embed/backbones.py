@@ -10,6 +10,8 @@ A reference is one of:
 
 GGUF weights are dequantised once by transformers and saved as safetensors under the cache root
 (``<cache>/models/<sha>``), so the second load takes about a second instead of tens of seconds.
+The copy records the checksums of its files when written and is checked on every load; a damaged
+copy is rebuilt, never used.
 """
 
 from __future__ import annotations
@@ -17,16 +19,26 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from layerfuse.cache.atomic import atomic_folder, atomic_write_bytes, sha256_file
+from layerfuse.cache.atomic import (
+    atomic_folder,
+    atomic_write_bytes,
+    cache_writes,
+    remove_stale_temporaries,
+    sampled_sha256,
+    sha256_file,
+)
 from layerfuse.cache.layout import cache_root, fingerprints_file, models_root
 from layerfuse.embed.registry import ALIASES, alias_source
 from layerfuse.errors import LayerfuseError
 
-__all__ = ["fingerprint_source", "Backbone", "find_layer_list", "resolve", "load_backbone", "describe_reference"]
+__all__ = ["fingerprint_source", "Backbone", "find_layer_list", "resolve", "load_backbone", "describe_reference",
+           "check_model_copy", "record_checksums", "CHECKSUMS"]
 
 # ---------------------------------------------------------------------------------------------
 # Fingerprints
@@ -46,7 +58,10 @@ def _file_sha256(path: Path, root: Path) -> str:
     if key in memo:
         return memo[key]
     memo[key] = sha256_file(path)
-    atomic_write_bytes(memo_path, json.dumps(memo, indent=0).encode())
+    try:  # only a memo: a read-only cache root still serves what it holds
+        atomic_write_bytes(memo_path, json.dumps(memo, indent=0).encode())
+    except LayerfuseError:
+        pass
     return memo[key]
 
 
@@ -116,6 +131,13 @@ def _looks_like_hub_id(ref: str) -> bool:
     return len(parts) == 2 and all(parts) and not ref.startswith((".", "/", "~"))
 
 
+def _looks_like_path(ref: str) -> bool:
+    """A reference that can only mean a file or folder: a .gguf name, or a path that starts with
+    ``/``, ``./``, ``../`` or ``~``, or has more than one ``/`` (hub ids are exactly ``org/name``)."""
+    return (ref.lower().endswith(".gguf") or ref.startswith(("/", "./", "../", "~", ".\\"))
+            or ref.count("/") > 1 or os.sep != "/" and os.sep in ref)
+
+
 def resolve(ref: str, root: str | os.PathLike | None = None) -> tuple[Path | str, str | None]:
     """Resolve a reference to (local path or hub id, gguf file name inside it or None)."""
     root_p = cache_root(root)
@@ -139,6 +161,11 @@ def resolve(ref: str, root: str | os.PathLike | None = None) -> tuple[Path | str
                 "Face model folder or a .gguf file"
             )
         return p, None
+    if _looks_like_path(ref):
+        raise LayerfuseError(
+            f"model file {p} does not exist (relative paths start at {Path.cwd()}): check the path, or pass "
+            "a packaged alias (see `layerfuse models`) or a Hugging Face id like org/name"
+        )
     if _looks_like_hub_id(ref):
         return ref, None
     close = [a for a in ALIASES if ref.lower().split("-")[0] in a]
@@ -153,18 +180,11 @@ def _dequantised_dir(gguf: Path, root: Path) -> Path:
     return models_root(root) / _file_sha256(gguf, root)[:16]
 
 
-def _materialise_gguf(gguf: Path, root: Path, progress: bool) -> Path:
-    """Dequantise a GGUF file once into a safetensors folder under the cache root."""
+def _dequantise(gguf: Path):
+    """(model, tokenizer) read from a GGUF file by transformers, as float32 tensors."""
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    target = _dequantised_dir(gguf, root)
-    if (target / "READY").exists():
-        return target
-    if not gguf.exists():
-        raise LayerfuseError(f"GGUF file {gguf} does not exist")
-    if progress:
-        print(f"dequantising {gguf.name} once (cached under {target}) …", flush=True)
     try:
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModel.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
@@ -177,12 +197,139 @@ def _materialise_gguf(gguf: Path, root: Path, progress: bool) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    with atomic_folder(target) as tmp:
+    return model, tok
+
+
+def _materialise_gguf(gguf: Path, root: Path, progress: bool) -> Path:
+    """Dequantise a GGUF file once into a safetensors folder under the cache root.
+
+    The copy records the size and sha256 of every file it holds (``CHECKSUMS.json``) and is
+    checked on every load (:func:`check_model_copy`); a damaged or unverifiable copy is deleted
+    and rebuilt, never loaded. Temporary folders left by a killed dequantisation are removed.
+    """
+    if not gguf.exists():
+        raise LayerfuseError(f"GGUF file {gguf} does not exist")
+    target = _dequantised_dir(gguf, root)
+    remove_stale_temporaries(target.parent, recursive=False)
+    if (target / "READY").exists():
+        problem = check_model_copy(target)
+        if problem is None:
+            return target
+        print(f"layerfuse: the model copy {target} is damaged ({problem}); rebuilding it from {gguf.name}",
+              file=sys.stderr, flush=True)
+        shutil.rmtree(target, ignore_errors=True)
+    if progress:
+        print(f"dequantising {gguf.name} once (cached under {target}) …", flush=True)
+    model, tok = _dequantise(gguf)
+    with cache_writes(root), atomic_folder(target) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         (tmp / "SOURCE").write_text(str(gguf.resolve()) + "\n")
+        record_checksums(tmp)
         (tmp / "READY").write_text("ok\n")
     return target
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks of model copies
+
+CHECKSUMS = "CHECKSUMS.json"
+#: Files smaller than this are hashed in full on every load; larger ones by a sample (unless
+#: their mtime changed since the last full check).
+FULL_CHECK_BYTES = 64 << 20
+
+
+def record_checksums(folder: Path) -> None:
+    """Write ``CHECKSUMS.json``: size, sha256 and sampled sha256 of every file in ``folder``."""
+    files = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.name not in (CHECKSUMS, "READY"):
+            st = p.stat()
+            files[str(p.relative_to(folder))] = {"size": st.st_size, "sha256": sha256_file(p),
+                                                 "sampled": sampled_sha256(p), "mtime_ns": st.st_mtime_ns}
+    atomic_write_bytes(folder / CHECKSUMS, json.dumps({"files": files}, indent=1).encode())
+
+
+def check_model_copy(folder: Path, full: bool = False) -> str | None:
+    """What is wrong with a model copy, or None when it matches the checksums recorded at write.
+
+    Every file must exist with its recorded size. Its content is hashed in full when ``full``,
+    when it is small (< :data:`FULL_CHECK_BYTES`) or when its mtime differs from the one
+    recorded at the last full check (then that mtime is recorded anew); otherwise a sample of
+    it is hashed (:func:`~layerfuse.cache.atomic.sampled_sha256`, any damaged run of 2 MiB or
+    more). ``layerfuse cache --verify`` runs the full check.
+    """
+    try:
+        doc = json.loads((folder / CHECKSUMS).read_text())
+        files = doc["files"]
+        if not isinstance(files, dict) or not files:
+            raise ValueError
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return f"no readable {CHECKSUMS}, so it cannot be verified"
+    touched = False
+    for name, rec in files.items():
+        p = folder / name
+        try:
+            st = p.stat()
+            if st.st_size != rec["size"]:
+                return f"{name} has {st.st_size} bytes, {rec['size']} were written"
+            if full or st.st_size < FULL_CHECK_BYTES or st.st_mtime_ns != rec.get("mtime_ns"):
+                if sha256_file(p) != rec["sha256"]:
+                    return f"{name} does not match its sha256"
+                if st.st_mtime_ns != rec.get("mtime_ns"):
+                    rec["mtime_ns"], touched = st.st_mtime_ns, True
+            elif sampled_sha256(p) != rec["sampled"]:
+                return f"{name} does not match its sampled sha256"
+        except FileNotFoundError:
+            return f"{name} is missing"
+        except (OSError, KeyError, TypeError) as e:
+            return f"{name} cannot be checked ({e})"
+    if touched:
+        try:
+            atomic_write_bytes(folder / CHECKSUMS, json.dumps(doc, indent=1).encode())
+        except LayerfuseError:  # a read-only cache still loads; the full check just repeats
+            pass
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Hub models
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face endpoint accepts a TCP connection within ``timeout`` seconds
+    (no retries: huggingface_hub's own retries take ~40 s to give up when offline)."""
+    import socket
+    from urllib.parse import urlparse
+
+    try:
+        from huggingface_hub import constants
+
+        endpoint = constants.ENDPOINT
+    except Exception:  # noqa: BLE001 -- an old or missing huggingface_hub
+        endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    url = urlparse(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _hub_kwargs(ref: str) -> dict:
+    """``local_files_only=True`` when the hub model is in the local HF cache already; else check
+    the network once, fast, and fail with the offline message instead of retrying for ~40 s."""
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(ref, local_files_only=True)
+        return {"local_files_only": True}
+    except Exception:  # noqa: BLE001 -- not cached (OSError, ValueError, EnvironmentError …)
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on") or not _hub_reachable():
+        raise _offline_error(ref, ConnectionError("no network"))
+    return {}
 
 
 def _offline_error(ref: str, err: Exception) -> LayerfuseError:
@@ -219,10 +366,11 @@ def load_backbone(
     else:
         folder = src  # hub id
         fp = None
+    hub = _hub_kwargs(folder) if isinstance(folder, str) else {}
     try:
-        config = AutoConfig.from_pretrained(str(folder))
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        model = AutoModel.from_pretrained(str(folder), dtype=torch_dtype)
+        config = AutoConfig.from_pretrained(str(folder), **hub)
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), **hub)
+        model = AutoModel.from_pretrained(str(folder), dtype=torch_dtype, **hub)
     except OSError as e:
         if isinstance(folder, str):
             raise _offline_error(ref, e) from e

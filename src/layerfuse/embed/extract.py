@@ -223,7 +223,7 @@ def extract_texts(
     if not 0 <= use_depth <= L:
         raise LayerfuseError(f"layer {use_depth} asked for, but {backbone.ref} has layers 0..{L}")
     key = cache_mod.make_key(fields_for(use_depth))
-    e = cache_mod.entry(root, key)
+    e = cache_mod.entry(root, key).lock()  # a second run of the same extraction waits here, then finds it done
     side = padding_side or getattr(backbone.tokenizer, "padding_side", "right") or "right"
     full_lengths: list[int] = []
     enc, truncated = tokenize(backbone, texts, max_length, full_lengths=full_lengths)
@@ -254,7 +254,7 @@ def extract_texts(
         bar = tqdm(total=total_tokens, desc=desc, unit="tok", unit_scale=True, dynamic_ncols=True,
                    file=sys.stderr, smoothing=0.1)
         if done:
-            bar.write(f"{desc}: resuming, {len(done)} of {n_chunks} chunks already in the cache")
+            bar.write(f"{desc}: resuming, {len(done)} of {n_chunks} chunks already in the cache", file=sys.stderr)
     t0 = time.perf_counter()
     texts_done = 0
     try:
@@ -281,9 +281,25 @@ def extract_texts(
     for p in todo_poolings:
         e.finalise(p, n_chunks, order, (use_depth + 1, n, backbone.width), store_dtype)
     arrays = {p: e.open_final(p) for p in poolings}
+    e.unlock()
     stats.update(key=key, n_layers=L, width=backbone.width, truncated=int(truncated), cache_bytes=e.size_bytes(),
                  cache_path=str(e.path), resumed_chunks=len(done))
     return arrays, stats
+
+
+def _auto_dtype_in_cache(model, ds, split, dtype, max_length, depth, storage, cache_dir) -> str:
+    """``dtype`` unless the cache holds an entry for these texts and settings made under the other
+    automatic choice; then that one, so a rerun resumes or reuses it instead of starting over."""
+    try:
+        model_fp = describe_reference(model, cache_dir)["fingerprint"]
+    except LayerfuseError:
+        return dtype
+    if model_fp is None:
+        return dtype
+    sp = ds.splits[split]
+    fields = _entry_fields(model_fp, ds.text_fingerprint(split), len(sp.texts), max_length, dtype, depth, storage,
+                           None)
+    return cache_mod.dtype_in_cache(cache_root(cache_dir), fields, ("float32", "bfloat16"), prefer=dtype) or dtype
 
 
 def extract(
@@ -322,7 +338,7 @@ def extract(
     if batch_tokens < 1:
         raise LayerfuseError(f"`batch_tokens` must be positive, got {batch_tokens}")
     device = resolve_device(device)
-    dtype = resolve_dtype(dtype, device)
+    asked_dtype, dtype = dtype, resolve_dtype(dtype, device)
     ds = data if data is not None else load_dataset(dataset, train=train, test=test, **data_kw)
     if limit is not None:
         if limit < 1:
@@ -332,6 +348,8 @@ def extract(
     if layers and min(int(x) for x in layers) < 0:
         raise LayerfuseError("`layers` takes layer numbers ≥ 0 (0 = token embeddings)")
     use_splits = list(splits) if splits else list(ds.splits)
+    if asked_dtype == "auto":  # resume what an earlier auto run started, whichever dtype it chose
+        dtype = _auto_dtype_in_cache(model, ds, use_splits[0], dtype, max_length, depth, storage, cache_dir)
     holder: dict = {}
 
     def loader():

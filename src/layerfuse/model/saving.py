@@ -1,5 +1,8 @@
-"""A trained head on disk: ``net.safetensors`` + ``net.json`` for one network, ``seeds.json`` for
-every seed of a grid row. Nothing is unpickled: weights are safetensors, the rest is JSON.
+"""Saving and loading trained nets (``net.safetensors`` + ``net.json``) and grid-row results.
+
+Folders that hold several files record the size and sha256 of each (:func:`file_checksums`)
+and refuse to load when one no longer matches (:func:`verify_checksums`), so damaged weights
+are never used: a flipped byte inside a float would otherwise go unnoticed.
 """
 
 from __future__ import annotations
@@ -12,12 +15,47 @@ from layerfuse.model.fusion import build_fusion
 from layerfuse.model.heads import FusionClassifierNet, build_head
 from layerfuse.model.training import SeedResult, TrainedModel, count_params
 
-__all__ = ["WEIGHTS_FILE", "CONFIG_FILE", "SEEDS_FILE", "FORMAT_VERSION", "save_net", "load_net", "save_seeds", "load_seeds"]
+__all__ = ["WEIGHTS_FILE", "CONFIG_FILE", "SEEDS_FILE", "FORMAT_VERSION", "save_net", "load_net", "save_seeds",
+           "load_seeds", "file_checksums", "verify_checksums"]
 
 WEIGHTS_FILE = "net.safetensors"
 CONFIG_FILE = "net.json"
 SEEDS_FILE = "seeds.json"
 FORMAT_VERSION = 1
+
+
+# --------------------------------------------------------------------------------------------
+# checksums
+
+
+def file_checksums(folder: Path, exclude: tuple[str, ...] = ()) -> dict:
+    """``{relative path: {"size", "sha256"}}`` of every file under ``folder`` but ``exclude``."""
+    from layerfuse.cache.atomic import sha256_file
+
+    folder = Path(folder)
+    return {str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": sha256_file(p)}
+            for p in sorted(folder.rglob("*")) if p.is_file() and str(p.relative_to(folder)) not in exclude}
+
+
+def verify_checksums(folder: Path, recorded, where: Path, fix: str) -> None:
+    """Raise a one-line :class:`LayerfuseError` naming the first file under ``folder`` that is
+    missing or differs from ``recorded`` (as written by :func:`file_checksums` into ``where``)."""
+    from layerfuse.cache.atomic import sha256_file
+
+    if not isinstance(recorded, dict):
+        raise LayerfuseError(f"{where}: malformed 'files' checksums; {fix}")
+    for name, rec in recorded.items():
+        p = Path(folder) / name
+        try:
+            if not isinstance(rec, dict):
+                raise TypeError
+            if not p.is_file():
+                raise LayerfuseError(f"{p}: file missing (listed in {where.name}); {fix}")
+            if p.stat().st_size != rec["size"] or sha256_file(p) != rec["sha256"]:
+                raise LayerfuseError(f"{p}: damaged, its checksum differs from the one {where.name} recorded at "
+                                     f"save; {fix}")
+        except (KeyError, TypeError):
+            raise LayerfuseError(f"{where}: malformed checksum for {name}; {fix}") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -142,7 +180,8 @@ def save_seeds(result: SeedResult, directory, info: dict | None = None) -> Path:
     with atomic_folder(d) as tmp:
         for s, model in zip(result.seeds, result.models):
             save_net(model, tmp / f"seed-{s}")
-        doc = {"format": "layerfuse.seeds", "version": FORMAT_VERSION, "summary": result.summary(), "info": info or {}}
+        doc = {"format": "layerfuse.seeds", "version": FORMAT_VERSION, "summary": result.summary(), "info": info or {},
+               "files": file_checksums(tmp)}
         (tmp / SEEDS_FILE).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     return d
 
@@ -158,5 +197,7 @@ def load_seeds(directory) -> SeedResult:
     summary = doc.get("summary")
     if not isinstance(summary, dict) or doc.get("format") != "layerfuse.seeds" or set(summary) != names:
         raise LayerfuseError(f"{path}: not a layerfuse seeds file of this version (fields {sorted(names)} expected)")
+    if "files" in doc:  # rows saved before checksums were recorded have none
+        verify_checksums(d, doc["files"], path, "train the row again")
     models = [load_net(d / f"seed-{s}") for s in summary["seeds"]]
     return SeedResult(**summary, models=models)

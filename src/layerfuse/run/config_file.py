@@ -1,5 +1,7 @@
-"""Run configurations: :data:`~layerfuse.config.DEFAULT_CONFIG` overlaid with a YAML file or command
-line flags, every field checked before any model runs.
+"""Run configurations: the defaults overlaid with a YAML file (or the command-line flags).
+
+Every field is checked for its type and range when the configuration is read, so a bad value
+fails in one line naming the file and the field before any model is loaded.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ def merge_config(user: dict, source: str = "config") -> dict:
     cfg["fusion"]["strategies"] = parse_list(cfg["fusion"]["strategies"], f"{source}: fusion.strategies")
     cfg["fusion"]["heads"] = parse_list(cfg["fusion"]["heads"], f"{source}: fusion.heads")
     validate_choices(cfg["fusion"]["strategies"], cfg["fusion"]["heads"], cfg["selection"]["layers"], source)
+    _check_fields(cfg, source)
     seeds = cfg["fusion"]["seeds"]
     if isinstance(seeds, int):
         seeds = list(range(seeds))
@@ -51,14 +54,106 @@ def merge_config(user: dict, source: str = "config") -> dict:
     return cfg
 
 
+# Per field: kind and smallest value (ints and floats), or None for "any string".
+# Fields absent here (lists, seeds, output) are checked where they are parsed.
+_FIELDS: dict[str, tuple[str, float | None, float | None]] = {
+    "data.limit": ("int", 1, None),
+    "data.test_fraction": ("float", 0.0, 1.0),
+    "data.seed": ("int", None, None),
+    "data.dataset": ("str", None, None),
+    "data.train": ("str", None, None),
+    "data.test": ("str", None, None),
+    "data.text_column": ("str", None, None),
+    "data.label_column": ("str", None, None),
+    "data.encoding": ("str", None, None),
+    "extraction.max_length": ("int", 2, None),
+    "extraction.batch_tokens": ("int", 1, None),
+    "extraction.dtype": ("str", None, None),
+    "extraction.device": ("str", None, None),
+    "extraction.storage": ("str", None, None),
+    "profile.folds": ("int", 2, None),
+    "profile.windows": ("int", 1, None),
+    "profile.eval_test": ("bool", None, None),
+    "selection.layers": ("str", None, None),
+    "selection.k": ("int", 1, None),
+    "fusion.combos": ("str", None, None),
+    "fusion.proj_dim": ("int", 1, None),
+    "fusion.max_epochs": ("int", 1, None),
+    "fusion.patience": ("int", 0, None),
+    "fusion.val_fraction": ("float", 0.0, 1.0),
+    "fusion.lr": ("float", 0.0, None),
+    "fusion.batch_size": ("int", 1, None),
+}
+_OPTIONAL = {"data.limit", "data.test", "data.train", "data.dataset", "data.label_column"}
+_WORDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a text"}
+
+
+def _check_fields(cfg: dict, source: str) -> None:
+    """Check (and normalise: ``"1e-3"`` → 0.001, ``"512"`` → 512) every field of :data:`_FIELDS`.
+
+    Raises a :class:`LayerfuseError` naming ``source`` and the field (``fusion.proj_dim``, or
+    ``--proj-dim`` when ``source`` is the command line) for a value of the wrong kind or range.
+    """
+    for dotted, (kind, lo, hi) in _FIELDS.items():
+        section, name = dotted.split(".")
+        if name not in cfg.get(section, {}):
+            continue
+        value = cfg[section][name]
+        field = f"--{name.replace('_', '-')}" if source == "command line" else dotted
+        if value is None and dotted in _OPTIONAL:
+            continue
+        bad = LayerfuseError(f"{source}: {field} must be {_WORDS[kind]}"
+                             + (f" >= {lo:g}" if lo is not None and kind == "int" else "")
+                             + (f" between {lo:g} and {hi:g}" if hi is not None else "")
+                             + (f" above {lo:g}" if lo is not None and hi is None and kind == "float" else "")
+                             + f", got {value!r}")
+        if kind == "str":
+            if not isinstance(value, str):
+                raise bad
+            continue
+        if kind == "bool":
+            if not isinstance(value, bool):
+                raise bad
+            continue
+        if isinstance(value, bool):
+            raise bad
+        try:
+            number = (int(value) if kind == "int" and not isinstance(value, float) else float(value))
+        except (TypeError, ValueError):
+            raise bad from None
+        if kind == "int" and (isinstance(value, float) and not value.is_integer()):
+            raise bad
+        number = int(number) if kind == "int" else number
+        if number != number:  # NaN
+            raise bad
+        if hi is not None:
+            if not lo < number < hi:
+                raise bad
+        elif lo is not None and (number < lo if kind == "int" else number <= lo):
+            raise bad
+        cfg[section][name] = number
+
+
 def load_config_file(path) -> dict:
+    """Read a YAML run configuration and merge it over the defaults (:func:`merge_config`)."""
     import yaml
 
     p = Path(path)
     if not p.exists():
         raise LayerfuseError(f"config file {p} does not exist")
+    if p.is_dir():
+        raise LayerfuseError(f"config file {p} is a folder: pass a YAML file")
+    data = p.read_bytes()
     try:
-        user = yaml.safe_load(p.read_text()) or {}
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise LayerfuseError(f"{p}:{line}: byte 0x{data[e.start]:02x} is not UTF-8 text; a configuration is a YAML "
+                             "text file (see docs/config.md)") from None
+    if "\x00" in text:
+        raise LayerfuseError(f"{p}: holds NUL bytes, so it is not a YAML text file (see docs/config.md)")
+    try:
+        user = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
