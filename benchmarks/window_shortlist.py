@@ -42,7 +42,7 @@ def _choice(profile) -> dict:
     w = best_row(profile.rows, "probe_acc", "window")
     sel = select_layers(profile, "auto")
     return {"best_window": [w["start"], w["end"]], "best_window_probe_acc": w["probe_acc"],
-            "auto": {"strategy": sel.strategy, "layers": list(sel.layers)}}
+            "auto": {"combine": sel.combine, "layers": [int(v) for v in sel.layers]}}
 
 
 def _proxy_order(profile) -> list[tuple[int, int]]:
