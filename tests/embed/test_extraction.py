@@ -242,15 +242,15 @@ def test_bf16_counts_as_fast_only_where_it_measures_faster(monkeypatch):
     from layerfuse.embed import device as extraction
 
     monkeypatch.setattr(extraction, "_cpu_flags", lambda: {"avx2", "fma"})
-    monkeypatch.setattr(extraction, "bf16_speedup", lambda: 6.0)
+    monkeypatch.setattr(extraction, "bf16_speedup", lambda root=None: 6.0)
     assert not extraction.fast_bf16("cpu") and extraction.bf16_instructions() == "none"
     monkeypatch.setattr(extraction, "_cpu_flags", lambda: {"avx512f", "avx512_bf16"})
     assert extraction.fast_bf16("cpu") and extraction.bf16_instructions() == "AVX-512 BF16, no AMX"
     # AVX-512 BF16 without AMX: advertised, but slower than float32 on the machine that found it.
-    monkeypatch.setattr(extraction, "bf16_speedup", lambda: 0.6)
+    monkeypatch.setattr(extraction, "bf16_speedup", lambda root=None: 0.6)
     assert not extraction.fast_bf16("cpu")
     monkeypatch.setattr(extraction, "_cpu_flags", lambda: {"amx_bf16", "amx_tile", "avx512_bf16"})
-    monkeypatch.setattr(extraction, "bf16_speedup", lambda: 5.0)
+    monkeypatch.setattr(extraction, "bf16_speedup", lambda root=None: 5.0)
     assert extraction.fast_bf16("cpu") and extraction.bf16_instructions() == "AMX"
 
 
@@ -265,9 +265,9 @@ def test_bf16_speedup_is_a_measured_ratio():
 def test_auto_dtype_follows_the_hardware(monkeypatch):
     from layerfuse.embed import device as extraction
 
-    monkeypatch.setattr(extraction, "fast_bf16", lambda device: True)
+    monkeypatch.setattr(extraction, "dtype_decision", lambda device, root=None: ("bfloat16", "test"))
     assert extraction.resolve_dtype("auto", "cpu") == "bfloat16"
-    monkeypatch.setattr(extraction, "fast_bf16", lambda device: False)
+    monkeypatch.setattr(extraction, "dtype_decision", lambda device, root=None: ("float32", "test"))
     assert extraction.resolve_dtype("auto", "cpu") == "float32"
     assert extraction.resolve_dtype("bfloat16", "cpu") == "bfloat16"
     with pytest.raises(LayerfuseError, match="unknown `dtype` 'fp8'"):

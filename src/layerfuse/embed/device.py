@@ -1,33 +1,59 @@
-"""The compute device and dtype: ``auto`` picks a GPU when present and bfloat16 where it is the
-faster dtype on this hardware.
+"""Device and compute dtype.
+
+``--dtype auto`` picks bfloat16 where it is the faster compute dtype. On a CPU that depends on
+more than the instruction flags (an AVX-512 BF16 CPU without AMX ran whole-model extraction at
+0.67x fp32, an AMX CPU at 2.58x), so it also rests on a measured bf16/fp32 matmul ratio. That ratio
+is measured **once per CPU model and torch version** and kept in
+``<cache_root>/hardware/<digest>.json``; every later run reads it back, so the same command picks
+the same dtype however busy the machine is. Where no measurement can be kept (an unwritable
+cache), the flags alone decide: AMX → bfloat16, anything else → float32.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import time
 from pathlib import Path
 
 from layerfuse.errors import LayerfuseError
 from layerfuse.validation import check_choice
 
-__all__ = ["DTYPES", "fast_bf16", "bf16_instructions", "bf16_speedup", "resolve_dtype", "resolve_device"]
+__all__ = ["DTYPES", "fast_bf16", "bf16_instructions", "bf16_speedup", "bf16_measurement", "hardware_file",
+           "dtype_decision", "resolve_dtype", "resolve_device"]
 
 DTYPES = ("auto", "float32", "bfloat16")
 
+#: bf16 must run the measured matmul at least this much faster than fp32 to be the auto choice.
+BF16_MIN_SPEEDUP = 1.5
+
 
 def fast_bf16(device: str) -> bool:
-    """Whether bfloat16 is the faster compute dtype here: a CUDA GPU with bf16; on a CPU, one that
-    advertises AMX or AVX-512 BF16 (/proc/cpuinfo) *and* runs a bf16 matrix product at least 1.5x
-    as fast as float32 (:func:`bf16_speedup`). The measurement matters: an AVX-512 BF16 CPU without
-    AMX ran whole-model extraction at 0.67x fp32 (benchmarks/results/extract_throughput_no_amx.md), an AMX CPU
-    at 2.58x."""
+    """Whether bfloat16 is the faster compute dtype here (see :func:`dtype_decision`)."""
+    return dtype_decision(device)[0] == "bfloat16"
+
+
+def dtype_decision(device: str, root: str | os.PathLike | None = None) -> tuple[str, str]:
+    """``(dtype, why)`` for ``--dtype auto``: on CUDA, bfloat16 where the GPU supports it; on a CPU,
+    bfloat16 only where it advertises AMX or AVX-512 BF16 *and* the kept measurement
+    (:func:`bf16_speedup`) shows bf16 ≥ 1.5× fp32; with no measurement, AMX alone decides."""
     import torch
 
     if device.startswith("cuda"):
-        return torch.cuda.is_bf16_supported()
-    if bf16_instructions() == "none":
-        return False
-    return bf16_speedup() >= 1.5
+        ok = torch.cuda.is_bf16_supported()
+        return ("bfloat16", "CUDA GPU with bf16") if ok else ("float32", "CUDA GPU without bf16")
+    flags = bf16_instructions()
+    if flags == "none":
+        return "float32", "the CPU advertises no bf16 instructions (no AMX, no AVX-512 BF16)"
+    speedup = bf16_speedup(root)
+    if speedup is None:
+        dt = "bfloat16" if flags == "AMX" else "float32"
+        return dt, f"{flags}; no kept measurement (cache not writable), so the flags decide"
+    where = _measured_note(root)
+    dt = "bfloat16" if speedup >= BF16_MIN_SPEEDUP else "float32"
+    cmp = "≥" if dt == "bfloat16" else "<"
+    return dt, f"{flags}; bf16 matmul {speedup:.2f}× fp32 {cmp} {BF16_MIN_SPEEDUP}× ({where})"
 
 
 def bf16_instructions() -> str:
@@ -39,43 +65,112 @@ def bf16_instructions() -> str:
     return "AVX-512 BF16, no AMX" if "avx512_bf16" in flags else "none"
 
 
-def _cpu_flags() -> set[str]:
+def _cpuinfo() -> str:
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        return Path("/proc/cpuinfo").read_text()
     except OSError:
-        return set()
+        return ""
+
+
+def _cpu_flags() -> set[str]:
+    text = _cpuinfo()
     return {f for line in text.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
 
 
-_BF16_SPEEDUP: list[float] = []
+def _cpu_model() -> str:
+    import platform
+
+    for line in _cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
-def bf16_speedup() -> float:
-    """How much faster a [256, 1024] x [1024, 1024] product runs on the CPU in bfloat16 than in
-    float32 (best of 5 each, about 50 ms in all; measured once per process)."""
+def hardware_file(root: str | os.PathLike | None = None) -> Path:
+    """Where the bf16 measurement of this CPU model (and torch version) is kept."""
     import torch
 
-    if not _BF16_SPEEDUP:
-        best = {}
-        for dt in (torch.float32, torch.bfloat16):
-            a, b = torch.randn(256, 1024).to(dt), torch.randn(1024, 1024).to(dt)
-            a @ b  # warm-up
-            times = []
-            for _ in range(5):
-                t0 = time.perf_counter()
-                a @ b
-                times.append(time.perf_counter() - t0)
-            best[dt] = min(times)
-        _BF16_SPEEDUP.append(best[torch.float32] / max(best[torch.bfloat16], 1e-9))
-    return _BF16_SPEEDUP[0]
+    from layerfuse.cache.layout import cache_root
+
+    ident = json.dumps({"cpu": _cpu_model(), "bf16": bf16_instructions(), "cores": os.cpu_count(),
+                        "torch": torch.__version__})
+    return cache_root(root) / "hardware" / (hashlib.sha256(ident.encode()).hexdigest()[:16] + ".json")
 
 
-def resolve_dtype(dtype: str, device: str) -> str:
-    """``auto`` → bfloat16 where it is the faster dtype (:func:`fast_bf16`), else float32."""
+def measure_bf16_speedup(rounds: int = 30) -> float:
+    """fp32 time / bf16 time of a [256, 1024] × [1024, 1024] product: the median over ``rounds`` of
+    the ratio within a round, the two dtypes run back to back so that a burst of load hits both
+    (about 0.3 s in all). On the shared, loaded 2-core test machine twelve such measurements gave
+    1.84-3.28×, the best-of-5-each ratio used before 0.32-18.74× (benchmarks/results/dtype_auto.json)."""
+    import statistics
+
+    import torch
+
+    mats = {dt: (torch.randn(256, 1024).to(dt), torch.randn(1024, 1024).to(dt)) for dt in (torch.float32, torch.bfloat16)}
+    for a, b in mats.values():
+        a @ b  # warm-up
+    ratios = []
+    for _ in range(rounds):
+        t = {}
+        for dt, (a, b) in mats.items():
+            t0 = time.perf_counter()
+            a @ b
+            t[dt] = time.perf_counter() - t0
+        ratios.append(t[torch.float32] / max(t[torch.bfloat16], 1e-9))
+    return statistics.median(ratios)
+
+
+_BF16_SPEEDUP: dict = {}
+
+
+def bf16_measurement(root: str | os.PathLike | None = None) -> dict | None:
+    """The kept measurement of this CPU model: read back from :func:`hardware_file`, or measured and
+    written there the first time. None where it can be neither read nor written."""
+    from layerfuse.cache.atomic import atomic_write_bytes
+
+    path = hardware_file(root)
+    if str(path) in _BF16_SPEEDUP:
+        return _BF16_SPEEDUP[str(path)]
+    try:
+        rec = json.loads(path.read_text())
+        float(rec["bf16_speedup"])
+    except (OSError, ValueError, KeyError, TypeError):
+        rec = {"bf16_speedup": measure_bf16_speedup(), "cpu": _cpu_model(), "bf16_instructions": bf16_instructions(),
+               "measured": time.strftime("%Y-%m-%d %H:%M"),
+               "what": "fp32/bf16 time of a [256,1024]x[1024,1024] matmul, median of 30 back-to-back rounds"}
+        try:
+            import torch
+
+            rec["torch"] = torch.__version__
+            atomic_write_bytes(path, json.dumps(rec, indent=1).encode())
+        except OSError:
+            return None
+    rec["path"] = str(path)
+    _BF16_SPEEDUP[str(path)] = rec
+    return rec
+
+
+def bf16_speedup(root: str | os.PathLike | None = None) -> float | None:
+    """bf16 speed-up over fp32 of this CPU model, from :func:`bf16_measurement` (None: none kept)."""
+    rec = bf16_measurement(root)
+    return None if rec is None else float(rec["bf16_speedup"])
+
+
+def _measured_note(root) -> str:
+    rec = _BF16_SPEEDUP.get(str(hardware_file(root))) or {}
+    return f"measured once on {rec.get('measured', '?')}, kept in {rec.get('path', '?')}"
+
+
+def resolve_dtype(dtype: str, device: str, *, announce=None, root: str | os.PathLike | None = None) -> str:
+    """``auto`` → bfloat16 where it is the faster dtype (:func:`dtype_decision`), else float32.
+    ``announce``, when given, is called with a line saying what ``auto`` chose and why."""
     if dtype not in DTYPES:
         check_choice(dtype, DTYPES, "`dtype`")
     if dtype == "auto":
-        return "bfloat16" if fast_bf16(device) else "float32"
+        dt, why = dtype_decision(device, root)
+        if announce is not None:
+            announce(f"dtype auto → {dt}: {why}")
+        return dt
     return dtype
 
 

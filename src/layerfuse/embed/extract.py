@@ -338,7 +338,9 @@ def extract(
     if batch_tokens < 1:
         raise LayerfuseError(f"`batch_tokens` must be positive, got {batch_tokens}")
     device = resolve_device(device)
-    asked_dtype, dtype = dtype, resolve_dtype(dtype, device)
+    asked_dtype = dtype
+    dtype = resolve_dtype(dtype, device, root=cache_dir,
+                          announce=(lambda line: print(line, file=sys.stderr, flush=True)) if progress else None)
     ds = data if data is not None else load_dataset(dataset, train=train, test=test, **data_kw)
     if limit is not None:
         if limit < 1:

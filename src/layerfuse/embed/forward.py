@@ -1,5 +1,10 @@
-"""Tokenisation with truncation counts, length-sorted batches under a token budget, and one forward
-pass per batch giving the pooled vector of every layer (stopping at the deepest layer needed).
+"""The forward pass: token batches in, pooled vectors per layer out.
+
+:func:`forward_pooled` (the default path) pools each block's output while the forward pass runs,
+through forward hooks, and keeps only the ``[B, d]`` vectors: a batch's memory no longer grows with
+the number of layers, and the pass stops at the deepest layer asked for. :func:`forward_all_layers`
+is the former path (Hugging Face ``output_hidden_states``, every layer's ``[B, T, d]`` kept, then
+pooled); it stays for the benchmark's side-by-side row and for tests that compare the two.
 """
 
 from __future__ import annotations
@@ -10,10 +15,10 @@ import numpy as np
 
 from layerfuse.config import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_LENGTH
 from layerfuse.embed.backbones import Backbone, find_layer_list
-from layerfuse.embed.pooling import pool
+from layerfuse.embed.pooling import LayerPooler, pool
 from layerfuse.errors import LayerfuseError
 
-__all__ = ["plan_batches", "forward_all_layers", "tokenize", "embed_sorted", "embed_texts"]
+__all__ = ["plan_batches", "forward_pooled", "forward_all_layers", "tokenize", "embed_sorted", "embed_texts"]
 
 # ---------------------------------------------------------------------------------------------
 # Batching
@@ -63,17 +68,65 @@ def _layer_parent(model):
     raise LayerfuseError("cannot locate the transformer blocks to stop the forward pass early")
 
 
+def _model_kwargs(backbone: Backbone, input_ids, attention_mask) -> dict:
+    kwargs = dict(input_ids=input_ids, attention_mask=attention_mask)
+    if backbone.extra.get("position_ids", True):
+        kwargs["position_ids"] = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    if backbone.is_decoder:
+        kwargs["use_cache"] = False  # no key/value cache: one pass, nothing is generated
+    return kwargs
+
+
+class _StopForward(Exception):
+    """Raised from the hook of the deepest block needed, to end the forward pass there."""
+
+
+def forward_pooled(backbone: Backbone, input_ids, attention_mask, depth: int, poolings) -> list[dict]:
+    """Pooled layers 0..depth as the forward pass produces them: ``depth+1`` dicts
+    ``{pooling: float32 [B, d]}``. Layer 0 is the input of the first block (Hugging Face's
+    ``hidden_states[0]``), layer k the output of block k, and layer L, when asked for, the model's
+    ``last_hidden_state`` (after the final norm, as ``output_hidden_states`` gives it). With
+    ``depth < L`` the pass ends after block ``depth``. Only the pooled vectors are kept: each
+    layer's ``[B, T, d]`` output is freed by the model as it goes on."""
+    blocks = find_layer_list(backbone.model)
+    L = backbone.n_layers
+    depth = max(1, min(depth, L))
+    pooler = LayerPooler(attention_mask, poolings)
+    pooled: list = [None] * (depth + 1)
+
+    def first_input(_m, args, kwargs):
+        pooled[0] = pooler(args[0] if args else kwargs["hidden_states"])
+
+    def block_output(k):
+        def hook(_m, _inp, out):
+            pooled[k] = pooler(out[0] if isinstance(out, tuple) else out)
+            if k == depth and depth < L:
+                raise _StopForward
+
+        return hook
+
+    handles = [blocks[0].register_forward_pre_hook(first_input, with_kwargs=True)]
+    handles += [blocks[k - 1].register_forward_hook(block_output(k)) for k in range(1, min(depth, L - 1) + 1)]
+    try:
+        out = backbone.model(**_model_kwargs(backbone, input_ids, attention_mask))
+        pooled[L] = pooler(out.last_hidden_state)
+    except _StopForward:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    return pooled
+
+
 def forward_all_layers(backbone: Backbone, input_ids, attention_mask, depth: int):
-    """Hidden states of layers 0..depth: a list of ``depth+1`` tensors ``[B, T, d]``."""
+    """Hidden states of layers 0..depth: a list of ``depth+1`` tensors ``[B, T, d]`` (the former
+    path, through ``output_hidden_states``; see the module docstring)."""
     import torch.nn as nn
 
     model = backbone.model
     L = backbone.n_layers
     depth = max(1, min(depth, L))
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
-    if backbone.extra.get("position_ids", True):
-        kwargs["position_ids"] = position_ids
+    kwargs = dict(_model_kwargs(backbone, input_ids, attention_mask), output_hidden_states=True)
     if depth == L:
         out = model(**kwargs)
         return list(out.hidden_states)
@@ -82,6 +135,13 @@ def forward_all_layers(backbone: Backbone, input_ids, attention_mask, depth: int
     parent, attr = _layer_parent(model)
     full = getattr(parent, attr)
     captured = {}
+    try:  # transformers >= 5 installs its capturing hooks lazily, on the blocks present at first use:
+        # install them on the whole list first, or a later deeper pass misses the blocks cut here.
+        from transformers.utils.output_capturing import maybe_install_capturing_hooks
+
+        maybe_install_capturing_hooks(model)
+    except ImportError:
+        pass
 
     def hook(_m, _inp, out):
         captured["h"] = out[0] if isinstance(out, tuple) else out
@@ -120,10 +180,19 @@ def tokenize(backbone: Backbone, texts: Sequence[str], max_length: int, *,
     return enc, int(truncated)
 
 
+def _pooled_batch(backbone: Backbone, ids, mask, depth: int, poolings, streaming: bool) -> list[dict]:
+    """Layers 0..depth of one batch pooled (depth 0 still runs the first block: the passes start at 1)."""
+    if streaming:
+        return forward_pooled(backbone, ids, mask, depth, poolings)[: depth + 1]
+    states = forward_all_layers(backbone, ids, mask, depth)[: depth + 1]
+    return [{p: pool(h.float(), mask, p) for p in poolings} for h in states]
+
+
 def embed_sorted(backbone: Backbone, enc: list[list[int]], poolings: Sequence[str], depth: int, *,
                  batch_tokens: int = DEFAULT_BATCH_TOKENS, padding_side: str = "right", out_dtype=np.float32,
-                 on_batch=None) -> dict[str, np.ndarray]:
-    """Pooled layers 0..depth for token-id lists given longest first: ``{pooling: [depth+1, n, d]}``."""
+                 on_batch=None, streaming: bool = True) -> dict[str, np.ndarray]:
+    """Pooled layers 0..depth for token-id lists given longest first: ``{pooling: [depth+1, n, d]}``.
+    ``streaming=False`` takes the former all-hidden-states path (benchmarks and tests)."""
     import torch
 
     tok = backbone.tokenizer
@@ -135,11 +204,9 @@ def embed_sorted(backbone: Backbone, enc: list[list[int]], poolings: Sequence[st
         ids, mask = _pad([enc[j] for j in b], pad_id, padding_side)
         ids, mask = ids.to(dev), mask.to(dev)
         with torch.inference_mode():
-            states = forward_all_layers(backbone, ids, mask, depth)
-            for k in range(depth + 1):
-                h = states[k].float()
-                for p in poolings:
-                    v = pool(h, mask, p)
+            layers = _pooled_batch(backbone, ids, mask, depth, poolings, streaming)
+            for k, by_pooling in enumerate(layers):
+                for p, v in by_pooling.items():
                     if out_dtype == np.float16 and v.abs().max() > 65000:
                         raise LayerfuseError(f"{backbone.ref}: activations exceed the float16 range; "
                                              "pass `storage` float32")

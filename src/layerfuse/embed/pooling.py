@@ -1,4 +1,8 @@
-"""Masked poolings over real tokens (mean, last, first, max), correct under left and right padding.
+"""Pooling a layer's token states ``[B, T, d]`` into one vector per text, over the real tokens.
+
+:func:`pool` works on any leading shape; :class:`LayerPooler` is the streaming form used during the
+forward pass: it prepares the mask-derived indices once per batch and pools one layer at a time,
+staying in the compute dtype except for the mean's sum (float32, as before).
 """
 
 from __future__ import annotations
@@ -8,7 +12,7 @@ from typing import Sequence
 from layerfuse.errors import LayerfuseError
 from layerfuse.validation import parse_list
 
-__all__ = ["POOLINGS", "pool", "parse_poolings"]
+__all__ = ["POOLINGS", "pool", "LayerPooler", "parse_poolings"]
 
 POOLINGS = ("mean", "last", "first", "max")
 
@@ -42,6 +46,47 @@ def pool(hidden, mask, pooling: str):
     idx = idx.clamp(0, T - 1)
     gather = idx.view(*([1] * (hidden.dim() - 3)), -1, 1, 1).expand(*hidden.shape[:-2], 1, hidden.shape[-1])
     return hidden.gather(-2, gather).squeeze(-2)
+
+
+class LayerPooler:
+    """Pool one layer's ``[B, T, d]`` states into ``{pooling: float32 [B, d]}`` for a fixed mask.
+
+    Gives the same numbers as ``pool(h.float(), mask, p)``: ``last``/``first`` gather and ``max``
+    takes a maximum in the compute dtype before the (exact) conversion to float32, so only the
+    mean converts the whole layer, and that one layer at a time.
+    """
+
+    def __init__(self, mask, poolings):
+        import torch
+
+        for p in poolings:
+            if p not in POOLINGS:
+                raise LayerfuseError(f"unknown pooling '{p}': choose from {', '.join(POOLINGS)}")
+        self.poolings = list(poolings)
+        real = mask.bool()
+        self.pad = ~real[..., None]
+        self.count = mask.sum(-1, keepdim=True).clamp(min=1).to(torch.float32)
+        T = mask.shape[-1]
+        ar = torch.arange(T, device=mask.device)
+        self.index = {}
+        if "last" in self.poolings:
+            self.index["last"] = torch.where(real, ar, torch.full_like(ar, -1)).amax(-1).clamp(0, T - 1)
+        if "first" in self.poolings:
+            self.index["first"] = torch.where(real, ar, torch.full_like(ar, T)).amin(-1).clamp(0, T - 1)
+        self.rows = torch.arange(mask.shape[0], device=mask.device)
+
+    def __call__(self, hidden) -> dict:
+        import torch
+
+        out = {}
+        for p in self.poolings:
+            if p == "mean":
+                out[p] = hidden.float().masked_fill(self.pad, 0.0).sum(-2) / self.count
+            elif p == "max":
+                out[p] = hidden.masked_fill(self.pad, torch.finfo(hidden.dtype).min).amax(-2).float()
+            else:
+                out[p] = hidden[self.rows, self.index[p]].float()
+        return out
 
 
 def parse_poolings(poolings: str | Sequence[str]) -> list[str]:

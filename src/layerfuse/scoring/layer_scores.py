@@ -166,6 +166,7 @@ def score_layers(
     knn_sample: int = DEFAULT_KNN_SAMPLE,
     fisher_shrink: float = DEFAULT_FISHER_SHRINK,
     threads: int | None = None,
+    window_shortlist: int | None = None,
 ) -> LayerProfile:
     """Score every layer of ``X [L+1, N, d]`` against labels ``y [N]`` (training split only).
 
@@ -176,7 +177,9 @@ def score_layers(
     ``threads``: torch threads for the whole call. None (default): the large products (Gram
     matrix, k-NN similarities, many-class probes) use half the cores and everything else one
     thread: close to the fastest on an idle machine, and it avoids 3-10x slowdowns when other
-    jobs share the cores. See the module docstring for what each score means.
+    jobs share the cores. ``window_shortlist``: score only the ``n`` windows whose member layers
+    have the highest mean ``probe_acc`` (needs the probe among ``scores``) instead of every window;
+    None (default) scores them all. See the module docstring for what each score means.
     """
     t_start = time.perf_counter()
     X = as_layers(X)
@@ -198,6 +201,9 @@ def score_layers(
         raise LayerfuseError(f"windows must be >= 0 (0 or 1 = no windows), got {windows}")
     if probe_l2 <= 0:
         raise LayerfuseError(f"probe_l2 must be > 0, got {probe_l2}")
+    if window_shortlist is not None and (int(window_shortlist) < 1 or "probe" not in scores):
+        raise LayerfuseError("window_shortlist must be >= 1 and needs the probe among the scores "
+                             f"(got {window_shortlist!r} with scores {', '.join(scores)})")
     settings = {
         "scores": list(scores),
         "windows": windows,
@@ -209,6 +215,7 @@ def score_layers(
         "knn_k": int(knn_k),
         "knn_sample": int(knn_sample),
         "fisher_shrink": float(fisher_shrink),
+        **({} if window_shortlist is None else {"window_shortlist": int(window_shortlist)}),
         "standardise": "per layer, mean/std over all training rows",
         "label_digest": label_digest(yi),
     }
@@ -219,6 +226,7 @@ def score_layers(
         layer_rows: list[dict] = []
         window_rows: list[dict] = []
         max_w = min(windows, n_rows)
+        online_w = max_w if window_shortlist is None else 0  # shortlisted windows come after the layers
         recent: deque[torch.Tensor] = deque(maxlen=max(max_w - 1, 0))
         from tqdm.auto import tqdm
 
@@ -234,11 +242,11 @@ def score_layers(
                 clock.add("prep_read", time.perf_counter() - t0)
                 row = {"kind": "layer", "start": layer, "end": layer, "layers": [layer],
                        "depth": layer / max(L, 1)}
-                row.update(_score_features(sc, a, scores, clock, f"X[{layer}]", inplace=max_w < 2))
+                row.update(_score_features(sc, a, scores, clock, f"X[{layer}]", inplace=online_w < 2))
                 layer_rows.append(row)
                 # windows ending at this layer: running sums over the previous layers
                 t_w = time.perf_counter()
-                if max_w >= 2 and recent:
+                if online_w >= 2 and recent:
                     acc = a.clone()
                     for width, prev in enumerate(reversed(recent), start=2):
                         acc += prev
@@ -249,7 +257,7 @@ def score_layers(
                         w_row.update(_score_features(sc, acc / width, window_scores, None,
                                                      f"window {start}..{layer}", True))
                         window_rows.append(w_row)
-                if max_w >= 2:
+                if online_w >= 2:
                     recent.append(a)
                 clock.add("windows", time.perf_counter() - t_w)
                 if "probe_acc" in row:
@@ -258,6 +266,10 @@ def score_layers(
         finally:
             bar.close()
         recent.clear()
+        if window_shortlist is not None and max_w >= 2:
+            t_w = time.perf_counter()
+            window_rows = _shortlisted_windows(sc, X, layer_rows, max_w, int(window_shortlist), window_scores, L)
+            clock.add("windows", time.perf_counter() - t_w)
         window_rows.sort(key=lambda r: (r["end"] - r["start"], r["start"]))
         rows = layer_rows + window_rows
         # concatenation of the top-k layers, as a candidate for select_layers("auto")
@@ -293,6 +305,26 @@ def score_layers(
         name=name,
         settings=settings,
     )
+
+
+def _shortlisted_windows(sc: Scorer, X, layer_rows: list[dict], max_w: int, n_keep: int,
+                         window_scores: Sequence[str], L: int) -> list[dict]:
+    """Score the ``n_keep`` windows (width 2..max_w) whose member layers have the highest mean
+    probe accuracy; ties go to the narrower, then the shallower window."""
+    acc = [r["probe_acc"] for r in layer_rows]
+    cands = [(start, start + w - 1) for w in range(2, max_w + 1) for start in range(len(acc) - w + 1)]
+    cands.sort(key=lambda se: (-float(np.mean(acc[se[0]:se[1] + 1])), se[1] - se[0], se[0]))
+    rows = []
+    for start, end in cands[:n_keep]:
+        feats = layer_f32(X, end)  # summed in the order of the exhaustive pass: same numbers
+        for i in range(end - 1, start - 1, -1):
+            feats += layer_f32(X, i)
+        w_row = {"kind": "window", "start": start, "end": end, "layers": list(range(start, end + 1)),
+                 "depth": window_depth(start, end, L)}
+        w_row.update(_score_features(sc, feats / (end - start + 1), window_scores, None,
+                                     f"window {start}..{end}", True))
+        rows.append(w_row)
+    return rows
 
 
 def cv_probe(
