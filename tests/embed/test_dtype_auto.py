@@ -61,4 +61,4 @@ def test_unwritable_cache_gives_no_measurement(fresh, monkeypatch):
     blocker = fresh / "file"
     blocker.write_text("not a folder")
     monkeypatch.setattr(device, "measure_bf16_speedup", lambda: 3.0)
-    assert device.bf16_measurement(blocker) is None
+    assert device.bf16_measurement(blocker / "cache") is None  # a folder under a file: cannot be made

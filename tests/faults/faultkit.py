@@ -47,8 +47,9 @@ def one_line_error(code: int, err: str, *needles: str) -> str:
     every needle in it. Returns the line."""
     assert code == 2, err
     assert "Traceback" not in err, err
-    # an old flag spelling's one-line warning is not part of the error
-    lines = [ln for ln in err.strip().splitlines() if ln.strip() and ": warning: " not in ln]
+    # an old flag spelling's warning and the line saying what --dtype auto chose are not the error
+    lines = [ln for ln in err.strip().splitlines()
+             if ln.strip() and ": warning: " not in ln and not ln.startswith("dtype auto → ")]
     assert len(lines) == 1, err
     for n in needles:
         assert n in lines[0], lines[0]

@@ -12,17 +12,17 @@ from faultkit import texts_csv  # noqa: F401 -- pytest fixtures
 
 
 def test_limit_zero_is_refused_not_read_as_everything(capsys, texts_csv, cache_dir):
-    code, _, err = run_cli(capsys, "extract", "--model", "minilm-l6", "--train", texts_csv, "--limit", "0")
+    code, _, err = run_cli(capsys, "extract", "--models", "minilm-l6", "--train", texts_csv, "--limit", "0")
     one_line_error(code, err, "--limit", ">= 1", "got 0")
     assert not (cache_dir / "embeddings").exists()
 
 
 def test_missing_gguf_path_says_the_file_is_missing(capsys, tmp_path):
     gone = tmp_path / "models" / "nope.gguf"
-    code, _, err = run_cli(capsys, "extract", "--model", gone, "--dataset", "sst2", "--limit", "10")
+    code, _, err = run_cli(capsys, "extract", "--models", gone, "--dataset", "sst2", "--limit", "10")
     line = one_line_error(code, err, str(gone), "does not exist")
     assert "unknown model" not in line
-    code, _, err = run_cli(capsys, "extract", "--model", "weights/nope.gguf", "--dataset", "sst2")
+    code, _, err = run_cli(capsys, "extract", "--models", "weights/nope.gguf", "--dataset", "sst2")
     one_line_error(code, err, "nope.gguf", "does not exist")
 
 
@@ -39,7 +39,7 @@ def test_hub_id_offline_fails_fast_with_the_offline_message(capsys, tmp_path, mo
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))  # nothing cached locally
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     t0 = time.perf_counter()
-    code, _, err = run_cli(capsys, "extract", "--model", "someorg/some-model", "--dataset", "sst2", "--limit", "10",
+    code, _, err = run_cli(capsys, "extract", "--models", "someorg/some-model", "--dataset", "sst2", "--limit", "10",
                            "--cache-dir", tmp_path / "c")
     seconds = time.perf_counter() - t0
     one_line_error(code, err, "someorg/some-model", "offline")
@@ -50,18 +50,18 @@ def test_hub_id_offline_fails_fast_with_the_offline_message(capsys, tmp_path, mo
 def test_tsv_with_commas_says_the_delimiter_looks_wrong(capsys, tmp_path):
     f = tmp_path / "reviews.tsv"
     f.write_text("text,label\na fine film,pos\na dull film,neg\n")
-    code, _, err = run_cli(capsys, "extract", "--model", "minilm-l6", "--train", f)
+    code, _, err = run_cli(capsys, "extract", "--models", "minilm-l6", "--train", f)
     one_line_error(code, err, "reviews.tsv", "delimiter looks wrong", ".csv")
     g = tmp_path / "reviews.csv"
     g.write_text("text\tlabel\na fine film\tpos\na dull film\tneg\n")
-    code, _, err = run_cli(capsys, "extract", "--model", "minilm-l6", "--train", g)
+    code, _, err = run_cli(capsys, "extract", "--models", "minilm-l6", "--train", g)
     one_line_error(code, err, "reviews.csv", "delimiter looks wrong", ".tsv")
 
 
 def test_txt_hint_names_no_flag_that_extract_lacks(capsys, tmp_path):
     f = tmp_path / "reviews.txt"
     f.write_text("text,label\na fine film,pos\n")
-    code, _, err = run_cli(capsys, "extract", "--model", "minilm-l6", "--train", f)
+    code, _, err = run_cli(capsys, "extract", "--models", "minilm-l6", "--train", f)
     line = one_line_error(code, err, "reviews.txt", ".csv")
     assert "--format" not in line
 
@@ -69,7 +69,7 @@ def test_txt_hint_names_no_flag_that_extract_lacks(capsys, tmp_path):
 def test_cache_dir_that_is_a_file_is_one_line(capsys, tmp_path, texts_csv):
     f = tmp_path / "not-a-folder"
     f.write_text("x")
-    code, _, err = run_cli(capsys, "extract", "--model", "minilm-l6", "--train", texts_csv, "--cache-dir", f)
+    code, _, err = run_cli(capsys, "extract", "--models", "minilm-l6", "--train", texts_csv, "--cache-dir", f)
     one_line_error(code, err, str(f), "is a file, not a folder")
     assert f.read_text() == "x"
     code, _, err = run_cli(capsys, "cache", "--cache-dir", f)

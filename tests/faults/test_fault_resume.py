@@ -29,7 +29,7 @@ def _interrupt_after(monkeypatch, n_chunks: int) -> None:
 def _bf16_speedup(monkeypatch, value: float) -> None:
     """The in-process bf16 timing the issue saw flip under load (1.50-1.58 busy, threshold 1.5)."""
     monkeypatch.setattr(device, "_cpu_flags", lambda: {"avx512_bf16"})
-    monkeypatch.setattr(device, "bf16_speedup", lambda: value)
+    monkeypatch.setattr(device, "bf16_speedup", lambda root=None: value)
 
 
 @pytest.fixture()
@@ -40,7 +40,7 @@ def data(tmp_path):
 def test_rerun_under_auto_resumes_when_the_bf16_timing_flips(capsys, tiny_model, data, tmp_path, monkeypatch):
     small_chunks(monkeypatch, 64)
     root = tmp_path / "cache"
-    argv = ["extract", "--model", tiny_model, "--train", data, "--pooling", "mean", "--dtype", "auto",
+    argv = ["extract", "--models", tiny_model, "--train", data, "--pooling", "mean", "--dtype", "auto",
             "--cache-dir", root]
     with pytest.MonkeyPatch.context() as mp:
         _bf16_speedup(mp, 1.58)  # the first run measures bf16 as faster

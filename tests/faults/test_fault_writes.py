@@ -23,7 +23,7 @@ def test_disk_full_while_writing_chunks(capsys, small_fs, tiny_model, tmp_path, 
     small_chunks(monkeypatch, 64)
     data = write_texts_csv(tmp_path / "big.csv", 600)
     root = small_fs("256k")
-    argv = ["extract", "--model", tiny_model, "--train", data, "--storage", "float32", "--dtype", "float32",
+    argv = ["extract", "--models", tiny_model, "--train", data, "--storage", "float32", "--dtype", "float32",
             "--no-progress", "--cache-dir", root]
     code, _, err = run_cli(capsys, *argv)
     one_line_error(code, err, f"cache root {root}", "no space left on device", "while writing", "--cache-dir")
@@ -36,7 +36,7 @@ def test_disk_full_while_writing_chunks(capsys, small_fs, tiny_model, tmp_path, 
 def test_disk_full_while_dequantising(capsys, small_fs, tiny_gguf, texts_csv):
     gguf, _ = tiny_gguf
     root = small_fs("64k")  # the tiny model's weights alone are larger
-    code, _, err = run_cli(capsys, "extract", "--model", gguf, "--train", texts_csv, "--no-progress",
+    code, _, err = run_cli(capsys, "extract", "--models", gguf, "--train", texts_csv, "--no-progress",
                            "--cache-dir", root)
     one_line_error(code, err, f"cache root {root}", "no space left on device", "models")
     assert not temporaries(root), "a half-written model copy was left behind"
@@ -45,7 +45,7 @@ def test_disk_full_while_dequantising(capsys, small_fs, tiny_gguf, texts_csv):
 
 def test_read_only_cache_root(capsys, small_fs, tiny_model, texts_csv):
     root = small_fs("1m", readonly=True)
-    code, _, err = run_cli(capsys, "extract", "--model", tiny_model, "--train", texts_csv, "--no-progress",
+    code, _, err = run_cli(capsys, "extract", "--models", tiny_model, "--train", texts_csv, "--no-progress",
                            "--cache-dir", root)
     one_line_error(code, err, f"cache root {root}", "read-only file system")
 
@@ -56,7 +56,7 @@ def test_read_only_cache_root_still_serves_what_it_holds(capsys, small_fs, tiny_
 
     gguf, calls = tiny_gguf
     root = small_fs("4m")
-    argv = ["extract", "--model", gguf, "--train", texts_csv, "--no-progress", "--dtype", "float32", "--json"]
+    argv = ["extract", "--models", gguf, "--train", texts_csv, "--no-progress", "--dtype", "float32", "--json"]
     code, out, err = run_cli(capsys, *argv, "--cache-dir", root)
     assert code == 0, err
     from faultkit import CAN_MOUNT

@@ -143,7 +143,7 @@ def bf16_measurement(root: str | os.PathLike | None = None) -> dict | None:
 
             rec["torch"] = torch.__version__
             atomic_write_bytes(path, json.dumps(rec, indent=1).encode())
-        except OSError:
+        except (OSError, LayerfuseError):  # an unwritable cache (WriteError): the flags decide
             return None
     rec["path"] = str(path)
     _BF16_SPEEDUP[str(path)] = rec

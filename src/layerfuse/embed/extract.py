@@ -339,8 +339,8 @@ def extract(
         raise LayerfuseError(f"`batch_tokens` must be positive, got {batch_tokens}")
     device = resolve_device(device)
     asked_dtype = dtype
-    dtype = resolve_dtype(dtype, device, root=cache_dir,
-                          announce=(lambda line: print(line, file=sys.stderr, flush=True)) if progress else None)
+    why: list[str] = []  # what auto chose and why: said when the model is loaded, not for a cache hit or an error
+    dtype = resolve_dtype(dtype, device, root=cache_dir, announce=why.append)
     ds = data if data is not None else load_dataset(dataset, train=train, test=test, **data_kw)
     if limit is not None:
         if limit < 1:
@@ -356,6 +356,10 @@ def extract(
 
     def loader():
         if "bb" not in holder:
+            if progress and why:
+                line = why[0] if why[0].startswith(f"dtype auto → {dtype}:") else (
+                    f"dtype auto → {dtype}: resuming the cache entry an earlier run started in {dtype}")
+                print(line, file=sys.stderr, flush=True)
             holder["bb"] = load_backbone(model, dtype=dtype, device=device, root=cache_dir, progress=progress)
         return holder["bb"]
 
