@@ -38,6 +38,8 @@ def test_hub_id_offline_fails_fast_with_the_offline_message(capsys, tmp_path, mo
     monkeypatch.setattr(socket, "create_connection", no_network)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))  # nothing cached locally
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    for proxy in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(proxy, raising=False)
     t0 = time.perf_counter()
     code, _, err = run_cli(capsys, "extract", "--model", "someorg/some-model", "--dataset", "sst2", "--limit", "10",
                            "--cache-dir", tmp_path / "c")
