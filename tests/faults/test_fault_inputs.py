@@ -102,3 +102,17 @@ def test_binary_file_given_as_yaml_is_one_line(capsys, tmp_path):
     cfg.write_bytes(b"data:\n  dataset: sst2\x00\x00\n")
     code, _, err = run_cli(capsys, "run", cfg, "--cache-dir", tmp_path / "c")
     one_line_error(code, err, str(cfg), "NUL")
+
+
+def test_hub_id_with_hf_hub_offline_set_does_not_touch_the_network(capsys, tmp_path, monkeypatch):
+    import socket
+
+    def forbidden(*a, **kw):
+        raise AssertionError("connected although HF_HUB_OFFLINE=1")
+
+    monkeypatch.setattr(socket, "create_connection", forbidden)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, _, err = run_cli(capsys, "extract", "--model", "someorg/some-model", "--dataset", "sst2", "--limit", "10",
+                           "--cache-dir", tmp_path / "c")
+    one_line_error(code, err, "someorg/some-model", "offline")
