@@ -29,6 +29,7 @@ while not Path(other).exists():  # start together
 emb = ex.extract(model, train=csv, poolings="mean,last", cache_dir=root, splits=["train"], progress=False,
                  dtype="float32", device="cpu")
 np.save(out, np.asarray(emb.array("train", "mean")))
+print("computed", emb.stats["computed_texts"], "hits", emb.stats["cache_hits"])
 """
 
 
@@ -39,7 +40,7 @@ def run_pair(model, csv, root: Path, tmp: Path, lock: str = "lock"):
         argv = [sys.executable, "-c", CHILD, model, str(csv), str(root), str(tmp / f"out{i}.npy"),
                 str(tmp / f"ready{i}"), str(tmp / f"ready{1 - i}"), lock]
         procs.append(subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    return [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    return [(p.wait(timeout=300), p.stderr.read() + p.stdout.read()) for p in procs]
 
 
 def test_two_identical_extractions_at_once_share_one_entry(tiny_model, tmp_path):
@@ -48,6 +49,8 @@ def test_two_identical_extractions_at_once_share_one_entry(tiny_model, tmp_path)
     results = run_pair(tiny_model, csv, root, tmp_path)
     for code, err in results:
         assert code == 0, err
+    # one process computed the texts; the other waited, then read the finished entry as a cache hit
+    assert sorted(err.strip().splitlines()[-1] for _, err in results) == ["computed 0 hits 1", "computed 128 hits 0"]
     entries = [p for p in (root / "embeddings").iterdir() if not p.name.startswith(".")]
     assert len(entries) == 1, entries
     a, b = np.load(tmp_path / "out0.npy"), np.load(tmp_path / "out1.npy")

@@ -26,6 +26,15 @@ def test_missing_gguf_path_says_the_file_is_missing(capsys, tmp_path):
     one_line_error(code, err, "nope.gguf", "does not exist")
 
 
+def hf_cache(monkeypatch, folder) -> None:
+    """Point the Hugging Face cache at ``folder`` (huggingface_hub reads $HF_HUB_CACHE at import,
+    so its constant is patched too)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(folder))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(folder))
+
+
 def test_hub_id_offline_fails_fast_with_the_offline_message(capsys, tmp_path, monkeypatch):
     import socket
 
@@ -36,8 +45,10 @@ def test_hub_id_offline_fails_fast_with_the_offline_message(capsys, tmp_path, mo
         raise OSError(101, "Network is unreachable")
 
     monkeypatch.setattr(socket, "create_connection", no_network)
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))  # nothing cached locally
+    hf_cache(monkeypatch, tmp_path / "hf")  # nothing cached locally
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    for proxy in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(proxy, raising=False)
     t0 = time.perf_counter()
     code, _, err = run_cli(capsys, "extract", "--models", "someorg/some-model", "--dataset", "sst2", "--limit", "10",
                            "--cache-dir", tmp_path / "c")
@@ -100,3 +111,39 @@ def test_binary_file_given_as_yaml_is_one_line(capsys, tmp_path):
     cfg.write_bytes(b"data:\n  dataset: sst2\x00\x00\n")
     code, _, err = run_cli(capsys, "run", cfg, "--cache-dir", tmp_path / "c")
     one_line_error(code, err, str(cfg), "NUL")
+
+
+def test_hub_id_with_hf_hub_offline_set_does_not_touch_the_network(capsys, tmp_path, monkeypatch):
+    import socket
+
+    def forbidden(*a, **kw):
+        raise AssertionError("connected although HF_HUB_OFFLINE=1")
+
+    monkeypatch.setattr(socket, "create_connection", forbidden)
+    hf_cache(monkeypatch, tmp_path / "hf")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, _, err = run_cli(capsys, "extract", "--model", "someorg/some-model", "--dataset", "sst2", "--limit", "10",
+                           "--cache-dir", tmp_path / "c")
+    one_line_error(code, err, "someorg/some-model", "offline")
+
+
+def test_hub_id_in_the_local_hf_cache_loads_without_the_network(capsys, tmp_path, monkeypatch, tiny_model,
+                                                               texts_csv):
+    import shutil
+    import socket
+
+    snap = tmp_path / "hf" / "models--someorg--tiny" / "snapshots" / "0123abcd"
+    shutil.copytree(tiny_model, snap)
+    (snap.parents[1] / "refs").mkdir()
+    (snap.parents[1] / "refs" / "main").write_text("0123abcd")
+
+    def forbidden(*a, **kw):
+        raise AssertionError("connected for a model that is in the local cache")
+
+    monkeypatch.setattr(socket, "create_connection", forbidden)
+    hf_cache(monkeypatch, tmp_path / "hf")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    code, out, err = run_cli(capsys, "extract", "--model", "someorg/tiny", "--train", texts_csv, "--no-progress",
+                             "--dtype", "float32", "--cache-dir", tmp_path / "c")
+    assert code == 0, err
+    assert "someorg/tiny" in out

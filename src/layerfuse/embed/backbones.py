@@ -298,7 +298,8 @@ def check_model_copy(folder: Path, full: bool = False) -> str | None:
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
     """Whether the Hugging Face endpoint accepts a TCP connection within ``timeout`` seconds
-    (no retries: huggingface_hub's own retries take ~40 s to give up when offline)."""
+    (no retries: huggingface_hub's own retries take ~40 s to give up when offline). Behind a
+    proxy (``$HTTPS_PROXY``, ``$ALL_PROXY``) it is assumed reachable and huggingface_hub decides."""
     import socket
     from urllib.parse import urlparse
 
@@ -309,6 +310,8 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
     except Exception:  # noqa: BLE001 -- an old or missing huggingface_hub
         endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
     url = urlparse(endpoint)
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True  # the hub is reached through a proxy: a direct connection proves nothing
     port = url.port or (443 if url.scheme == "https" else 80)
     try:
         socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout).close()

@@ -243,6 +243,7 @@ def extract_texts(
     n = len(texts)
     n_chunks = (n + chunk_texts - 1) // chunk_texts
     todo_poolings = [p for p in poolings if not e.has_final(p)]
+    stats["cache_hit"] = not todo_poolings  # another process finished it while this one waited for the lock
     store_dtype = np.float16 if storage == "float16" else np.float32
     done = {i for i in range(n_chunks) if all(e.chunk_info(p, i) for p in todo_poolings)}
     todo = [i for i in range(n_chunks) if i not in done]
