@@ -14,6 +14,7 @@ import textwrap
 from layerfuse.cli.args import add_data_args, add_extract_args, add_workers_arg
 from layerfuse.cli.listing import CACHE_PARTS, cmd_cache, cmd_datasets, cmd_models, cmd_report
 from layerfuse.cli.predict import cmd_predict
+from layerfuse.cli.serve import add_serve_command
 from layerfuse.cli.stages import cmd_extract, cmd_fuse, cmd_profile, cmd_run
 from layerfuse.errors import LayerfuseError
 
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
             layerfuse profile --model smollm2-135m --dataset sst2
             layerfuse fuse --dataset sst2 --models smollm2-135m,minilm-l6 --fusion concat,gated --save clf
             layerfuse predict clf --input texts.txt
+            layerfuse serve clf --port 8000       # POST /v1/predict {"texts": [...]}
         """),
     )
     parser.add_argument("--version", action="version", version=f"layerfuse {__import__('layerfuse').__version__}")
@@ -149,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="write here instead of standard output")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--cache-dir", help="cache root (for dequantised GGUF models)")
+
+    add_serve_command(sub, _examples)
 
     p = add("report", "rebuild report.md (tables and plots) in an output folder of profile, fuse or run",
             "layerfuse report out/run-sst2", cmd_report)
