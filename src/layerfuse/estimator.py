@@ -26,12 +26,15 @@ class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
     fusion : fusion strategy (see ``layerfuse.fusion.FUSIONS``), used when there are several sources.
     head : ``mlp`` (the paper's head) or ``logreg``.
     pooling : poolings to consider; the best by CV on the training texts is used.
+    text_column, label_column : column names used when ``X`` is a pandas DataFrame, a
+        ``datasets.Dataset``/``DatasetDict`` (its ``train`` split) or a ``save_to_disk`` folder;
+        ``fit(X)`` then takes the labels from ``label_column`` unless ``y`` is given.
     """
 
     def __init__(self, models="smollm2-135m", layers="auto", fusion="concat", head="mlp", pooling="mean,last",
                  k=3, folds=5, windows=4, proj_dim=1024, max_length=512, dtype="auto", batch_tokens=1024,
                  max_epochs=50, patience=5, val_fraction=0.1, lr=1e-3, batch_size=64, seed=0, device="auto",
-                 cache_dir=None, progress=False):
+                 cache_dir=None, progress=False, text_column="text", label_column="label"):
         self.models = models
         self.layers = layers
         self.fusion = fusion
@@ -53,8 +56,22 @@ class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
         self.device = device
         self.cache_dir = cache_dir
         self.progress = progress
+        self.text_column = text_column
+        self.label_column = label_column
 
-    def fit(self, X, y):
+    def _texts(self, X, y=None, *, fit: bool = False):
+        """Texts of ``X`` (a list, or a table: see ``text_column``) and, in ``fit`` without ``y``,
+        the labels from ``label_column``."""
+        from layerfuse.data.frames import is_table_like, table_texts, table_texts_labels
+
+        if not is_table_like(X):
+            return check_texts(X), y
+        if fit:  # a DatasetDict gives its train split
+            texts, labels = table_texts_labels(X, self.text_column, self.label_column if y is None else None)
+            return texts, (labels if y is None else y)
+        return table_texts(X, self.text_column), y
+
+    def fit(self, X, y=None):
         from layerfuse.cache.layout import profile_checkpoint_dir
         from layerfuse.data.dataset import Dataset, Split
         from layerfuse.embed.pooling import parse_poolings
@@ -64,7 +81,9 @@ class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
         from layerfuse.run.prepare import prepare_models
         from layerfuse.validation import parse_list
 
-        texts = check_texts(X)
+        texts, y = self._texts(X, y, fit=True)
+        if y is None:
+            raise LayerfuseError("y is missing: pass one label per text (or X as a table with a label column)")
         y = np.asarray(y)
         if y.ndim != 1 or len(y) != len(texts):
             raise LayerfuseError(f"y must be one label per text: got {y.shape} labels for {len(texts)} texts")
@@ -104,7 +123,7 @@ class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X) -> np.ndarray:
         from layerfuse.embed.device import resolve_device
 
-        return self._pipeline().predict_proba(check_texts(X), device=resolve_device(self.device),
+        return self._pipeline().predict_proba(self._texts(X)[0], device=resolve_device(self.device),
                                               cache_dir=self.cache_dir)
 
     def predict(self, X) -> np.ndarray:

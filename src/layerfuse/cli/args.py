@@ -16,7 +16,8 @@ __all__ = ["add_data_args", "add_extract_args", "config_from_args", "workers_arg
 def add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     g = p.add_argument_group("data (a built-in dataset or your own files)")
     g.add_argument("--dataset", help="built-in dataset: sst2, mr, r8, r52 (see `layerfuse datasets`)")
-    g.add_argument("--train", help="your training file (.csv, .tsv, .jsonl, .parquet)")
+    g.add_argument("--train", help="your training file (.csv, .tsv, .jsonl, .parquet), or a folder saved with "
+                   "Hugging Face datasets' save_to_disk (a DatasetDict brings its test split)")
     g.add_argument("--test", help="your test file; without it a stratified --test-fraction of --train is held out")
     g.add_argument("--text-column", default="text", help="column holding the text (default: text)")
     g.add_argument("--label-column", default="label", help="column holding the label (default: label)")

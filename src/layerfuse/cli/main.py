@@ -77,9 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
             layerfuse extract --model smollm2-135m --dataset sst2 --limit 200
             layerfuse extract --model gemma3-270m --dataset r8 --max-length 256 --dtype bfloat16
             layerfuse extract --model ./my-model --train reviews.csv --text-column body --label-column stars
+            layerfuse extract --model minilm-l6 --train saved_hf_dataset/ --export emb/   # Parquet for other tools
             """, cmd_extract)
     p.add_argument("--model", required=True, help="packaged alias, local HF folder, .gguf file, or hub id")
     p.add_argument("--layers", help="comma-separated layer numbers; the forward pass stops at the deepest (default: all)")
+    p.add_argument("--export", metavar="DIR", help="also write the embeddings as Parquet: DIR/SPLIT.parquet, one row "
+                   "per text (text, label, label_id, one column layer_LL_POOLING per layer and pooling) and "
+                   "DIR/manifest.json (layout in docs/inputs.md)")
     add_data_args(p)
     add_extract_args(p)
 
