@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 
+pd = pytest.importorskip("pandas")
 datasets = pytest.importorskip("datasets")
 
 from layerfuse.cli.main import main  # noqa: E402

@@ -7,11 +7,14 @@ import socket
 import threading
 import time
 
-import httpx
 import numpy as np
 import pytest
 
-from layerfuse import load
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+
+from layerfuse import load  # noqa: E402
 from layerfuse.serve.batcher import Busy, MicroBatcher
 from serve_helpers import build_classifier
 

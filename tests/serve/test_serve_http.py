@@ -8,11 +8,14 @@ import re
 import signal
 import time
 
-import httpx
 import numpy as np
 import pytest
 
-from layerfuse import load
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+
+from layerfuse import load  # noqa: E402
 from serve_helpers import Server, build_classifier, make_texts
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
