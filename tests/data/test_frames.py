@@ -51,6 +51,16 @@ def test_numeric_labels_and_a_test_frame(tmp_path):
     assert ds.splits["test"].labels.tolist() == [0, 1, 2]
 
 
+def test_a_table_and_a_file_mix_either_way(tmp_path):
+    df = pd.DataFrame(rows(20))
+    df.iloc[15:].to_csv(tmp_path / "test.csv", index=False)
+    a = load_dataset(train=df.iloc[:15], test=tmp_path / "test.csv", text_column="body", label_column="stars")
+    df.iloc[:15].to_csv(tmp_path / "train.csv", index=False)
+    b = load_dataset(train=tmp_path / "train.csv", test=df.iloc[15:], text_column="body", label_column="stars")
+    same(a, b)
+    assert a.splits["test"].texts == df["body"].tolist()[15:]
+
+
 def test_hf_dataset_classlabel_gives_names_and_dict_gives_splits(tmp_path):
     feats = datasets.Features({"body": datasets.Value("string"), "stars": datasets.ClassLabel(names=["neg", "pos"]),
                                "other": datasets.Value("int64")})

@@ -192,11 +192,25 @@ def test_sigterm_while_the_model_loads_exits_cleanly(classifier):
     assert "stopped (SIGTERM)" in log and "Traceback" not in log
 
 
-def test_a_bad_classifier_folder_is_one_line_and_exit_2(tmp_path):
+@pytest.mark.parametrize("extra,phrase", [((), "does not exist"),
+                                          (("--max-batch", "0"), "--max-batch must be at least 1, got 0"),
+                                          (("--port", "70000"), "--port must be a port number")])
+def test_bad_folder_or_flags_are_one_line_and_exit_2(tmp_path, classifier, extra, phrase):
     import subprocess
     import sys
 
-    p = subprocess.run([sys.executable, "-m", "layerfuse.cli", "serve", str(tmp_path / "nope")],
-                       capture_output=True, text=True, timeout=60)
+    folder = str(tmp_path / "nope") if not extra else classifier
+    p = subprocess.run([sys.executable, "-m", "layerfuse.cli", "serve", folder, *extra],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.strip().count("\n") == 0 and phrase in p.stderr and "Traceback" not in p.stderr
+
+
+def test_a_port_in_use_is_one_line_and_exit_2(server, classifier):
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "layerfuse.cli", "serve", classifier, "--port", str(server.port)],
+                       capture_output=True, text=True, timeout=120)
     assert p.returncode == 2
-    assert p.stderr.strip().count("\n") == 0 and "does not exist" in p.stderr and "Traceback" not in p.stderr
+    assert f"cannot listen on 127.0.0.1:{server.port}" in p.stderr and p.stderr.strip().count("\n") == 0

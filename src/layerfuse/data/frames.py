@@ -200,7 +200,7 @@ def table_texts_labels(obj: Any, text_column: str = "text", label_column: str | 
 
 def _part(obj: Any, role: str, text_column: str, label_column: str, encoding: str, fmt: str | None) -> _Table:
     if is_table_like(obj):
-        return _read_table(obj, text_column, label_column, _describe(obj, role))
+        return _read_table(obj, text_column, label_column, role)
     return _read_file(Path(obj), fmt, text_column, label_column, encoding)
 
 
@@ -226,8 +226,8 @@ def load_frames(
     Parameters
     ----------
     train, test
-        DataFrame, ``datasets.Dataset``/``DatasetDict`` or a ``save_to_disk`` folder; ``test`` may
-        also be a data file. A DatasetDict for ``train`` gives its ``train`` split, and, when
+        DataFrame, ``datasets.Dataset``/``DatasetDict``, a ``save_to_disk`` folder, or a data file
+        (one of the two at least is a table: two files go to :func:`layerfuse.data.files.load_files`). A DatasetDict for ``train`` gives its ``train`` split, and, when
         ``test`` is None, its ``test`` (and ``validation``) split too.
     text_column, label_column : str
         Column names.
@@ -252,7 +252,7 @@ def load_frames(
                 others[split] = (base[split], f"{role}['{split}']")
         base = _split_of(base, "train", role)
         role = f"{role}['train']"
-    tr = _read_table(base, text_column, label_column, role)
+    tr = _part(base, role, text_column, label_column, encoding, format)
     classes = _sort_classes(tr.labels)
     if len(classes) < 2:
         raise LayerfuseError(f"{role}: every one of the {len(tr.labels)} rows has the label '{classes[0]}'; "
