@@ -246,6 +246,9 @@ def create_app(pipeline, settings: ServeSettings | None = None, *, manifest: dic
                warmup: bool = True, on_ready=None, on_failed=None):
     """A FastAPI app serving ``pipeline``.
 
+    One long function on purpose: the endpoints are closures over this app's own batcher, metrics
+    and settings, so two apps in one process (tests, several classifiers) never share state.
+
     Parameters
     ----------
     pipeline : FusionPipeline
