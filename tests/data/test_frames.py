@@ -112,6 +112,13 @@ def test_a_test_label_unseen_in_train_names_the_row():
         load_dataset(train=tr, test=te)
 
 
+def test_a_single_long_string_is_not_mistaken_for_a_folder():
+    from layerfuse.data.frames import is_table_like
+
+    assert not is_table_like("a very long review " * 500) and not is_table_like("nul\0byte")
+    assert not is_table_like(["a", "b"]) and not is_table_like("no/such/folder")
+
+
 def test_a_streaming_dataset_is_refused_clearly():
     stream = datasets.Dataset.from_dict({"text": ["a"], "label": ["x"]}).to_iterable_dataset()
     with pytest.raises(LayerfuseError, match="streaming"):

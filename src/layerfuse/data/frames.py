@@ -39,8 +39,11 @@ def is_saved_dataset(obj: Any) -> bool:
     """Whether ``obj`` is a path to a folder written by ``datasets``' ``save_to_disk``."""
     if not isinstance(obj, (str, os.PathLike)):
         return False
-    p = Path(obj)
-    return p.is_dir() and any((p / m).is_file() for m in _SAVED_MARKERS)
+    try:  # a text passed where a path could be: too long a name, a NUL byte
+        p = Path(obj)
+        return p.is_dir() and any((p / m).is_file() for m in _SAVED_MARKERS)
+    except (OSError, ValueError):
+        return False
 
 
 def _kind(obj: Any) -> str | None:
