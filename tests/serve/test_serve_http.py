@@ -214,3 +214,21 @@ def test_a_port_in_use_is_one_line_and_exit_2(server, classifier):
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2
     assert f"cannot listen on 127.0.0.1:{server.port}" in p.stderr and p.stderr.strip().count("\n") == 0
+
+
+def test_a_backbone_that_cannot_load_ends_the_server_with_one_line_and_exit_2(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import build_tiny_model
+
+    model = build_tiny_model(tmp_path / "model")
+    clf = build_classifier(str(model), tmp_path / "clf")
+    shutil.rmtree(model)  # the folder still loads (manifest and head); the backbone does not
+    p = subprocess.run([sys.executable, "-m", "layerfuse.cli", "serve", clf, "--port", "0"],
+                       capture_output=True, text=True, timeout=180)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2, p.stderr
+    assert "Traceback" not in p.stderr
+    assert lines[-1].startswith("layerfuse serve: error: ") and "cannot be found" in lines[-1]
