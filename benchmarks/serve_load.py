@@ -1,0 +1,258 @@
+"""`layerfuse serve` under load: micro-batching on and off, side by side in one run, on loopback.
+
+    python benchmarks/serve_load.py --classifier out/run-sst2/classifier
+
+Two servers of the same classifier are started on free 127.0.0.1 ports: ``batched`` (the default
+``--max-batch 32 --max-wait-ms 10``) and ``one at a time`` (``--max-batch 1``). For each number
+of concurrent clients (1, 8, 32 by default) each server gets, in turn, the same closed-loop load:
+every client sends single-sentence requests (SST-2 test sentences) back to back, for
+``--requests`` requests in all or ``--seconds`` seconds, whichever comes first, after a few
+warm-up requests. The two servers take turns in ``--rounds`` short rounds per level, so drift of
+the shared machine hits both alike; the machine's load average is recorded with the results.
+Reported per row: texts/s, p50/p95/p99 latency seen by the client, the mean batch size the
+server ran and its model time per text (both from the server's ``/metrics``). The client runs on
+the same cores as the server (asyncio + httpx, one process), as a caller on the same host would.
+
+Before the servers start, the same classifier is timed in process, without HTTP: 32 texts one
+``predict_proba`` call each against one call for all 32. That ratio is the most batching can give
+on this machine (the model's own cost per text at batch 1 and at batch 32).
+
+Results go to ``benchmarks/results/serve_load.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from layerfuse.data.builtin import load_builtin  # noqa: E402
+
+
+def start_server(classifier: str, *flags: str) -> tuple[subprocess.Popen, str, list[str]]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, "-m", "layerfuse.cli", "serve", classifier, "--port", "0", *flags],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    log: list[str] = []
+    found = threading.Event()
+    url: list[str] = []
+
+    def drain():
+        for line in proc.stderr:
+            log.append(line)
+            m = re.search(r"listening on (http://\S+)", line)
+            if m:
+                url.append(m.group(1))
+                found.set()
+        found.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    found.wait(300)
+    if not url:
+        raise SystemExit("server did not start:\n" + "".join(log))
+    end = time.monotonic() + 600
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise SystemExit("server exited:\n" + "".join(log))
+        try:
+            if httpx.get(url[0] + "/v1/health", timeout=5).status_code == 200:
+                return proc, url[0], log
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("server never became ready:\n" + "".join(log))
+
+
+def batch_counts(url: str) -> np.ndarray:
+    """Texts batched, batches run, and model seconds so far, from the server's /metrics."""
+    text = httpx.get(url + "/metrics", timeout=10).text
+
+    def val(name):
+        m = re.search(rf"^{name} (\S+)$", text, re.M)
+        return float(m.group(1)) if m else 0.0
+
+    return np.array([val("layerfuse_batch_texts_sum"), val("layerfuse_batch_texts_count"),
+                     val("layerfuse_batch_seconds_sum")])
+
+
+def in_process_ceiling(classifier: str, texts: list[str], n: int = 32, reps: int = 3) -> dict:
+    """What batching can give at best here, without HTTP: ``n`` texts one call each against one
+    call for all ``n`` (the same pipeline, interleaved, best of ``reps``)."""
+    import layerfuse
+
+    pipe = layerfuse.load(classifier)
+    pipe.predict_proba(texts[:n])
+    single, batch = [], []
+    for r in range(reps):
+        chunk = texts[n * (r + 1): n * (r + 2)]
+        t0 = time.perf_counter()
+        for t in chunk:
+            pipe.predict_proba([t])
+        single.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        pipe.predict_proba(chunk)
+        batch.append(time.perf_counter() - t0)
+    return {"texts": n, "one_call_each_s": round(min(single), 3), "one_call_for_all_s": round(min(batch), 3),
+            "ratio": round(min(single) / min(batch), 2)}
+
+
+async def load(url: str, texts: list[str], clients: int, requests: int, seconds: float, warmup: int,
+               offset: int) -> dict:
+    """Closed-loop load: ``clients`` clients, single-text requests back to back; raw latencies."""
+    limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as c:
+        for i in range(warmup):
+            (await c.post("/v1/predict", json={"texts": [texts[(offset + i) % len(texts)]]})).raise_for_status()
+        latencies: list[float] = []
+        errors = 0
+        counter = iter(range(offset, offset + requests))
+        deadline = time.perf_counter() + seconds
+
+        async def client():
+            nonlocal errors
+            for i in counter:
+                if time.perf_counter() > deadline:
+                    return
+                t0 = time.perf_counter()
+                r = await c.post("/v1/predict", json={"texts": [texts[i % len(texts)]]})
+                if r.status_code != 200:
+                    errors += 1
+                latencies.append(time.perf_counter() - t0)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        wall = time.perf_counter() - t0
+    return {"latencies": latencies, "errors": errors, "seconds": wall}
+
+
+def summarise(parts: list[dict]) -> dict:
+    lat = np.array([x for p in parts for x in p["latencies"]]) * 1000
+    wall = sum(p["seconds"] for p in parts)
+    return {"requests": int(lat.size), "errors": sum(p["errors"] for p in parts), "seconds": round(wall, 2),
+            "texts_per_s": round(lat.size / wall, 1),
+            "p50_ms": round(float(np.percentile(lat, 50)), 1), "p95_ms": round(float(np.percentile(lat, 95)), 1),
+            "p99_ms": round(float(np.percentile(lat, 99)), 1)}
+
+
+def markdown(res: dict) -> str:
+    lines = [f"Command: `{res['command']}` ({res['when']}, {res['machine']})", "",
+             f"Classifier: {res['classifier']} (backbones: {', '.join(res['backbones'])}); single-sentence "
+             f"requests (SST-2 test sentences, mean {res['mean_words']:.1f} words); at most {res['requests']} "
+             f"requests or {res['seconds']:g} s per row, in {res['rounds']} rounds taken in turn by the two "
+             f"servers. Load average of the machine (1 min): {res['load_average_1min']['before']} before, "
+             f"{res['load_average_1min']['after']} after.", "",
+             "| clients | server | texts/s | p50 ms | p95 ms | p99 ms | mean batch | model ms/text | requests "
+             "| errors |",
+             "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for row in res["rows"]:
+        lines.append(f"| {row['clients']} | {row['server']} | {row['texts_per_s']} | {row['p50_ms']} | "
+                     f"{row['p95_ms']} | {row['p99_ms']} | {row['mean_batch']:.1f} | {row['model_ms_per_text']} | "
+                     f"{row['requests']} | {row['errors']} |")
+    lines += [""] + [f"At {c} clients: batched / one at a time = {r:.2f}× texts/s." for c, r in res["ratios"].items()]
+    c = res.get("in_process_ceiling")
+    if c:
+        lines += ["", f"In process, without HTTP (the most batching can give here): {c['texts']} texts one "
+                  f"`predict_proba` call each took {c['one_call_each_s']} s, one call for all "
+                  f"{c['one_call_for_all_s']} s: {c['ratio']}×."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--classifier", default="out/run-sst2/classifier",
+                    help="saved classifier folder (default: the one `layerfuse run` writes)")
+    ap.add_argument("--clients", default="1,8,32", help="concurrency levels (default 1,8,32)")
+    ap.add_argument("--requests", type=int, default=400, help="most requests per row (default 400)")
+    ap.add_argument("--seconds", type=float, default=45.0, help="most seconds per row (default 45)")
+    ap.add_argument("--warmup", type=int, default=4, help="warm-up requests per round (default 4)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="the servers take turns this many times per level; each round gets 1/ROUNDS of the "
+                         "requests and seconds (default 3)")
+    ap.add_argument("--max-batch", type=int, default=32, help="--max-batch of the batched server (default 32)")
+    ap.add_argument("--max-wait-ms", type=float, default=10.0, help="--max-wait-ms of the batched server")
+    ap.add_argument("--no-ceiling", dest="ceiling", action="store_false",
+                    help="skip the in-process measurement of what batching can give at best")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/serve_load"),
+                    help="results prefix (.json and .md are written)")
+    args = ap.parse_args()
+    from layerfuse.cli.main import quiet_libraries
+
+    quiet_libraries()
+    levels = [int(x) for x in args.clients.split(",")]
+    texts = load_builtin("sst2").splits["test"].texts
+    man = json.loads((Path(args.classifier) / "manifest.json").read_text())
+    servers = {"batched": ("--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms)),
+               "one at a time": ("--max-batch", "1")}
+    load_before = os.getloadavg()
+    ceiling = in_process_ceiling(args.classifier, texts) if args.ceiling else None
+    if ceiling:
+        print(f"in process, no HTTP: {ceiling['texts']} texts one call each {ceiling['one_call_each_s']} s, "
+              f"one call for all {ceiling['one_call_for_all_s']} s: {ceiling['ratio']}x", flush=True)
+    running = {name: start_server(args.classifier, *flags) for name, flags in servers.items()}
+    rows = []
+    try:
+        for clients in levels:
+            parts: dict[str, list] = {name: [] for name in running}
+            sums: dict[str, np.ndarray] = {name: np.zeros(3) for name in running}
+            for r in range(args.rounds):  # the servers take turns, round by round
+                for name, (proc, url, _) in running.items():
+                    before = batch_counts(url)
+                    parts[name].append(asyncio.run(load(url, texts, clients, args.requests // args.rounds,
+                                                        args.seconds / args.rounds, args.warmup,
+                                                        offset=r * args.requests)))
+                    sums[name] += batch_counts(url) - before
+            for name in running:
+                row = summarise(parts[name])
+                texts_done, batches, model_s = sums[name]
+                row.update(clients=clients, server=name, mean_batch=texts_done / batches if batches else 0.0,
+                           model_ms_per_text=round(1000 * model_s / texts_done, 1) if texts_done else 0.0)
+                rows.append(row)
+                print(f"{clients:>3} clients  {name:<14} {row['texts_per_s']:>7} texts/s  p50 {row['p50_ms']:>7} ms  "
+                      f"p95 {row['p95_ms']:>7} ms  p99 {row['p99_ms']:>7} ms  mean batch {row['mean_batch']:.1f}  "
+                      f"model {row['model_ms_per_text']} ms/text",
+                      flush=True)
+    finally:
+        for proc, _, _ in running.values():
+            proc.terminate()
+            proc.wait(60)
+    load_after = os.getloadavg()
+    by = {(r["clients"], r["server"]): r for r in rows}
+    ratios = {c: by[(c, "batched")]["texts_per_s"] / by[(c, "one at a time")]["texts_per_s"] for c in levels}
+    import torch
+
+    res = {
+        "command": "python benchmarks/serve_load.py " + " ".join(sys.argv[1:]),
+        "when": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": f"{os.cpu_count()} cores, {platform.machine()}, torch {torch.__version__}",
+        "classifier": args.classifier, "backbones": list(man.get("backbones", {})),
+        "mean_words": float(np.mean([len(t.split()) for t in texts])),
+        "requests": args.requests, "seconds": args.seconds, "rounds": args.rounds,
+        "load_average_1min": {"before": round(load_before[0], 2), "after": round(load_after[0], 2)},
+        "settings": {k: list(v) for k, v in servers.items()}, "in_process_ceiling": ceiling, "rows": rows,
+        "ratios": {str(c): round(r, 2) for c, r in ratios.items()},
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown({**res, "ratios": ratios}))
+    for c, r in ratios.items():
+        print(f"at {c} clients: batched / one at a time = {r:.2f}x texts/s")
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()
