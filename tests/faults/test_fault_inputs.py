@@ -122,7 +122,7 @@ def test_hub_id_with_hf_hub_offline_set_does_not_touch_the_network(capsys, tmp_p
     monkeypatch.setattr(socket, "create_connection", forbidden)
     hf_cache(monkeypatch, tmp_path / "hf")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    code, _, err = run_cli(capsys, "extract", "--model", "someorg/some-model", "--dataset", "sst2", "--limit", "10",
+    code, _, err = run_cli(capsys, "extract", "--models", "someorg/some-model", "--dataset", "sst2", "--limit", "10",
                            "--cache-dir", tmp_path / "c")
     one_line_error(code, err, "someorg/some-model", "offline")
 
@@ -143,7 +143,7 @@ def test_hub_id_in_the_local_hf_cache_loads_without_the_network(capsys, tmp_path
     monkeypatch.setattr(socket, "create_connection", forbidden)
     hf_cache(monkeypatch, tmp_path / "hf")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    code, out, err = run_cli(capsys, "extract", "--model", "someorg/tiny", "--train", texts_csv, "--no-progress",
+    code, out, err = run_cli(capsys, "extract", "--models", "someorg/tiny", "--train", texts_csv, "--no-progress",
                              "--dtype", "float32", "--cache-dir", tmp_path / "c")
     assert code == 0, err
     assert "someorg/tiny" in out

@@ -6,6 +6,7 @@ fails in one line naming the file and the field before any model is loaded.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from layerfuse.config import DATA_KEYS, DEFAULT_CONFIG
@@ -61,8 +62,8 @@ _FIELDS: dict[str, tuple[str, float | None, float | None]] = {
     "data.test_fraction": ("float", 0.0, 1.0),
     "data.seed": ("int", None, None),
     "data.dataset": ("str", None, None),
-    "data.train": ("str", None, None),
-    "data.test": ("str", None, None),
+    "data.train": ("data", None, None),
+    "data.test": ("data", None, None),
     "data.text_column": ("str", None, None),
     "data.label_column": ("str", None, None),
     "data.encoding": ("str", None, None),
@@ -85,7 +86,8 @@ _FIELDS: dict[str, tuple[str, float | None, float | None]] = {
     "fusion.batch_size": ("int", 1, None),
 }
 _OPTIONAL = {"data.limit", "data.test", "data.train", "data.dataset", "data.label_column"}
-_WORDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a text"}
+_WORDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a text",
+          "data": "a file or folder path (or, from Python, a DataFrame or datasets table)"}
 
 
 def _check_fields(cfg: dict, source: str) -> None:
@@ -109,6 +111,12 @@ def _check_fields(cfg: dict, source: str) -> None:
                              + f", got {value!r}")
         if kind == "str":
             if not isinstance(value, str):
+                raise bad
+            continue
+        if kind == "data":
+            from layerfuse.data.frames import is_table_like
+
+            if not (isinstance(value, (str, os.PathLike)) or is_table_like(value)):
                 raise bad
             continue
         if kind == "bool":
