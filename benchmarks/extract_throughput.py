@@ -1,18 +1,28 @@
-"""Extraction throughput, measured side by side in one run.
+"""Extraction throughput and memory, measured side by side in one run.
 
-    python benchmarks/extract_throughput.py            # 500 SST-2 train sentences, smollm2-135m
+    python benchmarks/extract_throughput.py                      # 300 SST-2 train sentences, smollm2-135m
+    python benchmarks/extract_throughput.py --model minilm-l6    # adds sentence-transformers' encode
+    python benchmarks/extract_throughput.py --sweep 512,1024,2048,4096,8192
 
-Rows, all producing embeddings on the same texts with the same loaded weights:
+Rows, all on the same texts with the same loaded weights (mean + last pooling unless said):
 
-* ``reference``: the recipe of the paper's public code: batch size 2, texts in dataset order,
-  padding to the longest text of each batch, keeping the last layer only (fp32).
-* ``layerfuse fp32`` / ``layerfuse bf16``: ``extract_texts`` at its defaults (length-sorted
-  batches under a token budget, every layer, mean + last pooling, written to a fresh cache).
-  The default ``--dtype auto`` is bf16 where a bf16 matmul measures >= 1.5x fp32 (AMX CPUs), else fp32.
+* ``reference``: the paper code's recipe: batch 2, texts in dataset order, padding to the longest
+  text of each batch, last layer only (fp32).
+* ``output_hidden_states``: the former layerfuse method: length-sorted batches under the token
+  budget, Hugging Face ``output_hidden_states=True`` (every layer's ``[B, T, d]`` kept), then pooled.
+  Tokenising included, no cache write.
+* ``layerfuse``: ``extract_texts`` (streaming pooling through forward hooks, written to a fresh
+  cache), fp32 and bf16.
+* ``sentence-transformers encode`` (MiniLM only, where installed): the peer a user would pick,
+  last layer only, its own batching (batch 32).
 
-Also measured in the same run: the machine's matmul ceiling (large fp32 and bf16 matmuls), so
-each row reports the fraction of the ceiling it reaches, counting 2 × non-embedding parameters
-FLOPs per token. Results go to ``benchmarks/results/extract_throughput.{json,md}``.
+Each row gives texts/s, tokens/s, GFLOP/s (2 × non-embedding parameters per token) and its share
+of the matmul ceiling measured in the same run, and the peak RSS during the row above the RSS at
+its start. A memory panel then runs one batch of ``--memory-tokens`` tokens through each path:
+every layer kept (``output_hidden_states``, with the model's default key/value cache as the former
+path ran it), streaming every layer, and the last layer only (a plain forward pass without a
+key/value cache), to show that streaming's peak does not grow with the layer count.
+Results: ``benchmarks/results/extract_throughput[_<model>].{json,md}``.
 """
 
 from __future__ import annotations
@@ -26,29 +36,23 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from layerfuse.embed.backbones import load_backbone  # noqa: E402
+from bench_util import matmul_ceiling, measured  # noqa: E402
+from layerfuse.config import DEFAULT_BATCH_TOKENS  # noqa: E402
 from layerfuse.data.builtin import load_builtin  # noqa: E402
-from layerfuse.config import DEFAULT_BATCH_TOKENS
-from layerfuse.embed.device import bf16_instructions, resolve_dtype
+from layerfuse.embed.backbones import load_backbone, resolve  # noqa: E402
+from layerfuse.embed.device import _cpu_model, bf16_instructions, dtype_decision  # noqa: E402
 from layerfuse.embed.extract import extract_texts  # noqa: E402
+from layerfuse.embed.forward import _model_kwargs, embed_sorted, forward_all_layers, forward_pooled, tokenize  # noqa: E402
+from layerfuse.embed.pooling import pool  # noqa: E402
 
-
-def matmul_ceiling(dtype: torch.dtype, n: int = 2048, seconds: float = 3.0) -> float:
-    """Best GFLOP/s of an n×n matmul over repeated trials."""
-    a = torch.randn(n, n).to(dtype)
-    b = torch.randn(n, n).to(dtype)
-    torch.mm(a, b)
-    best, t_end = 0.0, time.perf_counter() + seconds
-    while time.perf_counter() < t_end:
-        t = time.perf_counter()
-        torch.mm(a, b)
-        best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
-    return best
+POOLINGS = ["mean", "last"]
 
 
 def non_embedding_params(model) -> int:
@@ -59,27 +63,79 @@ def non_embedding_params(model) -> int:
 def run_reference(bb, texts: list[str]) -> dict:
     """The paper code's recipe: batch 2, unsorted, pad to longest, last layer only."""
     tok, model = bb.tokenizer, bb.model
-    tok.padding_side = "right"
+    old_side, tok.padding_side = tok.padding_side, "right"
     t0 = time.perf_counter()
     n_tok = 0
-    out = []
     with torch.inference_mode():
         for i in range(0, len(texts), 2):
             enc = tok(texts[i : i + 2], padding=True, return_tensors="pt")
             n_tok += int(enc["attention_mask"].sum())
-            hs = model(**enc, output_hidden_states=True).hidden_states
-            last = hs[-1]
+            last = model(**enc, output_hidden_states=True).hidden_states[-1]
             m = enc["attention_mask"][..., None].float()
-            out.append(((last * m).sum(1) / m.sum(1)).numpy())
-    sec = time.perf_counter() - t0
-    return {"seconds": sec, "tokens": n_tok}
+            ((last * m).sum(1) / m.sum(1)).numpy()
+    tok.padding_side = old_side
+    return {"seconds": time.perf_counter() - t0, "tokens": n_tok}
+
+
+def run_hidden_states(bb, texts: list[str], batch_tokens: int) -> dict:
+    """The former method: sorted batches, output_hidden_states, pooled afterwards (tokenising counted)."""
+    t0 = time.perf_counter()
+    enc, _ = tokenize(bb, texts, 512)
+    enc = sorted(enc, key=len, reverse=True)
+    side = getattr(bb.tokenizer, "padding_side", "right") or "right"
+    embed_sorted(bb, enc, POOLINGS, bb.n_layers, batch_tokens=batch_tokens, padding_side=side, streaming=False)
+    return {"seconds": time.perf_counter() - t0, "tokens": int(sum(len(e) for e in enc))}
 
 
 def run_layerfuse(bb, texts: list[str], batch_tokens: int) -> dict:
     with tempfile.TemporaryDirectory() as d:
-        _, st = extract_texts(bb, texts, text_fingerprint="bench", poolings=["mean", "last"], cache_dir=d,
+        t0 = time.perf_counter()
+        _, st = extract_texts(bb, texts, text_fingerprint="bench", poolings=POOLINGS, cache_dir=d,
                               batch_tokens=batch_tokens, progress=False)
-    return {"seconds": st["seconds"], "tokens": st["tokens"]}
+        return {"seconds": time.perf_counter() - t0, "tokens": st["tokens"]}
+
+
+def run_sentence_transformers(model_dir: str, texts: list[str], n_tokens: int):
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        return None
+    st = SentenceTransformer(model_dir, device="cpu")
+    st.encode(texts[:8])
+    t0 = time.perf_counter()
+    st.encode(texts, batch_size=32)
+    return {"seconds": time.perf_counter() - t0, "tokens": n_tokens}
+
+
+def memory_panel(bbs: dict, n_tokens: int) -> list[dict]:
+    """Peak RSS above the start of one batch of ``n_tokens`` (128-token rows) through each path."""
+    rows = []
+    for dt, bb in bbs.items():
+        T = 128
+        B = max(1, n_tokens // T)
+        g = torch.Generator().manual_seed(0)
+        ids = torch.randint(5, bb.tokenizer.vocab_size - 1, (B, T), generator=g)
+        mask = torch.ones_like(ids)
+        L = bb.n_layers
+
+        def hs():
+            states = forward_all_layers(bb, ids, mask, L)
+            [pool(h.float(), mask, p) for h in states for p in POOLINGS]
+            return {}
+
+        paths = {
+            f"output_hidden_states, all {L + 1} layers": hs,
+            f"streaming, all {L + 1} layers": lambda: forward_pooled(bb, ids, mask, L, POOLINGS) and {},
+            "last layer only (plain forward, no KV cache)": lambda: [
+                pool(bb.model(**_model_kwargs(bb, ids, mask)).last_hidden_state.float(), mask, p)
+                for p in POOLINGS] and {},
+        }
+        for name, fn in paths.items():
+            with torch.inference_mode():
+                r = measured(lambda: dict(fn() or {}))
+            rows.append({"dtype": dt, "path": name, "batch": [B, T], "peak_above_start_mb": r["peak_above_start_mb"]})
+            print(f"memory {dt:<9} {name:<45} batch {B}×{T}: peak +{r['peak_above_start_mb']:.0f} MB", flush=True)
+    return rows
 
 
 def sweep(budgets: list[int], args) -> None:
@@ -91,109 +147,152 @@ def sweep(budgets: list[int], args) -> None:
     for b in budgets:
         row = {"batch_tokens": b}
         for dt, bb in bbs.items():
-            r = run_layerfuse(bb, texts, b)
+            r = measured(lambda: run_layerfuse(bb, texts, b))
             row[f"{dt}_tokens_per_s"] = r["tokens"] / r["seconds"]
+            row[f"{dt}_peak_above_start_mb"] = r["peak_above_start_mb"]
         rows.append(row)
         print(f"batch tokens {b:>6}: fp32 {row['float32_tokens_per_s']:6.0f} tok/s   "
               f"bf16 {row['bfloat16_tokens_per_s']:6.0f} tok/s", flush=True)
-    out = ROOT / "benchmarks" / "results" / "extract_batch_sweep.json"
-    out.write_text(json.dumps({"command": f"python benchmarks/extract_throughput.py --sweep {args.sweep}",
+    out = ROOT / "benchmarks" / "results" / f"extract_batch_sweep{_suffix(args.model)}.json"
+    out.write_text(json.dumps({"command": f"python benchmarks/extract_throughput.py --sweep {args.sweep}"
+                               + _model_flag(args.model) + ("" if args.n == 300 else f" --n {args.n}")
+                               + (f" --threads {args.threads}" if args.threads else ""),
+                               "threads": torch.get_num_threads(),
                                "date": time.strftime("%Y-%m-%d %H:%M"), "model": args.model, "texts": len(texts),
-                               "rows": rows}, indent=2))
+                               "load_average_1min": os.getloadavg()[0], "rows": rows}, indent=2))
     print(f"wrote {out}")
 
 
-DEFAULT_OUT = ROOT / "benchmarks" / "results" / "extract_throughput"
+def _suffix(model: str) -> str:
+    return "" if model == "smollm2-135m" else "_" + model.replace("/", "_")
+
+
+def _model_flag(model: str) -> str:
+    return "" if model == "smollm2-135m" else f" --model {model}"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--n", type=int, default=500, help="number of SST-2 train sentences (default 500)")
+    ap.add_argument("--n", type=int, default=300, help="number of SST-2 train sentences (default 300)")
     ap.add_argument("--batch-tokens", type=int, default=DEFAULT_BATCH_TOKENS)
-    ap.add_argument("--out", default=str(DEFAULT_OUT))
+    ap.add_argument("--out", default=None, help="results path without suffix (default "
+                    "benchmarks/results/extract_throughput[_<model>])")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice); "
+                    "1 on a machine shared with other jobs, where two threads wait on busy cores")
+    ap.add_argument("--memory-tokens", type=int, default=8192, help="tokens in the memory panel's one batch")
     ap.add_argument("--sweep", help="instead: compare batch-token budgets, e.g. 512,1024,2048,4096,8192, for fp32 and "
-                    "bf16 side by side; writes benchmarks/results/extract_batch_sweep.json")
+                    "bf16 side by side; writes benchmarks/results/extract_batch_sweep[_<model>].json")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.sweep:
         return sweep([int(x) for x in args.sweep.split(",")], args)
+    run_all(args)
 
+
+def run_all(args) -> None:
+    """Every row, then the memory panel, then the files (see the module docstring)."""
     texts = load_builtin("sst2").splits["train"].texts[: args.n]
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    print(f"machine: {_cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}", flush=True)
     ceiling = {"float32": matmul_ceiling(torch.float32), "bfloat16": matmul_ceiling(torch.bfloat16)}
     print(f"matmul ceiling: fp32 {ceiling['float32']:.0f} GFLOP/s, bf16 {ceiling['bfloat16']:.0f} GFLOP/s", flush=True)
-
-    bb32 = load_backbone(args.model, dtype="float32", progress=True)
-    bb16 = load_backbone(args.model, dtype="bfloat16", progress=True)
+    bbs = {dt: load_backbone(args.model, dtype=dt, progress=True) for dt in ("float32", "bfloat16")}
+    bb32, bb16 = bbs["float32"], bbs["bfloat16"]
     flops_per_token = 2 * non_embedding_params(bb32.model)
     # Warm up each path on a few texts so one-time costs are not counted.
     run_reference(bb32, texts[:4])
-    run_layerfuse(bb32, texts[:16], args.batch_tokens)
-    run_layerfuse(bb16, texts[:16], args.batch_tokens)
-
-    rows = {}
-    for name, fn, dt in [
-        ("reference (batch 2, unsorted, last layer, fp32)", lambda: run_reference(bb32, texts), "float32"),
-        ("layerfuse fp32 (all layers, mean+last)", lambda: run_layerfuse(bb32, texts, args.batch_tokens), "float32"),
-        ("layerfuse bf16 (all layers, mean+last)", lambda: run_layerfuse(bb16, texts, args.batch_tokens), "bfloat16"),
-    ]:
-        r = fn()
-        r["texts_per_s"] = len(texts) / r["seconds"]
-        r["tokens_per_s"] = r["tokens"] / r["seconds"]
+    for bb in bbs.values():
+        run_hidden_states(bb, texts[:16], args.batch_tokens)
+        run_layerfuse(bb, texts[:16], args.batch_tokens)
+    n_tokens = sum(len(e) for e in tokenize(bb32, texts, 512)[0])
+    plan = [
+        ("reference (batch 2, unsorted, last layer)", lambda: run_reference(bb32, texts), "float32"),
+        ("output_hidden_states (sorted batches, all layers)", lambda: run_hidden_states(bb32, texts, args.batch_tokens),
+         "float32"),
+        ("output_hidden_states (sorted batches, all layers)", lambda: run_hidden_states(bb16, texts, args.batch_tokens),
+         "bfloat16"),
+        ("layerfuse (streaming, all layers)", lambda: run_layerfuse(bb32, texts, args.batch_tokens), "float32"),
+        ("layerfuse (streaming, all layers)", lambda: run_layerfuse(bb16, texts, args.batch_tokens), "bfloat16"),
+    ]
+    if not bb32.is_decoder:
+        src = str(resolve(args.model)[0])
+        plan.append(("sentence-transformers encode (last layer)",
+                     lambda: run_sentence_transformers(src, texts, n_tokens), "float32"))
+    rows = []
+    for name, fn, dt in plan:
+        r = measured(fn)
+        if r is None or r.get("seconds") is None:
+            continue
+        r.update(name=name, dtype=dt, texts_per_s=len(texts) / r["seconds"], tokens_per_s=r["tokens"] / r["seconds"])
         r["gflops"] = r["tokens_per_s"] * flops_per_token / 1e9
         r["ceiling_fraction"] = r["gflops"] / ceiling[dt]
-        r["dtype"] = dt
-        rows[name] = r
-        print(f"{name:<50} {r['texts_per_s']:8.1f} texts/s {r['tokens_per_s']:9.0f} tokens/s "
-              f"{r['gflops']:7.1f} GFLOP/s ({100 * r['ceiling_fraction']:.0f}% of {dt} ceiling)", flush=True)
+        rows.append(r)
+        print(f"{name:<52} {dt:<9} {r['texts_per_s']:7.1f} texts/s {r['tokens_per_s']:7.0f} tok/s "
+              f"{r['gflops']:6.1f} GFLOP/s ({100 * r['ceiling_fraction']:.0f}% of ceiling) "
+              f"peak +{r['peak_above_start_mb']:.0f} MB", flush=True)
+    mem = memory_panel(bbs, args.memory_tokens)
+    write_results(args, texts, rows, mem, ceiling, flops_per_token)
 
-    ref, f32, b16 = (rows[k] for k in rows)
-    default_dtype = resolve_dtype("auto", "cpu")
-    default = b16 if default_dtype == "bfloat16" else f32
+
+def _row(rows, prefix, dt):
+    return next((r for r in rows if r["name"].startswith(prefix) and r["dtype"] == dt), None)
+
+
+def write_results(args, texts, rows, mem, ceiling, flops_per_token) -> None:
+    ref = rows[0]
+    default_dtype, why = dtype_decision("cpu")
+    hs = {dt: _row(rows, "output_hidden_states", dt) for dt in ("float32", "bfloat16")}
+    lf = {dt: _row(rows, "layerfuse", dt) for dt in ("float32", "bfloat16")}
     ratios = {
-        "default_vs_reference": default["texts_per_s"] / ref["texts_per_s"],
-        "fp32_vs_reference": f32["texts_per_s"] / ref["texts_per_s"],
-        "bf16_vs_reference": b16["texts_per_s"] / ref["texts_per_s"],
-        "bf16_vs_fp32": b16["texts_per_s"] / f32["texts_per_s"],
+        "bf16_vs_output_hidden_states_bf16": lf["bfloat16"]["texts_per_s"] / hs["bfloat16"]["texts_per_s"],
+        "bf16_vs_output_hidden_states_fp32": lf["bfloat16"]["texts_per_s"] / hs["float32"]["texts_per_s"],
+        "fp32_vs_output_hidden_states_fp32": lf["float32"]["texts_per_s"] / hs["float32"]["texts_per_s"],
+        "bf16_vs_fp32": lf["bfloat16"]["texts_per_s"] / lf["float32"]["texts_per_s"],
+        "default_vs_reference": lf[default_dtype]["texts_per_s"] / ref["texts_per_s"],
     }
+    st = _row(rows, "sentence-transformers", "float32")
+    if st:
+        ratios["layerfuse_fp32_all_layers_vs_sentence_transformers"] = lf["float32"]["texts_per_s"] / st["texts_per_s"]
+        ratios["layerfuse_default_all_layers_vs_sentence_transformers"] = (lf[default_dtype]["texts_per_s"]
+                                                                          / st["texts_per_s"])
     print("ratios: " + ", ".join(f"{k} {v:.2f}×" for k, v in ratios.items()))
+    command = ("python benchmarks/extract_throughput.py" + _model_flag(args.model)
+               + ("" if args.n == 300 else f" --n {args.n}")
+               + ("" if args.batch_tokens == DEFAULT_BATCH_TOKENS else f" --batch-tokens {args.batch_tokens}")
+               + (f" --threads {args.threads}" if args.threads else "") + (f" --out {args.out}" if args.out else ""))
     result = {
-        "command": "python benchmarks/extract_throughput.py" + ("" if args.n == 500 else f" --n {args.n}")
-                   + ("" if Path(args.out) == DEFAULT_OUT else f" --out {args.out}"),
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-        "model": args.model,
-        "texts": len(texts),
-        "batch_tokens": args.batch_tokens,
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "bf16_instructions": bf16_instructions()},
-        "matmul_ceiling_gflops": ceiling,
-        "flops_per_token": flops_per_token,
-        "default_dtype": default_dtype,
-        "rows": rows,
-        "ratios": ratios,
+        "command": command, "date": time.strftime("%Y-%m-%d %H:%M"), "model": args.model, "texts": len(texts),
+        "batch_tokens": args.batch_tokens, "load_average_1min": os.getloadavg()[0],
+        "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+                    "torch": torch.__version__, "bf16_instructions": bf16_instructions()},
+        "matmul_ceiling_gflops": ceiling, "flops_per_token": flops_per_token,
+        "default_dtype": default_dtype, "default_dtype_why": why, "rows": rows, "memory": mem, "ratios": ratios,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"extract_throughput{_suffix(args.model)}"
     out.with_suffix(".json").write_text(json.dumps(result, indent=2))
     lines = [
-        f"Command: `{result['command']}` ({result['date']}, {result['texts']} SST-2 train sentences, "
-        f"{args.model}, {result['machine']['cores']} cores, bf16 instructions: "
-        f"{result['machine']['bf16_instructions']}, torch {torch.__version__})",
+        f"Command: `{command}` ({result['date']}, {len(texts)} SST-2 train sentences, {args.model}, "
+        f"{result['machine']['cpu']}, {result['machine']['cores']} cores shared with other jobs "
+        f"(load average {result['load_average_1min']:.1f}), bf16 instructions: {bf16_instructions()}, "
+        f"torch {torch.__version__}, `--batch-tokens {args.batch_tokens}`)",
         "",
         f"Matmul ceiling measured in the same run: fp32 {ceiling['float32']:.0f} GFLOP/s, "
         f"bf16 {ceiling['bfloat16']:.0f} GFLOP/s; {flops_per_token / 1e6:.0f} MFLOP per token.",
         "",
-        "| configuration | texts/s | tokens/s | GFLOP/s | share of ceiling | vs reference |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| configuration | dtype | texts/s | tokens/s | GFLOP/s | share of ceiling | peak RSS above start | vs reference |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for name, r in rows.items():
-        lines.append(f"| {name} | {r['texts_per_s']:.1f} | {r['tokens_per_s']:.0f} | {r['gflops']:.1f} | "
-                     f"{100 * r['ceiling_fraction']:.0f}% ({r['dtype']}) | {r['texts_per_s'] / ref['texts_per_s']:.2f}× |")
-    lines += ["", f"bf16 / fp32 = {ratios['bf16_vs_fp32']:.2f}×. Default settings here: `--dtype auto` → "
-              f"{default_dtype}, `--batch-tokens {args.batch_tokens}`: {ratios['default_vs_reference']:.2f}× the "
-              "reference recipe's texts/s."]
+    for r in rows:
+        lines.append(f"| {r['name']} | {r['dtype']} | {r['texts_per_s']:.1f} | {r['tokens_per_s']:.0f} | "
+                     f"{r['gflops']:.1f} | {100 * r['ceiling_fraction']:.0f}% | {r['peak_above_start_mb']:.0f} MB | "
+                     f"{r['texts_per_s'] / ref['texts_per_s']:.2f}× |")
+    lines += ["", "Ratios (texts/s): " + ", ".join(f"{k.replace('_', ' ')} {v:.2f}×" for k, v in ratios.items()) + ".",
+              "", f"`--dtype auto` here → {default_dtype}: {why}.", "",
+              f"One batch of {mem[0]['batch'][0]}×{mem[0]['batch'][1]} tokens, peak RSS above its start:", "",
+              "| dtype | path | peak |", "| --- | --- | ---: |"]
+    lines += [f"| {m['dtype']} | {m['path']} | {m['peak_above_start_mb']:.0f} MB |" for m in mem]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
 

@@ -68,11 +68,13 @@ def _layer_parent(model):
     raise LayerfuseError("cannot locate the transformer blocks to stop the forward pass early")
 
 
-def _model_kwargs(backbone: Backbone, input_ids, attention_mask) -> dict:
+def _model_kwargs(backbone: Backbone, input_ids, attention_mask, no_cache: bool = True) -> dict:
+    """Keyword arguments of one pass. ``no_cache=False`` leaves the model's default key/value
+    cache on, as the former path did (a decoder then allocates K and V of every layer)."""
     kwargs = dict(input_ids=input_ids, attention_mask=attention_mask)
     if backbone.extra.get("position_ids", True):
         kwargs["position_ids"] = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    if backbone.is_decoder:
+    if backbone.is_decoder and no_cache:
         kwargs["use_cache"] = False  # no key/value cache: one pass, nothing is generated
     return kwargs
 
@@ -118,15 +120,16 @@ def forward_pooled(backbone: Backbone, input_ids, attention_mask, depth: int, po
     return pooled
 
 
-def forward_all_layers(backbone: Backbone, input_ids, attention_mask, depth: int):
+def forward_all_layers(backbone: Backbone, input_ids, attention_mask, depth: int, *, no_cache: bool = False):
     """Hidden states of layers 0..depth: a list of ``depth+1`` tensors ``[B, T, d]`` (the former
-    path, through ``output_hidden_states``; see the module docstring)."""
+    path, through ``output_hidden_states``; see the module docstring). Its default keeps the
+    former path's key/value cache, so that the benchmark's row is the method as it was."""
     import torch.nn as nn
 
     model = backbone.model
     L = backbone.n_layers
     depth = max(1, min(depth, L))
-    kwargs = dict(_model_kwargs(backbone, input_ids, attention_mask), output_hidden_states=True)
+    kwargs = dict(_model_kwargs(backbone, input_ids, attention_mask, no_cache), output_hidden_states=True)
     if depth == L:
         out = model(**kwargs)
         return list(out.hidden_states)
