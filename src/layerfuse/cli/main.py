@@ -11,7 +11,7 @@ import os
 import sys
 import textwrap
 
-from layerfuse.cli.args import add_data_args, add_extract_args, add_workers_arg
+from layerfuse.cli.args import add_data_args, add_engine_args, add_extract_args, add_workers_arg
 from layerfuse.cli.listing import CACHE_PARTS, cmd_cache, cmd_datasets, cmd_models, cmd_report
 from layerfuse.cli.predict import cmd_predict
 from layerfuse.cli.stages import cmd_extract, cmd_fuse, cmd_profile, cmd_run
@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", help="comma-separated layer numbers; the forward pass stops at the deepest (default: all)")
     add_data_args(p)
     add_extract_args(p)
+    add_engine_args(p)
 
     p = add("profile", "score every layer of one or more models on the training split, pick layers, plot it",
             """
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder for tables and plots (default out/profile-DATASET)")
     add_data_args(p)
     add_extract_args(p)
+    add_engine_args(p)
 
     p = add("fuse", "train and compare fusions of selected layers across models (single models included)",
             """
@@ -124,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder for tables and plots (default out/fuse-DATASET)")
     add_data_args(p)
     add_extract_args(p)
+    add_engine_args(p, grid=True)
 
     p = add("run", "extract → profile → select → fuse → train → evaluate → report in one command",
             """
@@ -135,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", help="cache root (default $LAYERFUSE_CACHE or ~/.cache/layerfuse)")
     add_workers_arg(p)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_engine_args(p, grid=True)
 
     p = add("predict", "label texts with a saved classifier folder",
             """
