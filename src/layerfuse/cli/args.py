@@ -112,12 +112,13 @@ def add_engine_args(p: argparse.ArgumentParser, grid: bool = False) -> None:
     what = "extraction chunks to Ray actors" + (" and grid rows to Ray tasks" if grid else "")
     g.add_argument("--engine", choices=["local", "ray"], default=None,
                    help=f"local (default) or ray: send {what}; needs pip install \"layerfuse[ray]\". The cache "
-                        "entries and checkpoints are those of a local run")
-    g.add_argument("--ray-address", help="Ray cluster to join (host:6379, ray://host:10001 or auto; default "
+                        "entries and checkpoints are those of a local run" + ("; --workers is for the local engine"
+                                                                            if grid else ""))
+    g.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to join (host:6379, ray://host:10001 or auto; default "
                    "$RAY_ADDRESS, else a Ray instance on this machine)")
-    g.add_argument("--num-workers", type=workers_arg, help="Ray workers at a time: extraction actors"
+    g.add_argument("--num-workers", type=workers_arg, metavar="N", help="Ray workers at a time: extraction actors"
                    + (", and grid rows in flight" if grid else "") + " (default: as many as the cluster holds)")
-    g.add_argument("--cpus-per-worker", type=_positive_float, help="CPUs each Ray worker declares and uses as "
+    g.add_argument("--cpus-per-worker", type=_positive_float, metavar="C", help="CPUs each Ray worker declares and uses as "
                    "torch threads (default 1)")
-    g.add_argument("--gpus-per-worker", type=_positive_float, help="GPUs each extraction actor declares (default: 1 "
+    g.add_argument("--gpus-per-worker", type=_positive_float, metavar="G", help="GPUs each extraction actor declares (default: 1 "
                    "when the cluster has GPUs and --device is not cpu, else 0)")

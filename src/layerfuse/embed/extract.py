@@ -270,7 +270,7 @@ def extract_texts(
             runner.run([(ci, order[ci * chunk_texts:(ci + 1) * chunk_texts]) for ci in todo], enc, todo_poolings,
                        use_depth, batch_tokens=batch_tokens, padding_side=side, out_dtype=store_dtype,
                        write=write, on_batch=on_batch)
-        for ci in todo if runner is None else ():
+        for ci in todo if runner is None else []:  # the local engine
             pos = order[ci * chunk_texts:(ci + 1) * chunk_texts]
             outs = embed_sorted(backbone, [enc[j] for j in pos], todo_poolings, use_depth, batch_tokens=batch_tokens,
                                 padding_side=side, out_dtype=store_dtype, on_batch=on_batch)

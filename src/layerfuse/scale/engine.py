@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from layerfuse.errors import LayerfuseError
 
 __all__ = ["ENGINES", "RAY_INSTALL", "RayOptions", "check_engine", "require_ray", "connect", "ray_options",
-           "extraction_runner", "fit_rows", "validate_engine_config", "engine_options"]
+           "extraction_runner", "fit_rows", "validate_engine_config", "engine_options",
+           "user_error"]
 
 #: The engines a stage can run on.
 ENGINES = ("local", "ray")
@@ -171,3 +172,12 @@ def engine_options(extraction: dict) -> dict:
     the grid uses the same cluster and per-worker CPUs as extraction."""
     return {"ray_address": extraction.get("ray_address"), "num_workers": extraction.get("num_workers"),
             "cpus_per_worker": extraction.get("cpus_per_worker", 1.0)}
+
+
+def user_error(e) -> BaseException:
+    """A Ray task error whose cause is a :class:`LayerfuseError` (a bad model, activations out of the
+    float16 range) as a plain one: one line, no remote traceback. Any other error unchanged."""
+    cause = getattr(e, "cause", None)
+    if isinstance(cause, LayerfuseError):
+        return LayerfuseError(str(cause))
+    return e

@@ -31,7 +31,7 @@ from collections import deque
 import numpy as np
 
 from layerfuse.errors import LayerfuseError
-from layerfuse.scale.engine import RayOptions, connect
+from layerfuse.scale.engine import RayOptions, connect, user_error
 
 __all__ = ["ChunkWorker", "RayExtraction", "driver_tokenizer", "IN_FLIGHT", "MAX_ATTEMPTS"]
 
@@ -171,7 +171,7 @@ class RayExtraction:
                 self.device, self.dtype = self.ray.get(
                     self.ray.remote(_resolve_on_worker).options(**res).remote(ask, dtype))
             except self.ray.exceptions.RayTaskError as e:
-                raise _user_error(e) from None
+                raise user_error(e) from None
         self.actor_cls = self.ray.remote(ChunkWorker).options(**res, max_restarts=0)
         self.actors: list[list] = []  # [handle, generation]
         self.info: dict | None = None
@@ -223,7 +223,7 @@ class RayExtraction:
             try:
                 self.info = self.ray.get(self.actors[0][0].describe.remote())
             except self.ray.exceptions.RayTaskError as e:
-                raise _user_error(e) from None
+                raise user_error(e) from None
             import layerfuse
 
             if self.info["version"] != layerfuse.__version__:
@@ -239,6 +239,21 @@ class RayExtraction:
                         n_layers=i["n_layers"], width=i["width"], fingerprint=i["fingerprint"],
                         is_decoder=i["is_decoder"], n_params=i["n_params"], load_seconds=i["load_seconds"],
                         source=i["source"], extra={"engine": "ray"})
+
+    def warm_up(self, n: int | None = None) -> float:
+        """Start ``n`` actors (default ``num_workers``, else what the cluster holds) and wait until
+        every one has loaded the backbone; returns the seconds it took. Optional: :meth:`run` starts
+        what it needs. Benchmarks use it to time the chunks apart from the model loads."""
+        t0 = time.perf_counter()
+        n = n or self.options.num_workers or self._capacity()
+        self.backbone()
+        if len(self.actors) < n:
+            self._start(n - len(self.actors))
+        try:
+            self.ray.get([h.describe.remote() for h, _ in self.actors])
+        except self.ray.exceptions.RayTaskError as e:
+            raise user_error(e) from None
+        return time.perf_counter() - t0
 
     # -- running chunks -------------------------------------------------------------------------
     def run(self, jobs, enc, poolings, depth, *, batch_tokens, padding_side, out_dtype, write, on_batch) -> None:
@@ -261,7 +276,8 @@ class RayExtraction:
         queue = deque(jobs)
         if not queue:
             return
-        want = min(self.options.num_workers or self._capacity(), len(queue))
+        # Never more actors than the cluster holds: one that cannot be placed would sit on its chunks.
+        want = min(self.options.num_workers or self._capacity(), self._capacity(), len(queue))
         if len(self.actors) < want:
             self._start(want - len(self.actors))
         sends: dict[int, int] = {}
@@ -284,7 +300,7 @@ class RayExtraction:
             try:
                 out = ray.get(ref)
             except ray.exceptions.RayTaskError as e:
-                raise _user_error(e) from None
+                raise user_error(e) from None
             except lost_errors as e:
                 if sends[ci] >= self.max_attempts:
                     raise LayerfuseError(f"chunk {ci} was lost with its worker {sends[ci]} times; giving up "
@@ -323,12 +339,3 @@ class RayExtraction:
             except Exception:  # already gone
                 pass
         self.actors = []
-
-
-def _user_error(e) -> BaseException:
-    """A worker's :class:`LayerfuseError` as a plain one (one line, no remote traceback); any
-    other remote error unchanged."""
-    cause = getattr(e, "cause", None)
-    if isinstance(cause, LayerfuseError):
-        return LayerfuseError(str(cause))
-    return e

@@ -16,8 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from layerfuse.errors import LayerfuseError
-from layerfuse.scale.engine import RayOptions, connect
-from layerfuse.scale.ray_extract import _user_error
+from layerfuse.scale.engine import RayOptions, connect, user_error
 
 __all__ = ["fit_rows_on_ray", "ROW_RETRIES"]
 
@@ -97,7 +96,7 @@ def fit_rows_on_ray(jobs, src_tr, src_te, y_tr, y_te, n_classes, settings, optio
             try:
                 done[config] = ray.get(ref)
             except ray.exceptions.RayTaskError as e:
-                raise _user_error(e) from None
+                raise user_error(e) from None
             except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
                     ray.exceptions.ObjectLostError) as e:
                 raise LayerfuseError(f"grid row {'+'.join(info['models'])} {config[1]}/{config[2]} was lost "
