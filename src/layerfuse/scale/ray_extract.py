@@ -92,11 +92,11 @@ class ChunkWorker:
         from layerfuse.embed.forward import embed_sorted
 
         self._check()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         arrays = embed_sorted(self.backbone, enc, poolings, depth, batch_tokens=batch_tokens,
                               padding_side=padding_side, out_dtype=out_dtype)
-        return {"index": index, "arrays": arrays, "seconds": time.perf_counter() - t0, "pid": os.getpid(),
-                "fingerprint": self.backbone.fingerprint}
+        return {"index": index, "arrays": arrays, "seconds": time.perf_counter() - t0,
+                "cpu_seconds": time.process_time() - c0, "pid": os.getpid(), "fingerprint": self.backbone.fingerprint}
 
 
 def _resolve_on_worker(device: str, dtype: str) -> tuple[str, str]:
@@ -152,7 +152,8 @@ class RayExtraction:
     max_attempts : int
         Sends of one chunk before the run fails.
     on_chunk : callable or None
-        Called as ``on_chunk(index, info)`` after each chunk is written (``info``: seconds, pid).
+        Called as ``on_chunk(index, info)`` after each chunk is written (``info``: the worker's
+        seconds and CPU seconds on it, its pid).
     """
 
     def __init__(self, model: str, *, dtype: str = "auto", device: str = "auto", cache_dir=None,
@@ -177,7 +178,7 @@ class RayExtraction:
         self.info: dict | None = None
         self.stats = {"engine": "ray", "workers": 0, "workers_started": 0, "workers_lost": 0, "retried_chunks": 0,
                       "gpus_per_worker": self.gpus, "cpus_per_worker": self.options.cpus_per_worker,
-                      "worker_pids": []}
+                      "worker_pids": [], "worker_seconds": 0.0, "worker_cpu_seconds": 0.0}
 
     # -- set-up ---------------------------------------------------------------------------------
     def _gpus_per_worker(self, device: str) -> float:
@@ -260,15 +261,19 @@ class RayExtraction:
         """Embed ``jobs`` (``(chunk index, positions into enc)``) on the actors; ``write(index,
         arrays)`` each result as it arrives, then ``on_batch(texts, tokens)``.
 
-        A chunk whose worker is lost (process killed, node gone) is sent again, to a fresh actor
-        that replaces the lost one, up to ``max_attempts`` sends. Finished chunks are written as
-        they arrive, so an interruption loses only the chunks in flight.
+        An actor gets chunks only once it has loaded the model (so one that waits for resources, or
+        fails to load, holds none), at most :data:`IN_FLIGHT` at a time, least loaded first. A chunk
+        whose worker is lost (process killed, node gone) goes back to the front of the queue, for
+        the other actors and for a fresh actor started in the lost one's place, up to
+        ``max_attempts`` sends. Finished chunks are written as they arrive, so an interruption
+        loses only the chunks in flight.
 
         Raises
         ------
         LayerfuseError
             An error a worker raised (a bad model, activations out of float16 range), a chunk that
-            failed ``max_attempts`` times, or weights that differ between workers.
+            failed ``max_attempts`` times, workers lost more than ``max_attempts`` times per actor,
+            or weights that differ between workers.
         """
         ray = self.ray
         lost_errors = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
@@ -276,59 +281,76 @@ class RayExtraction:
         queue = deque(jobs)
         if not queue:
             return
-        # Never more actors than the cluster holds: one that cannot be placed would sit on its chunks.
+        # Never more actors than the cluster holds: one that cannot be placed would only wait.
         want = min(self.options.num_workers or self._capacity(), self._capacity(), len(queue))
         if len(self.actors) < want:
             self._start(want - len(self.actors))
         sends: dict[int, int] = {}
-        inflight: dict = {}  # object ref -> (chunk index, positions, actor slot, actor generation)
-        load = [0] * len(self.actors)
+        # object ref -> (chunk index or None for a readiness check, positions, actor slot, actor generation)
+        inflight: dict = {h.describe.remote(): (None, None, slot, gen) for slot, (h, gen) in enumerate(self.actors)}
+        load, ready = [0] * len(self.actors), [False] * len(self.actors)
         poolings = list(poolings)
-        while queue or inflight:
-            for slot, (handle, gen) in sorted(enumerate(self.actors), key=lambda a: load[a[0]]) * IN_FLIGHT:
-                if load[slot] < IN_FLIGHT and queue:  # round robin, least loaded first
+        while queue or any(v[0] is not None for v in inflight.values()):
+            for slot in sorted((s for s in range(len(self.actors)) if ready[s]), key=lambda s: load[s]) * IN_FLIGHT:
+                if load[slot] < IN_FLIGHT and queue:  # round robin over the ready actors, least loaded first
                     ci, pos = queue.popleft()
                     sends[ci] = sends.get(ci, 0) + 1
+                    handle, gen = self.actors[slot]
                     ref = handle.embed.remote(ci, [enc[j] for j in pos], poolings, depth, batch_tokens,
                                               padding_side, out_dtype)
                     inflight[ref] = (ci, pos, slot, gen)
                     load[slot] += 1
             (ref,), _ = ray.wait(list(inflight), num_returns=1)
             ci, pos, slot, gen = inflight.pop(ref)
-            if self.actors[slot][1] == gen:  # (a replaced actor's slot counts only its successor's chunks)
+            current = self.actors[slot][1] == gen  # False: an actor since replaced
+            if ci is not None and current:
                 load[slot] -= 1
             try:
                 out = ray.get(ref)
             except ray.exceptions.RayTaskError as e:
                 raise user_error(e) from None
             except lost_errors as e:
-                if sends[ci] >= self.max_attempts:
-                    raise LayerfuseError(f"chunk {ci} was lost with its worker {sends[ci]} times; giving up "
-                                         f"(last: {type(e).__name__}). Finished chunks are in the cache: run "
-                                         "again to resume") from None
-                self.stats["retried_chunks"] += 1
-                queue.appendleft((ci, pos))
-                if self.actors[slot][1] == gen:  # the first loss seen from this actor: replace it
+                if ci is not None:
+                    if sends[ci] >= self.max_attempts:
+                        raise LayerfuseError(f"chunk {ci} was lost with its worker {sends[ci]} times; giving up "
+                                             f"(last: {type(e).__name__}). Finished chunks are in the cache: run "
+                                             "again to resume") from None
+                    self.stats["retried_chunks"] += 1
+                    queue.appendleft((ci, pos))
+                if current:  # the first loss seen from this actor: start another in its place
                     self._replace(slot)
-                    load[slot] = 0  # what the dead actor held comes back as losses and is requeued
+                    load[slot], ready[slot] = 0, False
+                    handle, new_gen = self.actors[slot]
+                    inflight[handle.describe.remote()] = (None, None, slot, new_gen)
                 continue
             if out["fingerprint"] != self.info["fingerprint"]:
                 raise LayerfuseError(f"model {self.model}: a worker (pid {out['pid']}) loaded weights with "
                                      f"fingerprint {out['fingerprint']}, others {self.info['fingerprint']}: give "
                                      "every node the same files")
+            if ci is None:
+                if out["version"] != self.info["version"]:
+                    raise LayerfuseError(f"a Ray worker (pid {out['pid']}) runs layerfuse {out['version']}, the "
+                                         f"others {self.info['version']}: install the same version on every node")
+                ready[slot] = ready[slot] or current
+                continue
             write(ci, out["arrays"])
             on_batch(len(pos), int(sum(len(enc[j]) for j in pos)))
             if out["pid"] not in self.stats["worker_pids"]:
                 self.stats["worker_pids"].append(out["pid"])
+            self.stats["worker_seconds"] += out["seconds"]
+            self.stats["worker_cpu_seconds"] += out["cpu_seconds"]
             if self.on_chunk is not None:
-                self.on_chunk(ci, {"seconds": out["seconds"], "pid": out["pid"]})
+                self.on_chunk(ci, {"seconds": out["seconds"], "cpu_seconds": out["cpu_seconds"], "pid": out["pid"]})
 
     def _replace(self, slot: int) -> None:
         handle, gen = self.actors[slot]
         self.ray.kill(handle, no_restart=True)
+        self.stats["workers_lost"] += 1
+        if self.stats["workers_lost"] > self.max_attempts * len(self.actors):
+            raise LayerfuseError(f"{self.stats['workers_lost']} Ray workers lost in this run ({len(self.actors)} at "
+                                 "a time): giving up. Finished chunks are in the cache: run again to resume")
         args = (self.model, self.dtype, self.device, self.cache_dir, self.options.threads)
         self.actors[slot] = [self.actor_cls.remote(*args), gen + 1]
-        self.stats["workers_lost"] += 1
         self.stats["workers_started"] += 1
 
     def close(self) -> None:

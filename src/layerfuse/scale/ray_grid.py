@@ -107,8 +107,8 @@ def fit_rows_on_ray(jobs, src_tr, src_te, y_tr, y_te, n_classes, settings, optio
             bar.update(1)
             bar.set_postfix_str(f"{'+'.join(info['models'])} {config[1]}/{config[2]}", refresh=True)
     except BaseException:
-        for ref in inflight:
-            ray.cancel(ref, force=True)
+        for ref in inflight:  # queued rows are dropped, running ones interrupted; their workers stay for reuse
+            ray.cancel(ref)
         raise
     finally:
         bar.close()
