@@ -225,6 +225,9 @@ class RayExtraction:
                 self.info = self.ray.get(self.actors[0][0].describe.remote())
             except self.ray.exceptions.RayTaskError as e:
                 raise user_error(e) from None
+            except self.ray.exceptions.RayActorError as e:  # died loading: out of memory, say
+                raise LayerfuseError(f"the Ray worker loading {self.model} died ({type(e).__name__}): see the "
+                                     "worker logs under /tmp/ray/session_latest/logs on its node") from None
             import layerfuse
 
             if self.info["version"] != layerfuse.__version__:
