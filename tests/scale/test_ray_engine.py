@@ -210,3 +210,16 @@ def test_grid_rows_on_ray_match_local_workers(ray_local, tiny_model, tmp_path, m
     # A Ray run over the local run's checkpoints trains nothing.
     again = run_grid(ds, preps, ["concat", "sum"], checkpoint_dir=tmp_path / "grid-local", engine="ray", **kw)
     assert again.resumed == 4
+
+
+@pytest.mark.parametrize("kw, words", [
+    ({"device": "cuda"}, "the Ray cluster has no GPUs"),
+    ({"device": "cpu", "gpus_per_worker": 1}, "asks for GPUs, but device is 'cpu'"),
+    ({"device": "cuda:1"}, "Ray assigns each worker its GPU"),
+])
+def test_device_requests_the_cluster_cannot_meet_are_one_clear_error(ray_local, tiny_model, tmp_path, kw, words):
+    from layerfuse.embed.extract import extract
+    from layerfuse.errors import LayerfuseError
+
+    with pytest.raises(LayerfuseError, match=words):
+        extract(tiny_model, data=dataset(10, 4), dtype="float32", cache_dir=tmp_path, progress=False, engine="ray", **kw)

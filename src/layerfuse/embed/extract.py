@@ -352,7 +352,8 @@ def extract(
 
 def _extract_splits(model, dataset, train, test, data, poolings, max_length, batch_tokens, dtype, device, layers,
                     limit, storage, cache_dir, splits, progress, runner, data_kw) -> Embeddings:
-    """The body of :func:`extract` once the engine, device and dtype are settled."""
+    """The body of :func:`extract` once the engine, device and dtype are settled (kept whole, as it
+    was in ``extract``, so the split loop and the stats it gathers read in one place)."""
     from layerfuse.data.loading import load_dataset
 
     ds = data if data is not None else load_dataset(dataset, train=train, test=test, **data_kw)
