@@ -93,3 +93,52 @@ def test_ray_is_an_extra_that_make_test_installs():
     extras = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert any(req.startswith("ray[default]") for req in extras["ray"])
     assert '".[test,ray]"' in (root / "Makefile").read_text()
+
+
+def test_fuse_engine_ray_flags_reach_extraction_and_grid(tiny_model, cache_dir, tmp_path, capsys, monkeypatch):
+    """`fuse --engine ray ...` hands its Ray options to both stages (Ray itself replaced by an in-process
+    runner and grid, which the engine's own tests compare with a real Ray instance)."""
+    from layerfuse.cli.main import main
+    from layerfuse.embed.backbones import load_backbone
+    from layerfuse.embed.forward import embed_sorted
+    from layerfuse.run.workers import fit_rows_in_workers
+    from layerfuse.scale import engine
+
+    seen = {"extraction": [], "grid": []}
+
+    class InProcess:  # the runner protocol of extract_texts, computed here
+        def __init__(self, model, **kw):
+            seen["extraction"].append(kw)
+            self.model, self.device, self.dtype = model, "cpu", kw["dtype"]
+            self.stats = {"engine": "in-process"}
+
+        def backbone(self):
+            self.bb = load_backbone(self.model, dtype=self.dtype, device="cpu", progress=False)
+            return self.bb
+
+        def run(self, jobs, enc, poolings, depth, *, batch_tokens, padding_side, out_dtype, write, on_batch):
+            for ci, pos in jobs:
+                write(ci, embed_sorted(self.bb, [enc[j] for j in pos], poolings, depth, batch_tokens=batch_tokens,
+                                       padding_side=padding_side, out_dtype=out_dtype))
+                on_batch(len(pos), 0)
+
+        def close(self):
+            pass
+
+    def grid(eng, jobs, src_tr, src_te, y_tr, y_te, n_classes, settings, options, progress):
+        seen["grid"].append((eng, options))
+        return fit_rows_in_workers(jobs, src_tr, src_te, y_tr, y_te, n_classes, settings, 1, False)
+
+    monkeypatch.setattr(engine, "extraction_runner", lambda eng, model, **kw: InProcess(model, **kw))
+    monkeypatch.setattr(engine, "fit_rows", grid)
+    train = tmp_path / "train.csv"
+    rows = [f"the movie is {'good fun' if i % 2 else 'bad dull'} {w},{i % 2}" for i, w in enumerate(["plot", "story"] * 15)]
+    train.write_text("text,label\n" + "\n".join(rows) + "\n")
+    code = main(["fuse", "--models", tiny_model, "--train", str(train), "--engine", "ray", "--ray-address", "auto",
+                 "--num-workers", "3", "--cpus-per-worker", "2", "--dtype", "float32", "--device", "cpu",
+                 "--seeds", "1", "--heads", "logreg", "--folds", "2", "--windows", "1", "--max-epochs", "2",
+                 "--out", str(tmp_path / "out"), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    (ex,) = seen["extraction"]
+    assert ex["ray_address"] == "auto" and ex["num_workers"] == 3 and ex["cpus_per_worker"] == 2
+    assert seen["grid"] == [("ray", {"ray_address": "auto", "num_workers": 3, "cpus_per_worker": 2.0})]
