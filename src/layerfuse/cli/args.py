@@ -9,7 +9,8 @@ import sys
 from layerfuse import config as C
 from layerfuse.errors import LayerfuseError
 
-__all__ = ["DeprecatedAlias", "add_data_args", "add_extract_args", "config_from_args", "workers_arg", "add_workers_arg"]
+__all__ = ["DeprecatedAlias", "add_data_args", "add_extract_args", "config_from_args", "workers_arg", "add_workers_arg",
+           "add_engine_args", "ENGINE_FLAGS"]
 
 
 
@@ -86,7 +87,8 @@ def config_from_args(args, *, models: str) -> dict:
         "data": data,
         "models": models,
         "extraction": {"pooling": args.pooling, "max_length": args.max_length, "dtype": args.dtype,
-                       "batch_tokens": args.batch_tokens, "device": args.device, "storage": args.storage},
+                       "batch_tokens": args.batch_tokens, "device": args.device, "storage": args.storage,
+                       **engine_fields(args)},
     }
     return merge_config(user, "command line")
 
@@ -106,3 +108,41 @@ def add_workers_arg(p: argparse.ArgumentParser) -> None:
                    help="grid rows trained at a time, each in its own process with a share of the threads "
                         "(default 1; same numbers as one row at a time with that many threads); finished rows "
                         "are kept under CACHE/grid, so a rerun after an interruption trains only the rest")
+
+
+#: Engine flags (``--engine`` and the Ray resources) → extraction fields of a run configuration.
+ENGINE_FLAGS = {"engine": "engine", "ray_address": "ray_address", "num_workers": "num_workers",
+                "cpus_per_worker": "cpus_per_worker", "gpus_per_worker": "gpus_per_worker"}
+
+
+def engine_fields(args) -> dict:
+    """The engine flags given on the command line, as extraction fields (flags not given: absent)."""
+    return {field: getattr(args, dest) for dest, field in ENGINE_FLAGS.items() if getattr(args, dest, None) is not None}
+
+
+def _positive_float(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        x = -1.0
+    if x < 0:
+        raise argparse.ArgumentTypeError(f"'{value}' is not a number >= 0")
+    return x
+
+
+def add_engine_args(p: argparse.ArgumentParser, grid: bool = False) -> None:
+    """``--engine`` and the Ray flags (docs/scale.md); every default comes from the run configuration."""
+    g = p.add_argument_group("engine (docs/scale.md)")
+    what = "extraction chunks to Ray actors" + (" and grid rows to Ray tasks" if grid else "")
+    g.add_argument("--engine", choices=["local", "ray"], default=None,
+                   help=f"local (default) or ray: send {what}; needs pip install \"layerfuse[ray]\". The cache "
+                        "entries and checkpoints are those of a local run" + ("; --workers is for the local engine"
+                                                                            if grid else ""))
+    g.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to join (host:6379, ray://host:10001 or auto; default "
+                   "$RAY_ADDRESS, else a Ray instance on this machine)")
+    g.add_argument("--num-workers", type=workers_arg, metavar="N", help="Ray workers at a time: extraction actors"
+                   + (", and grid rows in flight" if grid else "") + " (default: as many as the cluster holds)")
+    g.add_argument("--cpus-per-worker", type=_positive_float, metavar="C", help="CPUs each Ray worker declares and uses as "
+                   "torch threads (default 1)")
+    g.add_argument("--gpus-per-worker", type=_positive_float, metavar="G", help="GPUs each extraction actor declares (default: 1 "
+                   "when the cluster has GPUs and --device is not cpu, else 0)")

@@ -18,7 +18,7 @@ import textwrap
 
 from layerfuse import config as C
 from layerfuse.cache.layout import PARTS
-from layerfuse.cli.args import DeprecatedAlias, add_data_args, add_extract_args, add_workers_arg
+from layerfuse.cli.args import DeprecatedAlias, add_data_args, add_engine_args, add_extract_args, add_workers_arg
 from layerfuse.cli.listing import cmd_cache, cmd_datasets, cmd_models, cmd_report
 from layerfuse.cli.predict import cmd_predict
 from layerfuse.cli.serve import add_serve_command
@@ -86,6 +86,7 @@ def _extract_parser(p: argparse.ArgumentParser) -> None:
                    "DIR/manifest.json (layout in docs/inputs.md)")
     add_data_args(p)
     add_extract_args(p)
+    add_engine_args(p)
 
 
 def _profile_parser(p: argparse.ArgumentParser) -> None:
@@ -96,6 +97,7 @@ def _profile_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output folder for tables and plots (default out/profile-DATASET)")
     add_data_args(p)
     add_extract_args(p)
+    add_engine_args(p)
 
 
 def _fuse_parser(p: argparse.ArgumentParser) -> None:
@@ -125,6 +127,7 @@ def _fuse_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output folder for tables and plots (default out/fuse-DATASET)")
     add_data_args(p)
     add_extract_args(p)
+    add_engine_args(p, grid=True)
 
 
 def _run_parser(p: argparse.ArgumentParser) -> None:
@@ -133,6 +136,7 @@ def _run_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", help="cache root (default $LAYERFUSE_CACHE or ~/.cache/layerfuse)")
     add_workers_arg(p)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_engine_args(p, grid=True)
 
 
 def _predict_parser(p: argparse.ArgumentParser) -> None:

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from layerfuse.cli.args import config_from_args
+from layerfuse.cli.args import ENGINE_FLAGS, config_from_args, engine_fields
 from layerfuse.cli.output import emit_json, mb
 from layerfuse.errors import LayerfuseError
 
@@ -19,7 +19,9 @@ def cmd_extract(args) -> int:
     from layerfuse.data.loading import load_data
     from layerfuse.embed.extract import extract
 
-    ds = load_data(config_from_args(args, models=args.models)["data"])
+    cfg = config_from_args(args, models=args.models)
+    ds = load_data(cfg["data"])
+    engine = {k: cfg["extraction"][k] for k in ENGINE_FLAGS.values()}
     try:
         layers = [int(x) for x in args.layers.split(",")] if args.layers else None
     except ValueError:
@@ -27,7 +29,7 @@ def cmd_extract(args) -> int:
     emb = extract(
         args.models, data=ds, poolings=args.pooling, max_length=args.max_length, batch_tokens=args.batch_tokens,
         dtype=args.dtype, device=args.device, layers=layers, storage=args.storage, cache_dir=args.cache_dir,
-        progress=not args.no_progress and not args.json,
+        progress=not args.no_progress and not args.json, **engine,
     )
     st = emb.stats
     exported = None
@@ -57,6 +59,7 @@ def cmd_extract(args) -> int:
         "cache_path": os.path.dirname(st["splits"][emb.splits[0]]["cache_path"]),
         "dtype": st["dtype"],
         "device": st["device"],
+        "engine": st["engine"],
     }
     if exported is not None:
         summary["export"] = {"dir": str(args.export), "layout": exported["layout"], "splits": exported["splits"]}
@@ -135,6 +138,7 @@ def cmd_fuse(args) -> int:
     from layerfuse import report
     from layerfuse.cache.layout import grid_checkpoint_dir
     from layerfuse.run.grid import run_grid
+    from layerfuse.scale.engine import engine_options
     from layerfuse.validation import parse_list, validate_choices
 
     cfg = config_from_args(args, models=args.models)
@@ -150,6 +154,7 @@ def cmd_fuse(args) -> int:
                     seeds=seeds, combos=args.combos, proj_dim=args.proj_dim, max_epochs=args.max_epochs,
                     patience=args.patience, val_fraction=args.val_fraction, lr=args.lr,
                     checkpoint_dir=grid_checkpoint_dir(args.cache_dir), workers=args.workers,
+                    engine=cfg["extraction"]["engine"], engine_options=engine_options(cfg["extraction"]),
                     progress=progress, log=log)
     out = _out_dir(args, f"out/fuse-{ds.name}")
     summary = report.write_fusion_outputs(grid, preps, out, dataset=ds.name)
@@ -171,11 +176,17 @@ def cmd_run(args) -> int:
     from layerfuse.cache.layout import grid_checkpoint_dir
     from layerfuse.run.config_file import load_config_file, merge_config
     from layerfuse.run.grid import run_grid
+    from layerfuse.scale.engine import engine_options
 
     cfg = load_config_file(args.config) if args.config else merge_config({}, "built-in default")
     if args.out:
         cfg["output"]["dir"] = args.out
         cfg["output"]["save"] = str(Path(args.out) / "classifier")
+    flags = engine_fields(args)  # engine flags override the file's extraction.* (and --engine fusion.engine too)
+    if flags:
+        cfg = merge_config({**cfg, "extraction": {**cfg["extraction"], **flags},
+                            "fusion": {**cfg["fusion"], "engine": flags.get("engine", cfg["fusion"]["engine"])}},
+                           "command line")
     progress = not args.no_progress and not args.json
     log = (lambda *a: print(*a, file=sys.stderr)) if progress else (lambda *a: None)
     if not args.config:
@@ -195,7 +206,7 @@ def cmd_run(args) -> int:
                     proj_dim=f["proj_dim"], max_epochs=f["max_epochs"], patience=f["patience"],
                     val_fraction=f["val_fraction"], lr=f["lr"], batch_size=f["batch_size"],
                     checkpoint_dir=grid_checkpoint_dir(args.cache_dir), workers=args.workers,
-                    progress=progress, log=log)
+                    engine=f["engine"], engine_options=engine_options(cfg["extraction"]), progress=progress, log=log)
     fused = report.write_fusion_outputs(grid, preps, out, dataset=ds.name)
     if cfg["output"].get("save"):
         grid.pipeline.save(cfg["output"]["save"])

@@ -142,11 +142,14 @@ def extract_texts(
     progress: bool = True,
     desc: str = "extract",
     loader=None,
+    runner=None,
 ) -> tuple[dict[str, np.ndarray], dict]:
     """Extract (or read from cache) ``{pooling: [depth+1, N, d]}`` for one list of texts.
 
     ``loader`` is called without arguments to get the :class:`Backbone` only when something must
-    be computed. Returns the arrays and a stats dict.
+    be computed. ``runner`` (e.g. :class:`layerfuse.scale.ray_extract.RayExtraction`) computes the
+    missing chunks elsewhere instead of in this process; everything else, the cache writes
+    included, is the same. Returns the arrays and a stats dict.
     """
     root = cache_root(cache_dir)
     stats = {"texts": len(texts), "computed_texts": 0, "tokens": 0, "truncated": 0, "seconds": 0.0,
@@ -258,22 +261,30 @@ def extract_texts(
             bar.write(f"{desc}: resuming, {len(done)} of {n_chunks} chunks already in the cache", file=sys.stderr)
     t0 = time.perf_counter()
     texts_done = 0
+
+    def on_batch(n_texts, n_tok):
+        nonlocal texts_done
+        stats["tokens"] += n_tok
+        texts_done += n_texts
+        if bar is not None:
+            bar.update(n_tok)
+            bar.set_postfix_str(f"{texts_done / (time.perf_counter() - t0):.1f} texts/s", refresh=False)
+
+    def write(ci, outs):
+        pos = order[ci * chunk_texts:(ci + 1) * chunk_texts]
+        for p in todo_poolings:
+            e.write_chunk(p, ci, outs[p], {"n": len(pos), "tokens": int(lengths[pos].sum())})
+
     try:
-        for ci in todo:
+        if runner is not None:
+            runner.run([(ci, order[ci * chunk_texts:(ci + 1) * chunk_texts]) for ci in todo], enc, todo_poolings,
+                       use_depth, batch_tokens=batch_tokens, padding_side=side, out_dtype=store_dtype,
+                       write=write, on_batch=on_batch)
+        for ci in todo if runner is None else []:  # the local engine
             pos = order[ci * chunk_texts:(ci + 1) * chunk_texts]
-
-            def on_batch(n_texts, n_tok):
-                nonlocal texts_done
-                stats["tokens"] += n_tok
-                texts_done += n_texts
-                if bar is not None:
-                    bar.update(n_tok)
-                    bar.set_postfix_str(f"{texts_done / (time.perf_counter() - t0):.1f} texts/s", refresh=False)
-
             outs = embed_sorted(backbone, [enc[j] for j in pos], todo_poolings, use_depth, batch_tokens=batch_tokens,
                                 padding_side=side, out_dtype=store_dtype, on_batch=on_batch)
-            for p in todo_poolings:
-                e.write_chunk(p, ci, outs[p], {"n": len(pos), "tokens": int(lengths[pos].sum())})
+            write(ci, outs)
     finally:
         if bar is not None:
             bar.close()
@@ -321,6 +332,11 @@ def extract(
     cache_dir: str | os.PathLike | None = None,
     splits: Sequence[str] | None = None,
     progress: bool = True,
+    engine: str = "local",
+    ray_address: str | None = None,
+    num_workers: int | None = None,
+    cpus_per_worker: float = 1.0,
+    gpus_per_worker: float | None = None,
     **data_kw,
 ) -> Embeddings:
     """Per-layer pooled embeddings of ``model`` over every split of a dataset.
@@ -328,9 +344,11 @@ def extract(
     ``dataset`` is a built-in name (``sst2``, ``mr``, ``r8``, ``r52``); or pass ``train=`` (and
     optionally ``test=``) files, or a ready :class:`layerfuse.data.Dataset` as ``data=``.
     ``layers`` limits the forward pass to the deepest layer listed.
-    """
-    from layerfuse.data.loading import load_dataset
 
+    ``engine="ray"`` runs the forward passes on Ray actors (``ray_address``, ``num_workers``,
+    ``cpus_per_worker``, ``gpus_per_worker``: see :class:`layerfuse.scale.RayOptions`); the cache
+    entry, its key and its arrays are those of a local run (docs/scale.md).
+    """
     poolings = parse_poolings(poolings)
     if storage not in STORAGE:
         check_choice(storage, STORAGE, "`storage`")
@@ -338,10 +356,36 @@ def extract(
         raise LayerfuseError(f"`max_length` must be at least 2, got {max_length}")
     if batch_tokens < 1:
         raise LayerfuseError(f"`batch_tokens` must be positive, got {batch_tokens}")
-    device = resolve_device(device)
     asked_dtype = dtype
     why: list[str] = []  # what auto chose and why: said when the model is loaded, not for a cache hit or an error
-    dtype = resolve_dtype(dtype, device, root=cache_dir, announce=why.append)
+    runner = None
+    if engine != "local":
+        from layerfuse.scale.engine import extraction_runner
+
+        runner = extraction_runner(engine, model, dtype=dtype, device=device, cache_dir=cache_dir,
+                                   ray_address=ray_address, num_workers=num_workers,
+                                   cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker)
+        device, dtype = runner.device, runner.dtype
+    else:
+        device = resolve_device(device)
+        dtype = resolve_dtype(dtype, device, root=cache_dir, announce=why.append)
+    try:
+        return _extract_splits(model, dataset, train, test, data, poolings, max_length, batch_tokens, dtype, device,
+                               layers, limit, storage, cache_dir, splits, progress, runner, data_kw,
+                               asked_dtype if runner is None else dtype, why)
+    finally:
+        if runner is not None:
+            runner.close()
+
+
+def _extract_splits(model, dataset, train, test, data, poolings, max_length, batch_tokens, dtype, device, layers,
+                    limit, storage, cache_dir, splits, progress, runner, data_kw, asked_dtype, why) -> Embeddings:
+    """The body of :func:`extract` once the engine, device and dtype are settled (kept whole, as it
+    was in ``extract``, so the split loop and the stats it gathers read in one place). ``asked_dtype``
+    ``auto`` lets an unfinished entry of an earlier auto run decide the dtype; ``why`` holds the line
+    saying what auto chose, printed when the model is loaded."""
+    from layerfuse.data.loading import load_dataset
+
     ds = data if data is not None else load_dataset(dataset, train=train, test=test, **data_kw)
     if limit is not None:
         if limit < 1:
@@ -361,7 +405,8 @@ def extract(
                 line = why[0] if why[0].startswith(f"dtype auto → {dtype}:") else (
                     f"dtype auto → {dtype}: resuming the cache entry an earlier run started in {dtype}")
                 print(line, file=sys.stderr, flush=True)
-            holder["bb"] = load_backbone(model, dtype=dtype, device=device, root=cache_dir, progress=progress)
+            holder["bb"] = (runner.backbone() if runner is not None else
+                            load_backbone(model, dtype=dtype, device=device, root=cache_dir, progress=progress))
         return holder["bb"]
 
     arrays, keys, per_split = {}, {}, {}
@@ -373,7 +418,7 @@ def extract(
         arrs, st = extract_texts(
             ref, sp.texts, text_fingerprint=ds.text_fingerprint(split), poolings=poolings, max_length=max_length,
             batch_tokens=batch_tokens, dtype=dtype, device=device, depth=depth, storage=storage,
-            cache_dir=cache_dir, progress=progress, desc=f"{model} {ds.name}/{split}", loader=loader)
+            cache_dir=cache_dir, progress=progress, desc=f"{model} {ds.name}/{split}", loader=loader, runner=runner)
         for p, a in arrs.items():
             arrays[(split, p)] = a
         keys[split] = st.get("key")
@@ -407,6 +452,7 @@ def extract(
         "max_length": max_length,
         "batch_tokens": batch_tokens,
         "storage": storage,
+        "engine": "local" if runner is None else dict(runner.stats),
     }
     depth_used = next(iter(arrays.values())).shape[0] - 1
     return Embeddings(

@@ -45,6 +45,9 @@ def merge_config(user: dict, source: str = "config") -> dict:
     cfg["fusion"]["heads"] = parse_list(cfg["fusion"]["heads"], f"{source}: fusion.heads")
     validate_choices(cfg["fusion"]["strategies"], cfg["fusion"]["heads"], cfg["selection"]["layers"], source)
     _check_fields(cfg, source)
+    from layerfuse.scale.engine import validate_engine_config
+
+    validate_engine_config(cfg, source)
     seeds = cfg["fusion"]["seeds"]
     if isinstance(seeds, int):
         seeds = list(range(seeds))

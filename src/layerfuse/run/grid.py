@@ -98,6 +98,7 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
              max_epochs: int = DEFAULT_MAX_EPOCHS, patience: int = DEFAULT_PATIENCE,
              val_fraction: float = DEFAULT_VAL_FRACTION, lr: float = DEFAULT_LR, batch_size: int = DEFAULT_BATCH_SIZE,
              configs: Sequence[tuple] | None = None, checkpoint_dir=None, workers: int = 1,
+             engine: str = "local", engine_options: dict | None = None,
              progress: bool = True, log=print) -> GridResult:
     """Train and evaluate every (model set × fusion × head); pick the best by validation only.
     ``configs`` (see :func:`grid_configs`) replaces the full product of sets, fusions and heads.
@@ -110,7 +111,12 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
     ``workers`` > 1 trains that many rows at a time, each in its own process with
     ``torch.get_num_threads() // workers`` threads (at least one): small heads use several cores
     better as separate rows than as threads of one product. Rows, choice and numbers are the same
-    as a sequential run with that many threads per row."""
+    as a sequential run with that many threads per row.
+
+    ``engine="ray"`` trains the rows as Ray tasks instead (``engine_options``: ``ray_address``,
+    ``num_workers``, ``cpus_per_worker`` — see :class:`layerfuse.scale.RayOptions`), with the same
+    checkpoints; its numbers are those of ``workers`` local processes with ``cpus_per_worker``
+    threads each."""
     from layerfuse.model.training import fit_seeds
 
     if configs is None:
@@ -142,11 +148,18 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
 
     # Rows trained by worker processes in this run (already checkpointed where there is a folder).
     trained_now = {}
-    if workers > 1:
+    if workers > 1 or engine != "local":
         jobs = [(c, folder_of(*c), info_of(*c)) for c in configs if not has_checkpoint(folder_of(*c))]
-        trained_now = fit_rows_in_workers(jobs, src_tr, src_te, y_tr, y_te, len(ds.classes), settings,
-                                           workers, progress)
-    bar = tqdm(configs, desc="fuse", unit="config", disable=not progress or workers > 1, dynamic_ncols=True)
+        if engine != "local":
+            from layerfuse.scale.engine import fit_rows
+
+            trained_now = fit_rows(engine, jobs, src_tr, src_te, y_tr, y_te, len(ds.classes), settings,
+                                   engine_options, progress)
+        else:
+            trained_now = fit_rows_in_workers(jobs, src_tr, src_te, y_tr, y_te, len(ds.classes), settings,
+                                               workers, progress)
+    bar = tqdm(configs, desc="fuse", unit="config", disable=not progress or workers > 1 or engine != "local",
+               dynamic_ncols=True)
     for subset, f, h in bar:
         names = [preps[i].ref for i in subset]
         bar.set_postfix_str(f"{'+'.join(names)} {f}/{h}", refresh=True)
