@@ -21,7 +21,7 @@ def test_engine_ray_without_ray_names_the_pip_command(no_ray, tiny_model, cache_
 
     train = tmp_path / "train.csv"
     train.write_text("text,label\n" + "\n".join(f"the movie is {w},{i % 2}" for i, w in enumerate(["good", "bad"] * 10)))
-    model_flag = "--model" if command == "extract" else "--models"
+    model_flag = "--models"
     code = main([command, model_flag, tiny_model, "--train", str(train), "--engine", "ray", "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2
@@ -92,7 +92,7 @@ def test_ray_is_an_extra_that_make_test_installs():
     root = Path(__file__).resolve().parents[2]
     extras = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert any(req.startswith("ray[default]") for req in extras["ray"])
-    assert '".[test,ray]"' in (root / "Makefile").read_text()
+    assert 'ray' in (root / "Makefile").read_text().split('install -e ".[')[1].split(']')[0].split(',')
 
 
 def test_fuse_engine_ray_flags_reach_extraction_and_grid(tiny_model, cache_dir, tmp_path, capsys, monkeypatch):

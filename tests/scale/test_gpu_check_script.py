@@ -32,7 +32,7 @@ def test_without_cuda_it_says_so(capsys):
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_on_the_cpu_it_compares_every_layer(tiny_model, tmp_path, capsys, dtype):
     out = tmp_path / "r.json"
-    code = load_script().main(["--models", tiny_model, "--device", "cpu", "--dtype", dtype, "--n", "24",
+    code = load_script().main(["--model", tiny_model, "--device", "cpu", "--dtype", dtype, "--n", "24",
                                "--out", str(out)])
     r = json.loads(out.read_text())
     assert r["dtype"] == dtype and r["layers"] == "0..3 (every layer)" and r["peak_gpu_mb"] is None
