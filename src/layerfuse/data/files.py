@@ -30,7 +30,7 @@ from layerfuse.data.dataset import Dataset, Split
 from layerfuse.data.sampling import holdout
 from layerfuse.errors import LayerfuseError
 
-__all__ = ["FORMATS", "EXTENSIONS", "load_files", "read_texts"]
+__all__ = ["Table", "add_row", "read_file", "sort_classes", "FORMATS", "EXTENSIONS", "load_files", "read_texts"]
 
 FORMATS: tuple[str, ...] = ("csv", "tsv", "jsonl", "parquet")
 
@@ -42,7 +42,7 @@ _FORMAT_ALIASES = {"ndjson": "jsonl", "jsonlines": "jsonl", "pq": "parquet", "ta
 # User files
 
 
-class _Table:
+class Table:
     """Rows read from one file: texts, label strings (none when read without a label column) and
     where each row is (for messages)."""
 
@@ -128,7 +128,7 @@ def _label_str(value: Any) -> str | None:
     raise TypeError(type(value).__name__)
 
 
-def _add_row(table: _Table, n: int, text: Any, label: Any, text_col: str, label_col: str | None) -> None:
+def add_row(table: Table, n: int, text: Any, label: Any, text_col: str, label_col: str | None) -> None:
     """Check and append one row; with ``label_col`` None only the text is checked and kept."""
     if text is None or (isinstance(text, float) and math.isnan(text)):
         text = ""
@@ -164,7 +164,7 @@ def _example(text_col: str, label_col: str | None) -> str:
     return f"{{\"{text_col}\": \"...\"" + (f", \"{label_col}\": \"...\"" if label_col is not None else "") + "}"
 
 
-def _read_delimited(path: Path, text: str, fmt: str, text_col: str, label_col: str | None) -> _Table:
+def _read_delimited(path: Path, text: str, fmt: str, text_col: str, label_col: str | None) -> Table:
     delim = "," if fmt == "csv" else "\t"
     if csv.field_size_limit() < sys.maxsize // 2:
         try:
@@ -183,7 +183,7 @@ def _read_delimited(path: Path, text: str, fmt: str, text_col: str, label_col: s
         except csv.Error as e2:
             line, msg = e2.args
             raise LayerfuseError(f"{path}:{line}: malformed TSV ({msg}); fix or remove that line") from None
-    table = _Table(path, "line")
+    table = Table(path, "line")
     header: list[str] | None = None
     ti = li = 0
     for line, row in rows:
@@ -201,9 +201,9 @@ def _read_delimited(path: Path, text: str, fmt: str, text_col: str, label_col: s
                 + ("put fields that contain commas in double quotes" if fmt == "csv"
                    else "a TSV field must not contain a tab (use CSV or JSONL for such texts)"))
         if label_col is None:
-            _add_row(table, line, row[ti], None, header[ti], None)
+            add_row(table, line, row[ti], None, header[ti], None)
         else:
-            _add_row(table, line, row[ti], row[li], header[ti], header[li])
+            add_row(table, line, row[ti], row[li], header[ti], header[li])
     if header is None:
         raise LayerfuseError(f"{path}: file is empty; expected a header row naming the columns "
                              f"({_columns(text_col, label_col)}) and one row per example")
@@ -239,8 +239,8 @@ def _csv_rows(text: str, delim: str, *, quoting: bool) -> list[tuple[int, list[s
     return out
 
 
-def _read_jsonl(path: Path, text: str, text_col: str, label_col: str | None) -> _Table:
-    table = _Table(path, "line")
+def _read_jsonl(path: Path, text: str, text_col: str, label_col: str | None) -> Table:
+    table = Table(path, "line")
     seen_any = False
     for n, raw in enumerate(text.split("\n"), 1):
         raw = raw.rstrip("\r")
@@ -258,10 +258,10 @@ def _read_jsonl(path: Path, text: str, text_col: str, label_col: str | None) -> 
         keys = list(obj)
         tk = _resolve_column("text", text_col, keys, f"{path}:{n}", "jsonl")
         if label_col is None:
-            _add_row(table, n, obj[tk], None, tk, None)
+            add_row(table, n, obj[tk], None, tk, None)
             continue
         lk = _resolve_column("label", label_col, keys, f"{path}:{n}", "jsonl")
-        _add_row(table, n, obj[tk], obj[lk], tk, lk)
+        add_row(table, n, obj[tk], obj[lk], tk, lk)
     if not seen_any:
         raise LayerfuseError(f"{path}: file is empty; expected one JSON object per line with "
                              + (f"fields '{text_col}' and '{label_col}'" if label_col is not None
@@ -269,7 +269,7 @@ def _read_jsonl(path: Path, text: str, text_col: str, label_col: str | None) -> 
     return table
 
 
-def _read_parquet(path: Path, text_col: str, label_col: str | None) -> _Table:
+def _read_parquet(path: Path, text_col: str, label_col: str | None) -> Table:
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -283,15 +283,15 @@ def _read_parquet(path: Path, text_col: str, label_col: str | None) -> _Table:
     cols = list(tbl.column_names)
     tk = _resolve_column("text", text_col, cols, str(path), "parquet")
     lk = _resolve_column("label", label_col, cols, str(path), "parquet") if label_col is not None else None
-    table = _Table(path, "row")
+    table = Table(path, "row")
     texts = tbl.column(tk).to_pylist()
     labels = tbl.column(lk).to_pylist() if lk is not None else [None] * len(texts)
     for i, (t, lab) in enumerate(zip(texts, labels), 1):
-        _add_row(table, i, t, lab, tk, lk)
+        add_row(table, i, t, lab, tk, lk)
     return table
 
 
-def _read_file(path: Path, fmt: str | None, text_col: str, label_col: str | None, encoding: str) -> _Table:
+def read_file(path: Path, fmt: str | None, text_col: str, label_col: str | None, encoding: str) -> Table:
     """Read one user file; ``label_col`` None reads texts only (no label is read or required)."""
     if not path.exists():
         raise LayerfuseError(f"{path}: file not found; check the path (relative paths start at {Path.cwd()})")
@@ -321,7 +321,7 @@ def _read_file(path: Path, fmt: str | None, text_col: str, label_col: str | None
     return table
 
 
-def _sort_classes(labels) -> list[str]:
+def sort_classes(labels) -> list[str]:
     """Sorted unique labels; numerically if every label looks like a number."""
     uniq = set(labels)
 
@@ -363,15 +363,15 @@ def load_files(
                 or not 0.0 < float(test_fraction) < 1.0:
             raise LayerfuseError(f"`test_fraction` must be between 0 and 1 (exclusive), "
                                  f"got {test_fraction!r}")
-    tr = _read_file(train_p, format, text_column, label_column, encoding)
-    classes = _sort_classes(tr.labels)
+    tr = read_file(train_p, format, text_column, label_column, encoding)
+    classes = sort_classes(tr.labels)
     if len(classes) < 2:
         raise LayerfuseError(f"{train_p}: every one of the {len(tr.labels)} rows has the label '{classes[0]}'; "
                              f"a classifier needs at least two classes (check `label_column`)")
     index = {c: i for i, c in enumerate(classes)}
     y = np.array([index[lab] for lab in tr.labels], dtype=np.int64)
     if test_p is not None:
-        te = _read_file(test_p, format, text_column, label_column, encoding)
+        te = read_file(test_p, format, text_column, label_column, encoding)
         unseen: dict[str, int] = {}
         for lab, n in zip(te.labels, te.where):
             if lab not in index and lab not in unseen:
@@ -408,4 +408,4 @@ def read_texts(
     Same formats, format detection, decoding and error messages as :func:`load_files`; any other
     column (a label column included) is ignored. Raises :class:`LayerfuseError` for every problem.
     """
-    return list(_read_file(Path(path), format, text_column, None, encoding).texts)
+    return list(read_file(Path(path), format, text_column, None, encoding).texts)

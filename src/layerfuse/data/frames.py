@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from layerfuse.data.dataset import Dataset, Split
-from layerfuse.data.files import _add_row, _read_file, _sort_classes, _Table
+from layerfuse.data.files import Table, add_row, read_file, sort_classes
 from layerfuse.data.sampling import holdout
 from layerfuse.errors import LayerfuseError
 
@@ -115,7 +115,7 @@ def _cell(v: Any) -> Any:
     return v
 
 
-class _RowTable(_Table):
+class _RowTable(Table):
     """Rows of a DataFrame (named by index label) or a Dataset (by 0-based row, as ``ds[i]``)."""
 
     def __init__(self, what: str, unit: str):
@@ -160,7 +160,7 @@ def _read_table(obj: Any, text_column: str, label_column: str | None, what: str)
         labels = _dataset_labels(obj, lk) if lk is not None else [None] * len(texts)
         where = list(range(len(texts)))
     for n, t, lab in zip(where, texts, labels):
-        _add_row(table, _cell(n) if kind == "dataframe" else n, _cell(t), _cell(lab), tk, lk)
+        add_row(table, _cell(n) if kind == "dataframe" else n, _cell(t), _cell(lab), tk, lk)
     if not table.texts:
         raise LayerfuseError(f"{what} has no rows; pass at least one example per class")
     return table
@@ -201,10 +201,10 @@ def table_texts_labels(obj: Any, text_column: str = "text", label_column: str | 
     return list(t.texts), list(t.labels)
 
 
-def _part(obj: Any, role: str, text_column: str, label_column: str, encoding: str, fmt: str | None) -> _Table:
+def _part(obj: Any, role: str, text_column: str, label_column: str, encoding: str, fmt: str | None) -> Table:
     if is_table_like(obj):
         return _read_table(obj, text_column, label_column, role)
-    return _read_file(Path(obj), fmt, text_column, label_column, encoding)
+    return read_file(Path(obj), fmt, text_column, label_column, encoding)
 
 
 def _name_of(obj: Any) -> str:
@@ -256,7 +256,7 @@ def load_frames(
         base = _split_of(base, "train", role)
         role = f"{role}['train']"
     tr = _part(base, role, text_column, label_column, encoding, format)
-    classes = _sort_classes(tr.labels)
+    classes = sort_classes(tr.labels)
     if len(classes) < 2:
         raise LayerfuseError(f"{role}: every one of the {len(tr.labels)} rows has the label '{classes[0]}'; "
                              "a classifier needs at least two classes (check label_column)")
