@@ -58,6 +58,7 @@ class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
         from layerfuse.cache.layout import profile_checkpoint_dir
         from layerfuse.data.dataset import Dataset, Split
         from layerfuse.embed.pooling import parse_poolings
+        from layerfuse.model.lexical import is_lexical
         from layerfuse.model.training import fit_head
         from layerfuse.pipeline import FusionPipeline
         from layerfuse.run.grid import extraction_settings
@@ -87,7 +88,8 @@ class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
                            progress=self.progress)
         self.pipeline_ = FusionPipeline(
             specs=[p.spec for p in preps], trained=trained, classes=[str(c) for c in self.classes_],
-            extraction=extraction_settings(preps[0].emb),
+            extraction=extraction_settings(next((p.emb for p in preps if not is_lexical(p.ref)), preps[0].emb)),
+            lexical={p.ref: p.emb.source for p in preps if is_lexical(p.ref)},
             metrics={"val_acc": trained.val_acc, "val_f1": trained.val_f1},
             info={"selections": [p.selection.to_dict() for p in preps]},
         )

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from layerfuse.errors import LayerfuseError
+from layerfuse.model.lexical import is_lexical
 from layerfuse.pipeline import FusionPipeline
 from layerfuse.run.checkpoints import grid_row_key, has_checkpoint, load_or_fit
 from layerfuse.run.complementarity import complementarity
@@ -175,7 +176,10 @@ def _pipeline_for(ds, preps, row: dict, subset, f, h, res) -> FusionPipeline:
         specs=[preps[i].spec for i in subset],
         trained=res.models[j],
         classes=list(ds.classes),
-        extraction=extraction_settings(preps[subset[0]].emb),
+        # A lexical source runs no model: the settings come from the first model in the set.
+        extraction=extraction_settings(next((preps[i].emb for i in subset if not is_lexical(preps[i].ref)),
+                                            preps[subset[0]].emb)),
+        lexical={preps[i].ref: preps[i].emb.source for i in subset if is_lexical(preps[i].ref)},
         metrics={"seed": res.per_seed[j]["seed"], "test_acc": res.per_seed[j]["test_acc"],
                  "test_macro_f1": res.per_seed[j]["test_macro_f1"],
                  "test_acc_mean_over_seeds": row["acc_mean"], "test_f1_mean_over_seeds": row["f1_mean"],
