@@ -197,6 +197,11 @@ def fit_head(
     if not (isinstance(weight_decay, (int, float)) and weight_decay >= 0):
         raise LayerfuseError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
     fusion_kwargs = dict(fusion_kwargs or {})
+    if FUSIONS[fusion].custom_fit is not None:  # e.g. stack: out-of-fold heads + a meta-classifier
+        return FUSIONS[fusion].custom_fit(
+            arrays, y, n_classes=n_classes, head=head, proj_dim=proj_dim, val_fraction=val_fraction, seed=seed,
+            fusion_kwargs=fusion_kwargs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
+            max_epochs=max_epochs, patience=patience, progress=progress)
 
     if val_fraction:
         train_idx, val_idx = stratified_validation_split(y, val_fraction, seed)
