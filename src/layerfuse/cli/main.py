@@ -102,10 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
             layerfuse fuse --dataset sst2 --models smollm2-135m,minilm-l6 --fusion concat,gated,attention
             layerfuse fuse --dataset r8 --models smollm2-135m --layers window --heads mlp,logreg --save clf/
             """, cmd_fuse)
-    p.add_argument("--models", required=True, help="model references, comma-separated")
+    p.add_argument("--models", required=True, help="model references, comma-separated; tfidf adds the lexical source")
     p.add_argument("--fusion", default="concat", help="fusion strategies, comma-separated (default concat); "
                    "see layerfuse.fusion.FUSIONS: concat, sum, mean, hadamard, matmul, quaternion, gated, "
-                   "attention, moe and +res variants")
+                   "attention, moe, +res variants and stack (out-of-fold per-source heads + meta-classifier)")
     p.add_argument("--layers", default="auto", help="layer selection: auto, best, top-k (top-3), window, all")
     p.add_argument("--k", type=int, default=3, help="k for top-k (default 3)")
     p.add_argument("--heads", default="mlp", help="mlp (the paper's head) and/or logreg (default mlp)")
