@@ -70,7 +70,7 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
              seeds: Sequence[int] = (0, 1, 2), combos: str = "all", proj_dim: int = 1024, max_epochs: int = 50,
              patience: int = 5, val_fraction: float = 0.1, lr: float = 1e-3, batch_size: int = 64,
              configs: Sequence[tuple] | None = None, checkpoint_dir=None, workers: int = 1,
-             progress: bool = True, log=print) -> GridResult:
+             rule: str = "validation", cv_folds: int = 5, progress: bool = True, log=print) -> GridResult:
     """Train and evaluate every (model set × fusion × head); pick the best by validation only.
     ``configs`` (see :func:`grid_configs`) replaces the full product of sets, fusions and heads.
 
@@ -82,9 +82,16 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
     ``workers`` > 1 trains that many rows at a time, each in its own process with
     ``torch.get_num_threads() // workers`` threads (at least one): small heads use several cores
     better as separate rows than as threads of one product. Rows, choice and numbers are the same
-    as a sequential run with that many threads per row."""
-    from layerfuse.model.training import fit_seeds
+    as a sequential run with that many threads per row.
 
+    ``rule`` (see :mod:`layerfuse.run.selection_rules`): ``validation`` picks by the seeds' 10 %
+    carves; ``cv`` and ``cv-1se`` also score every row by ``cv_folds``-fold CV on train (first
+    seed; ``cv_f1_mean``, ``cv_f1_se``, ``cv_acc_mean`` in the row) and pick by that."""
+    from layerfuse.model.training import fit_seeds
+    from layerfuse.run.selection_rules import RULES
+
+    if rule not in RULES:
+        raise LayerfuseError(f"unknown selection rule '{rule}': choose from {', '.join(RULES)}")
     if configs is None:
         validate_choices(fusions, heads, "auto")
         configs = grid_configs(len(preps), fusions, heads, combos)
@@ -151,11 +158,17 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
         log(f"  {row['models']:<40} {row['fusion']:<14} {h:<6} test acc {100 * row['acc_mean']:.2f} ± "
             f"{100 * row['acc_std']:.2f}  (val F1 {100 * (row['val_f1_mean'] or 0):.2f})"
             + ("  [saved earlier, not retrained]" if loaded else ""))
-    # Best configuration by validation macro-F1 (then validation accuracy): never by test.
-    best_i = max(range(len(rows)), key=lambda i: validation_key(rows[i]))
+    # Best configuration by validation macro-F1 (then validation accuracy) or by CV on train: never by test.
+    from layerfuse.run.selection_rules import add_cv_scores, choose
+
+    if rule != "validation":
+        add_cv_scores(rows, results, src_tr, y_tr, len(ds.classes), settings, cv_folds, log)
+    best_i = choose(rows, rule)
     for i, r in enumerate(rows):
         r["chosen_on_validation"] = i == best_i
     pipe = _pipeline_for(ds, preps, rows[best_i], *results[best_i])
+    if rule != "validation":
+        pipe.info["chosen_by"] = f"{rule}: {cv_folds}-fold CV macro-F1 on train"
     comp = complementarity(preps, results, y_tr, val_fraction, src_tr)
     if resumed:
         log(f"  {resumed} of {len(rows)} rows read back from {checkpoint_dir} (trained by an earlier run)")
