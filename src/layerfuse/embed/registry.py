@@ -105,6 +105,17 @@ ALIASES: dict[str, AliasInfo] = {
             "1.54B",
             "qwen2",
         ),
+        AliasInfo(
+            "embeddinggemma-300m",
+            "EmbeddingGemma-300M bidirectional encoder (25 zip chunks), safetensors",
+            "installed",  # no importable package: `layerfuse models install` puts it in the cache root
+            (),
+            "layerfuse models install embeddinggemma-300m",
+            24,
+            768,
+            "303M",
+            "gemma3_text",
+        ),
     ]
 }
 
@@ -132,7 +143,14 @@ def _package_dir(module: str) -> Path | None:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def alias_installed(alias: str) -> bool:
+def alias_installed(alias: str, root: Path | None = None) -> bool:
+    """Whether an alias's packages (or, for one with an install step, its folder under the cache
+    root ``root``, default :func:`~layerfuse.cache.layout.cache_root`) are there."""
+    if ALIASES[alias].kind == "installed":
+        from layerfuse.cache.layout import cache_root
+        from layerfuse.embed.install import installed_folder
+
+        return (installed_folder(alias, cache_root(root)) / "config.json").is_file()
     return all(_package_dir(p) is not None for p in ALIASES[alias].packages)
 
 
@@ -216,6 +234,13 @@ def _assemble_chunks(parts: list[Path], target: Path, expected_sha256: str | Non
 def alias_source(alias: str, root: Path) -> tuple[Path, str | None]:
     """Resolve an alias to (path, gguf_file or None)."""
     info = ALIASES[alias]
+    if info.kind == "installed":
+        from layerfuse.embed.install import installed_folder
+
+        folder = installed_folder(alias, root)
+        if not (folder / "config.json").is_file():
+            raise LayerfuseError(f"model '{alias}' is not installed in {folder}: run `{info.install}`")
+        return folder, None
     dirs = _require_packages(info)
     if alias == "smollm2-135m":
         ggufs = sorted(dirs[0].glob("*.gguf"))
