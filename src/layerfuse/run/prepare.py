@@ -59,6 +59,7 @@ def prepare_models(ds, models: Sequence[str], *, poolings=DEFAULT_POOLINGS, laye
     read back by a later call instead of scoring again, so an interrupted run keeps the models
     it already profiled."""
     from layerfuse.embed.extract import extract
+    from layerfuse.model.lexical import is_lexical, lexical_embeddings
     from layerfuse.scoring.features import label_digest
     from layerfuse.scoring.layer_profile import ANALYSIS_COLUMN
     from layerfuse.scoring.layer_scores import eval_test_column, score_layers
@@ -73,7 +74,10 @@ def prepare_models(ds, models: Sequence[str], *, poolings=DEFAULT_POOLINGS, laye
                    if eval_test and "test" in ds.splits else None)
     for ref in models:
         t0 = time.perf_counter()
-        emb = extract(ref, data=ds, poolings=poolings, cache_dir=cache_dir, progress=progress, **extraction)
+        if is_lexical(ref):  # tfidf: fitted on train, scored like a one-layer model
+            emb = lexical_embeddings(ref, ds, extraction, folds=folds)
+        else:
+            emb = extract(ref, data=ds, poolings=poolings, cache_dir=cache_dir, progress=progress, **extraction)
         t_extract = time.perf_counter() - t0
         profiles = {}
         for p in emb.poolings:
@@ -110,7 +114,9 @@ def prepare_models(ds, models: Sequence[str], *, poolings=DEFAULT_POOLINGS, laye
             profiles[p] = prof
         # The pooling whose best layer has the highest CV probe accuracy on train.
         pooling = max(profiles, key=lambda p: profiles[p].best("probe_acc")["probe_acc"])
-        sel = select_layers(profiles[pooling], layers, k=k)
+        # A lexical source has one "layer": nothing to choose.
+        sel = (select_layers(profiles[pooling], "best", k=1) if is_lexical(ref)
+               else select_layers(profiles[pooling], layers, k=k))
         spec = sel.source(ref, pooling, emb.fingerprint)
         t_total = time.perf_counter() - t0
         log(f"{ref}: pooling {pooling}, layers {spec.label()} ({sel.reason})")
