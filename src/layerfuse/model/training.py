@@ -201,24 +201,8 @@ def fit_head(
             max_epochs=max_epochs, patience=patience, progress=progress)
     train_idx, val_idx = _train_and_validation_rows(y, val_fraction, seed)
 
-    config: dict[str, Any] = {
-        "fusion": fusion,
-        "head": head,
-        "source_dims": [d if isinstance(d, int) else list(d) for d in source_dims_of(arrays)],
-        "proj_dim": int(proj_dim) if isinstance(proj_dim, (int, np.integer)) else proj_dim,
-        "n_classes": n_classes,
-        "fusion_kwargs": fusion_kwargs,
-        "val_fraction": val_fraction,
-        "seed": int(seed),
-        "lr": lr,
-        "weight_decay": weight_decay,
-        "batch_size": int(batch_size),
-        "max_epochs": int(max_epochs),
-        "patience": int(patience),
-        "monitor": "val_macro_f1",
-        "n_train": int(len(train_idx)),
-        "n_val": int(len(val_idx)),
-    }
+    config = _run_config(fusion, head, arrays, proj_dim, n_classes, fusion_kwargs, val_fraction, seed, lr,
+                         weight_decay, batch_size, max_epochs, patience, train_idx, val_idx)
 
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]), _no_denormals():
@@ -255,6 +239,29 @@ def fit_head(
         n_params=count_params(net),
         history=history,
     )
+
+
+def _run_config(fusion, head, arrays, proj_dim, n_classes, fusion_kwargs, val_fraction, seed, lr, weight_decay,
+                batch_size, max_epochs, patience, train_idx, val_idx) -> dict[str, Any]:
+    """What a trained net records about how it was trained (``net.json``'s ``config``)."""
+    return {
+        "fusion": fusion,
+        "head": head,
+        "source_dims": [d if isinstance(d, int) else list(d) for d in source_dims_of(arrays)],
+        "proj_dim": int(proj_dim) if isinstance(proj_dim, (int, np.integer)) else proj_dim,
+        "n_classes": n_classes,
+        "fusion_kwargs": fusion_kwargs,
+        "val_fraction": val_fraction,
+        "seed": int(seed),
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "batch_size": int(batch_size),
+        "max_epochs": int(max_epochs),
+        "patience": int(patience),
+        "monitor": "val_macro_f1",
+        "n_train": int(len(train_idx)),
+        "n_val": int(len(val_idx)),
+    }
 
 
 def _check_n_classes(n_classes) -> int:

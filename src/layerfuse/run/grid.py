@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from layerfuse.data.dataset import Dataset
     from layerfuse.model.training import SeedResult
 
-__all__ = ["RowResult", "GridResult", "table_row", "model_sets", "grid_configs", "run_grid", "validation_key", "extraction_settings"]
+__all__ = ["RowResult", "GridResult", "checked_configs", "table_row", "model_sets", "grid_configs", "run_grid", "validation_key", "extraction_settings"]
 
 
 class RowResult(NamedTuple):
@@ -125,18 +125,8 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
     from layerfuse.model.training import fit_seeds
     from layerfuse.run.selection_rules import RULES
 
-    if rule not in RULES:
-        check_choice(rule, RULES, "selection rule")
-    if configs is None:
-        validate_choices(fusions, heads, "auto")
-        configs = grid_configs(len(preps), fusions, heads, combos)
-    else:
-        configs = [(tuple(s), f, h) for s, f, h in configs]
-        bad = [s for s, _, _ in configs if not s or any(not 0 <= i < len(preps) for i in s)]
-        if bad:
-            raise LayerfuseError(f"grid configuration names model set {bad[0]}, but there are {len(preps)} models "
-                                 f"(indices 0..{len(preps) - 1})")
-        validate_choices(sorted({f for _, f, _ in configs}), sorted({h for _, _, h in configs}), "auto")
+    check_choice(rule, RULES, "selection rule")
+    configs = checked_configs(len(preps), fusions, heads, combos, configs)
     y_tr, y_te = ds.splits["train"].labels, ds.splits["test"].labels
     src_tr = [p.sources("train") for p in preps]
     src_te = [p.sources("test") for p in preps]
@@ -203,6 +193,21 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
     if resumed:
         log(f"  {resumed} of {len(rows)} rows read back from {checkpoint_dir} (trained by an earlier run)")
     return GridResult(rows, rows[best_i], pipe, comp, results, ds, list(preps), resumed)
+
+
+def checked_configs(n_models: int, fusions, heads, combos: str, configs=None) -> list[tuple]:
+    """The grid's (model indices, fusion, head) triples: ``configs`` checked, or the product of
+    model sets, fusions and heads (:func:`grid_configs`); unknown names fail before any training."""
+    if configs is None:
+        validate_choices(fusions, heads, "auto")
+        return grid_configs(n_models, fusions, heads, combos)
+    configs = [(tuple(s), f, h) for s, f, h in configs]
+    bad = [s for s, _, _ in configs if not s or any(not 0 <= i < n_models for i in s)]
+    if bad:
+        raise LayerfuseError(f"grid configuration names model set {bad[0]}, but there are {n_models} models "
+                             f"(indices 0..{n_models - 1})")
+    validate_choices(sorted({f for _, f, _ in configs}), sorted({h for _, _, h in configs}), "auto")
+    return configs
 
 
 def table_row(preps: Sequence[ModelPrep], fusion: str, head: str, res: SeedResult) -> dict:
