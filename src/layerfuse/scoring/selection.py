@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from layerfuse.config import DEFAULT_MIN_GAIN
+from layerfuse.config import DEFAULT_MIN_GAIN, DEFAULT_TOPK
 from layerfuse.errors import LayerfuseError
 from layerfuse.model.sources import SourceSpec, check_layers
 from layerfuse.scoring.features import as_layers, label_digest, layer_f32
@@ -140,14 +140,7 @@ def select_layers(
             "the profile has no layer rows; run score_layers on the training array"
         )
     n_layer = len(layer_rows)
-    if k is None:
-        k = min(3, n_layer)
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n_layer:
-        raise LayerfuseError(
-            f"k must be an integer from 1 to {n_layer} (the number of layers incl. embeddings), "
-            f"got {k!r}"
-        )
-    k = int(k)
+    k = _check_k(k, n_layer)
     check_score_column(rows, score)
     label = score
 
@@ -194,6 +187,18 @@ def select_layers(
         )
 
     return _choose_auto(profile, rows, layer_rows, best, top, concat, k, score, X, y, min_gain)
+
+
+def _check_k(k, n_layer: int) -> int:
+    """``k`` for top-k: the default (capped at the number of layers) or an integer in 1..n_layer."""
+    if k is None:
+        return min(DEFAULT_TOPK, n_layer)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n_layer:
+        raise LayerfuseError(
+            f"k must be an integer from 1 to {n_layer} (the number of layers incl. embeddings), "
+            f"got {k!r}"
+        )
+    return int(k)
 
 
 def _choose_auto(profile: LayerProfile, rows: list[dict], layer_rows: list[dict], best: dict, top: list[int],
