@@ -314,8 +314,8 @@ def extract(
     if batch_tokens < 1:
         raise LayerfuseError(f"--batch-tokens must be positive, got {batch_tokens}")
     device = resolve_device(device)
-    dtype = resolve_dtype(dtype, device, root=cache_dir,
-                          announce=(lambda line: print(line, file=sys.stderr, flush=True)) if progress else None)
+    dtype_note: list[str] = []  # what --dtype auto chose and why: printed when the model is loaded
+    dtype = resolve_dtype(dtype, device, root=cache_dir, announce=dtype_note.append)
     ds = data if data is not None else load_dataset(dataset, train=train, test=test, **data_kw)
     if limit is not None:
         if limit < 1:
@@ -330,6 +330,8 @@ def extract(
     def loader():
         if "bb" not in holder:
             holder["bb"] = load_backbone(model, dtype=dtype, device=device, root=cache_dir, progress=progress)
+            if progress and dtype_note:
+                print(dtype_note.pop(), file=sys.stderr, flush=True)
         return holder["bb"]
 
     arrays, keys, per_split = {}, {}, {}
