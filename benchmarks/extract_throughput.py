@@ -11,6 +11,7 @@ Rows, all on the same texts with the same loaded weights (mean + last pooling un
 * ``output_hidden_states``: the former layerfuse method: length-sorted batches under the token
   budget, Hugging Face ``output_hidden_states=True`` (every layer's ``[B, T, d]`` kept), then pooled.
   Tokenising included, no cache write.
+* ``streaming, same driver``: that very driver with streaming pooling instead (the fair pair).
 * ``layerfuse``: ``extract_texts`` (streaming pooling through forward hooks, written to a fresh
   cache), fp32 and bf16.
 * ``sentence-transformers encode`` (MiniLM only, where installed): the peer a user would pick,
@@ -77,13 +78,14 @@ def run_reference(bb, texts: list[str]) -> dict:
     return {"seconds": time.perf_counter() - t0, "tokens": n_tok}
 
 
-def run_hidden_states(bb, texts: list[str], batch_tokens: int) -> dict:
-    """The former method: sorted batches, output_hidden_states, pooled afterwards (tokenising counted)."""
+def run_hidden_states(bb, texts: list[str], batch_tokens: int, streaming: bool = False) -> dict:
+    """The former method: sorted batches, output_hidden_states, pooled afterwards (tokenising
+    counted, no cache write). ``streaming=True``: the same driver with streaming pooling."""
     t0 = time.perf_counter()
     enc, _ = tokenize(bb, texts, 512)
     enc = sorted(enc, key=len, reverse=True)
     side = getattr(bb.tokenizer, "padding_side", "right") or "right"
-    embed_sorted(bb, enc, POOLINGS, bb.n_layers, batch_tokens=batch_tokens, padding_side=side, streaming=False)
+    embed_sorted(bb, enc, POOLINGS, bb.n_layers, batch_tokens=batch_tokens, padding_side=side, streaming=streaming)
     return {"seconds": time.perf_counter() - t0, "tokens": int(sum(len(e) for e in enc))}
 
 
@@ -153,10 +155,12 @@ def sweep(budgets: list[int], args) -> None:
         rows.append(row)
         print(f"batch tokens {b:>6}: fp32 {row['float32_tokens_per_s']:6.0f} tok/s   "
               f"bf16 {row['bfloat16_tokens_per_s']:6.0f} tok/s", flush=True)
-    out = ROOT / "benchmarks" / "results" / f"extract_batch_sweep{_suffix(args.model)}.json"
+    out = (Path(args.out).with_suffix(".json") if args.out
+           else ROOT / "benchmarks" / "results" / f"extract_batch_sweep{_suffix(args.model)}.json")
     out.write_text(json.dumps({"command": f"python benchmarks/extract_throughput.py --sweep {args.sweep}"
                                + _model_flag(args.model) + ("" if args.n == 300 else f" --n {args.n}")
-                               + (f" --threads {args.threads}" if args.threads else ""),
+                               + (f" --threads {args.threads}" if args.threads else "")
+                               + (f" --out {args.out}" if args.out else ""),
                                "threads": torch.get_num_threads(),
                                "date": time.strftime("%Y-%m-%d %H:%M"), "model": args.model, "texts": len(texts),
                                "load_average_1min": os.getloadavg()[0], "rows": rows}, indent=2))
@@ -213,6 +217,10 @@ def run_all(args) -> None:
          "float32"),
         ("output_hidden_states (sorted batches, all layers)", lambda: run_hidden_states(bb16, texts, args.batch_tokens),
          "bfloat16"),
+        ("streaming, same driver (sorted batches, all layers, no cache write)",
+         lambda: run_hidden_states(bb32, texts, args.batch_tokens, streaming=True), "float32"),
+        ("streaming, same driver (sorted batches, all layers, no cache write)",
+         lambda: run_hidden_states(bb16, texts, args.batch_tokens, streaming=True), "bfloat16"),
         ("layerfuse (streaming, all layers)", lambda: run_layerfuse(bb32, texts, args.batch_tokens), "float32"),
         ("layerfuse (streaming, all layers)", lambda: run_layerfuse(bb16, texts, args.batch_tokens), "bfloat16"),
     ]
@@ -245,11 +253,14 @@ def write_results(args, texts, rows, mem, ceiling, flops_per_token) -> None:
     default_dtype, why = dtype_decision("cpu")
     hs = {dt: _row(rows, "output_hidden_states", dt) for dt in ("float32", "bfloat16")}
     lf = {dt: _row(rows, "layerfuse", dt) for dt in ("float32", "bfloat16")}
+    sd = {dt: _row(rows, "streaming, same driver", dt) for dt in ("float32", "bfloat16")}
     ratios = {
         "bf16_vs_output_hidden_states_bf16": lf["bfloat16"]["texts_per_s"] / hs["bfloat16"]["texts_per_s"],
         "bf16_vs_output_hidden_states_fp32": lf["bfloat16"]["texts_per_s"] / hs["float32"]["texts_per_s"],
         "fp32_vs_output_hidden_states_fp32": lf["float32"]["texts_per_s"] / hs["float32"]["texts_per_s"],
         "bf16_vs_fp32": lf["bfloat16"]["texts_per_s"] / lf["float32"]["texts_per_s"],
+        "streaming_vs_output_hidden_states_same_driver_fp32": sd["float32"]["texts_per_s"] / hs["float32"]["texts_per_s"],
+        "streaming_vs_output_hidden_states_same_driver_bf16": sd["bfloat16"]["texts_per_s"] / hs["bfloat16"]["texts_per_s"],
         "default_vs_reference": lf[default_dtype]["texts_per_s"] / ref["texts_per_s"],
     }
     st = _row(rows, "sentence-transformers", "float32")
