@@ -1,8 +1,8 @@
 """Device and compute dtype.
 
-``--dtype auto`` picks bfloat16 where it is the faster compute dtype. On a CPU that depends on
-more than the instruction flags (an AVX-512 BF16 CPU without AMX ran whole-model extraction at
-0.67x fp32, an AMX CPU at 2.58x), so it also rests on a measured bf16/fp32 matmul ratio. That ratio
+``dtype="auto"`` picks bfloat16 where it is the faster compute dtype. On a CPU that depends on
+more than the instruction flags (whole-model extraction without AMX ran slower in bf16 than in
+fp32, with AMX much faster: docs/benchmarks.md#measurements-behind-the-defaults), so it also rests on a measured bf16/fp32 matmul ratio. That ratio
 is measured **once per CPU model and torch version** and kept in
 ``<cache_root>/hardware/<digest>.json``; every later run reads it back, so the same command picks
 the same dtype however busy the machine is. Where no measurement can be kept (an unwritable
@@ -100,8 +100,8 @@ def hardware_file(root: str | os.PathLike | None = None) -> Path:
 def measure_bf16_speedup(rounds: int = 30) -> float:
     """fp32 time / bf16 time of a [256, 1024] × [1024, 1024] product: the median over ``rounds`` of
     the ratio within a round, the two dtypes run back to back so that a burst of load hits both
-    (about 0.3 s in all). On the shared, loaded 2-core test machine twelve such measurements gave
-    1.84-3.28×, the best-of-5-each ratio used before 0.32-18.74× (benchmarks/results/dtype_auto.json)."""
+    (about 0.3 s in all); how much steadier this is than a best-of-5 timing under load:
+    docs/benchmarks.md#measurements-behind-the-defaults."""
     import statistics
 
     import torch

@@ -368,7 +368,7 @@ def _no_denormals():
     """Treat subnormal floats as zero while training, then restore the previous mode.
 
     Once the head fits its training rows, softmax saturates and many gradients fall into the
-    subnormal range, where CPU matrix products run 10-100x slower; their value is negligible.
+    subnormal range, where CPU matrix products run far slower (docs/benchmarks.md#measurements-behind-the-defaults); their value is negligible.
     (Threads of an intra-op pool created before this call keep their own mode.)
     """
     was_on = _flush_denormal_on()

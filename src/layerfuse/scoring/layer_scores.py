@@ -25,10 +25,9 @@ Scores (all "higher is better"), per layer and per averaged window of layers:
     k-nearest-neighbour accuracy (cosine on standardised features, k=10, majority vote, ties
     broken by summed similarity), leave-one-out within a fixed random subsample of
     ``knn_sample`` rows (the same rows for every layer; all rows when N is smaller). The cost
-    grows with the square of the subsample: the default 700 rows keep k-NN >= 10x cheaper than
-    the probe on a 6,920 x 576 binary array (one thread), and its layer curve follows the full
-    6,920-row leave-one-out curve with Spearman ~0.8 (SmolLM2 on SST-2); ``knn_sample=2000``
-    gives ~0.93 at ~4x the cost.
+    grows with the square of the subsample; the default of 700 rows keeps k-NN much cheaper than
+    the probe while its layer curve follows the full leave-one-out curve (how closely, and at what
+    cost for larger samples: docs/benchmarks.md#measurements-behind-the-defaults).
 ``fisher``
     LDA separability ``tr((S_W + eps*I)^-1 S_B)`` on standardised features, with
     ``eps = fisher_shrink * tr(S_W)/d`` (shrinkage keeps it finite when d is close to N).
@@ -176,8 +175,8 @@ def score_layers(
     layers (by ``probe_acc``), which ``select_layers("auto")`` compares against (0 disables).
     ``threads``: torch threads for the whole call. None (default): the large products (Gram
     matrix, k-NN similarities, many-class probes) use half the cores and everything else one
-    thread: close to the fastest on an idle machine, and it avoids 3-10x slowdowns when other
-    jobs share the cores. ``window_shortlist``: score only the ``n`` windows whose member layers
+    thread: close to the fastest on an idle machine, and it avoids large slowdowns when other
+    jobs share the cores (docs/benchmarks.md#measurements-behind-the-defaults). ``window_shortlist``: score only the ``n`` windows whose member layers
     have the highest mean ``probe_acc`` (needs the probe among ``scores``) instead of every window;
     None (default) scores them all. See the module docstring for what each score means.
     """

@@ -20,8 +20,8 @@ def torch_threads(n: int | None):
     """Run a block with ``n`` torch threads (None: unchanged), restoring the old count after.
 
     Why: on a machine shared with other jobs, small multi-threaded ops (d x d factorisations,
-    [N, d] x [d, 10] products) can run 10-100x slower than single-threaded ones because worker
-    threads wait on busy cores. Only the large products (Gram matrix, k-NN similarities) gain
+    [N, d] x [d, 10] products) run far slower than single-threaded ones because worker threads
+    wait on busy cores (docs/benchmarks.md#measurements-behind-the-defaults). Only the large products (Gram matrix, k-NN similarities) gain
     from extra threads, so everything else runs on one thread (see ``score_layers(threads=)``).
     """
     old = torch.get_num_threads()
@@ -37,8 +37,7 @@ def torch_threads(n: int | None):
 
 def big_threads(threads: int | None = None) -> int:
     """Threads for the large products: ``threads`` if given, else half the cores (at least 1,
-    at most torch's setting). On a 2-core machine shared with other jobs a second thread gains
-    ~15% when the machine is idle and costs 1.5-3x when another job is running."""
+    at most torch's setting): what measured best on a shared 2-core machine (docs/benchmarks.md#measurements-behind-the-defaults)."""
     if threads:
         return int(threads)
     return max(1, min(torch.get_num_threads(), (os.cpu_count() or 2) // 2))
