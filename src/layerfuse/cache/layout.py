@@ -8,6 +8,8 @@ The only module that knows the layout::
     <root>/grid/<key>/         trained heads of finished grid rows
     <root>/models/<key>/       dequantised copies of GGUF models
     <root>/gguf/               GGUF files assembled from packaged chunks
+    <root>/hf/                 Hugging Face folders unpacked from packaged zips or `models install`
+    <root>/hardware/           the bf16/fp32 measurement per CPU model (``dtype="auto"``)
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 from layerfuse.errors import LayerfuseError
 
 __all__ = ["FORMAT_VERSION", "PARTS", "make_key", "cache_root", "entries_root", "locks_root", "models_root",
-           "gguf_root", "fingerprints_file", "profile_checkpoint_dir", "grid_checkpoint_dir"]
+           "gguf_root", "hf_root", "hardware_root", "fingerprints_file", "profile_checkpoint_dir", "grid_checkpoint_dir"]
 
 
 #: The parts of the cache (a folder each under the root), and how each comes back when deleted.
@@ -30,6 +32,8 @@ PARTS = {
     "grid": "trained heads of finished grid rows (fuse, run); retrained when needed",
     "models": "dequantised copies of GGUF models; rebuilt from the GGUF when needed",
     "gguf": "GGUF files assembled from the packaged chunks; reassembled when needed",
+    "hf": "Hugging Face folders unpacked from packaged zips or `layerfuse models install`; unpacked again when needed",
+    "hardware": "the bf16/fp32 speed measurement per CPU model that --dtype auto reads; measured again when needed",
 }
 
 #: Bumped when the layout of a cache entry changes; part of every key.
@@ -55,6 +59,16 @@ def models_root(root: Path) -> Path:
 def gguf_root(root: Path) -> Path:
     """GGUF files joined from packaged chunks."""
     return Path(root) / "gguf"
+
+
+def hf_root(root: Path) -> Path:
+    """Hugging Face model folders unpacked from packaged zips or installed by ``models install``."""
+    return Path(root) / "hf"
+
+
+def hardware_root(root: Path) -> Path:
+    """Kept measurements of this machine's CPU (what ``dtype="auto"`` decides from)."""
+    return Path(root) / "hardware"
 
 
 def fingerprints_file(root: Path) -> Path:

@@ -34,13 +34,14 @@ def _verify_cache(root: Path) -> tuple[list[str], dict]:
     import shutil
 
     from layerfuse.cache.entries import CacheEntry
-    from layerfuse.cache.layout import entries_root
+    from layerfuse.cache.layout import entries_root, grid_checkpoint_dir, models_root
     from layerfuse.embed.backbones import check_model_copy
     from layerfuse.model.saving import SEEDS_FILE, load_seeds
 
     damaged: list[str] = []
     counts = {"model_copies": 0, "embedding_files": 0, "grid_rows": 0}
-    for d in sorted((root / "models").glob("[!.]*")) if (root / "models").is_dir() else []:
+    models = models_root(root)
+    for d in sorted(models.glob("[!.]*")) if models.is_dir() else []:
         counts["model_copies"] += 1
         problem = check_model_copy(d, full=True) if (d / "READY").exists() else "unfinished copy (no READY)"
         if problem:
@@ -55,7 +56,8 @@ def _verify_cache(root: Path) -> tuple[list[str], dict]:
         n, bad = e.verify_all()
         counts["embedding_files"] += n
         damaged.extend(f"{npy}: does not match its checksum; removed, recomputed when next needed" for npy in bad)
-    for d in sorted((root / "grid").glob("[!.]*")) if (root / "grid").is_dir() else []:
+    grid = grid_checkpoint_dir(root)
+    for d in sorted(grid.glob("[!.]*")) if grid.is_dir() else []:
         if not (d / SEEDS_FILE).is_file():
             continue
         counts["grid_rows"] += 1

@@ -90,11 +90,11 @@ def hardware_file(root: str | os.PathLike | None = None) -> Path:
     """Where the bf16 measurement of this CPU model (and torch version) is kept."""
     import torch
 
-    from layerfuse.cache.layout import cache_root
+    from layerfuse.cache.layout import cache_root, hardware_root
 
     ident = json.dumps({"cpu": _cpu_model(), "bf16": bf16_instructions(), "cores": os.cpu_count(),
                         "torch": torch.__version__})
-    return cache_root(root) / "hardware" / (hashlib.sha256(ident.encode()).hexdigest()[:16] + ".json")
+    return hardware_root(cache_root(root)) / (hashlib.sha256(ident.encode()).hexdigest()[:16] + ".json")
 
 
 def measure_bf16_speedup(rounds: int = 30) -> float:

