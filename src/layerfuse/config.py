@@ -53,6 +53,8 @@ DEFAULT_VAL_FRACTION = 0.1
 DEFAULT_LR = 1e-3
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_WORKERS = 1
+#: How the grid's row is chosen: ``validation`` (the seeds' carves), ``cv`` or ``cv-1se`` (k-fold CV on train).
+DEFAULT_CHOOSE_BY = "validation"
 #: Where forward passes and grid rows run: ``local`` (this process and its workers) or ``ray``.
 DEFAULT_ENGINE = "local"
 
@@ -67,12 +69,12 @@ DEFAULT_CONFIG: dict = {
                    # where the forward passes run (layerfuse.scale): local, or ray with these resources
                    "engine": DEFAULT_ENGINE, "ray_address": None, "num_workers": None, "cpus_per_worker": 1,
                    "gpus_per_worker": None},
-    "profile": {"folds": DEFAULT_FOLDS, "windows": DEFAULT_WINDOWS, "eval_test": True},
+    "profile": {"folds": DEFAULT_FOLDS, "windows": DEFAULT_WINDOWS, "eval_test": True, "window_shortlist": None},
     "selection": {"layers": DEFAULT_SELECT, "k": DEFAULT_TOPK},
     "fusion": {"strategies": ["concat", "attention"], "heads": [DEFAULT_HEAD], "seeds": list(DEFAULT_SEEDS),
                "combos": DEFAULT_COMBOS, "proj_dim": DEFAULT_PROJ_DIM, "max_epochs": DEFAULT_MAX_EPOCHS,
                "patience": DEFAULT_PATIENCE, "val_fraction": DEFAULT_VAL_FRACTION, "lr": DEFAULT_LR,
-               "batch_size": DEFAULT_BATCH_SIZE, "engine": DEFAULT_ENGINE},
+               "batch_size": DEFAULT_BATCH_SIZE, "engine": DEFAULT_ENGINE, "choose_by": DEFAULT_CHOOSE_BY},
     "output": {"dir": "out/run-sst2", "save": "out/run-sst2/classifier"},
 }
 

@@ -18,7 +18,14 @@ import textwrap
 
 from layerfuse import config as C
 from layerfuse.cache.layout import PARTS
-from layerfuse.cli.args import DeprecatedAlias, add_data_args, add_engine_args, add_extract_args, add_workers_arg
+from layerfuse.cli.args import (
+    DeprecatedAlias,
+    add_data_args,
+    add_engine_args,
+    add_extract_args,
+    add_workers_arg,
+    workers_arg,
+)
 from layerfuse.cli.listing import cmd_cache, cmd_datasets, cmd_report
 from layerfuse.cli.models_install import add_models_install_args, cmd_models_entry
 from layerfuse.cli.predict import cmd_predict
@@ -77,6 +84,9 @@ def _selection_args(p: argparse.ArgumentParser, help_: str) -> None:
                    help=f"cross-validation folds on train (default {C.DEFAULT_FOLDS})")
     p.add_argument("--windows", type=int, default=C.DEFAULT_WINDOWS,
                    help=f"also score averaged windows of 2..W layers (default {C.DEFAULT_WINDOWS})")
+    p.add_argument("--window-shortlist", type=workers_arg, metavar="K",
+                   help="score only the K windows whose layers have the best mean probe accuracy, not every "
+                        "window (faster; may pick another window: docs/benchmarks.md). Default: every window")
 
 
 def _extract_parser(p: argparse.ArgumentParser) -> None:
@@ -124,6 +134,10 @@ def _fuse_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-fraction", type=float, default=C.DEFAULT_VAL_FRACTION,
                    help=f"validation share carved from train (default {C.DEFAULT_VAL_FRACTION})")
     p.add_argument("--lr", type=float, default=C.DEFAULT_LR)
+    p.add_argument("--choose-by", default=C.DEFAULT_CHOOSE_BY, choices=["validation", "cv", "cv-1se"],
+                   help="how the saved row is chosen: validation (the seeds' carves from train), cv (k-fold CV on "
+                        "train) or cv-1se (fewest sources within one standard error of the best CV score); "
+                        f"test is never read (default {C.DEFAULT_CHOOSE_BY}; docs/selection.md)")
     add_workers_arg(p)
     p.add_argument("--save", help="write the configuration chosen on validation as a classifier folder")
     p.add_argument("--out", help="output folder for tables and plots (default out/fuse-DATASET)")

@@ -100,7 +100,7 @@ def _out_dir(args, default: str):
     return d
 
 
-def _prepare(cfg, args, *, layers, k, folds, windows, eval_test=False, progress=True):
+def _prepare(cfg, args, *, layers, k, folds, windows, eval_test=False, window_shortlist=None, progress=True):
     from layerfuse.cache.layout import profile_checkpoint_dir
     from layerfuse.data.loading import load_data
     from layerfuse.run.prepare import prepare_models
@@ -111,8 +111,8 @@ def _prepare(cfg, args, *, layers, k, folds, windows, eval_test=False, progress=
     cache_dir = getattr(args, "cache_dir", None)
     preps = prepare_models(ds, cfg["models"], poolings=cfg["extraction"]["pooling"], layers=layers, k=k,
                            folds=folds, windows=windows, extraction=ex, cache_dir=cache_dir,
-                           eval_test=eval_test, profile_dir=profile_checkpoint_dir(cache_dir), progress=progress,
-                           log=log)
+                           eval_test=eval_test, profile_dir=profile_checkpoint_dir(cache_dir),
+                           window_shortlist=window_shortlist, progress=progress, log=log)
     return ds, preps
 
 
@@ -124,7 +124,7 @@ def cmd_profile(args) -> int:
     validate_choices([], [], args.select)
     progress = not args.no_progress and not args.json
     ds, preps = _prepare(cfg, args, layers=args.select, k=args.k, folds=args.folds, windows=args.windows,
-                         eval_test=args.eval_test, progress=progress)
+                         eval_test=args.eval_test, window_shortlist=args.window_shortlist, progress=progress)
     out = _out_dir(args, f"out/profile-{ds.name}")
     summary = report.write_profile_outputs(preps, out, dataset=ds.name)
     if args.json:
@@ -145,7 +145,7 @@ def cmd_fuse(args) -> int:
     validate_choices(parse_list(args.fusion, "`fusion`"), parse_list(args.heads, "`heads`"), args.select)
     progress = not args.no_progress and not args.json
     ds, preps = _prepare(cfg, args, layers=args.select, k=args.k, folds=args.folds, windows=args.windows,
-                         progress=progress)
+                         window_shortlist=args.window_shortlist, progress=progress)
     if "test" not in ds.splits:
         raise LayerfuseError(f"dataset {ds.name} has no test split")
     log = (lambda *a: print(*a, file=sys.stderr)) if progress else (lambda *a: None)
@@ -155,7 +155,7 @@ def cmd_fuse(args) -> int:
                     patience=args.patience, val_fraction=args.val_fraction, lr=args.lr,
                     checkpoint_dir=grid_checkpoint_dir(args.cache_dir), workers=args.workers,
                     engine=cfg["extraction"]["engine"], engine_options=engine_options(cfg["extraction"]),
-                    progress=progress, log=log)
+                    rule=args.choose_by, progress=progress, log=log)
     out = _out_dir(args, f"out/fuse-{ds.name}")
     summary = report.write_fusion_outputs(grid, preps, out, dataset=ds.name)
     if args.save:
@@ -195,7 +195,8 @@ def cmd_run(args) -> int:
     t0 = time.perf_counter()
     ds, preps = _prepare(cfg, args, layers=cfg["selection"]["layers"], k=cfg["selection"]["k"],
                          folds=cfg["profile"]["folds"], windows=cfg["profile"]["windows"],
-                         eval_test=cfg["profile"]["eval_test"], progress=progress)
+                         eval_test=cfg["profile"]["eval_test"], window_shortlist=cfg["profile"]["window_shortlist"],
+                         progress=progress)
     if "test" not in ds.splits:
         raise LayerfuseError(f"dataset {ds.name} has no test split")
     out = Path(cfg["output"]["dir"])
@@ -206,7 +207,8 @@ def cmd_run(args) -> int:
                     proj_dim=f["proj_dim"], max_epochs=f["max_epochs"], patience=f["patience"],
                     val_fraction=f["val_fraction"], lr=f["lr"], batch_size=f["batch_size"],
                     checkpoint_dir=grid_checkpoint_dir(args.cache_dir), workers=args.workers,
-                    engine=f["engine"], engine_options=engine_options(cfg["extraction"]), progress=progress, log=log)
+                    engine=f["engine"], engine_options=engine_options(cfg["extraction"]), rule=f["choose_by"],
+                    progress=progress, log=log)
     fused = report.write_fusion_outputs(grid, preps, out, dataset=ds.name)
     if cfg["output"].get("save"):
         grid.pipeline.save(cfg["output"]["save"])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from layerfuse.config import DATA_KEYS, DEFAULT_CONFIG
 from layerfuse.errors import LayerfuseError
-from layerfuse.validation import parse_list, validate_choices
+from layerfuse.validation import check_choice, parse_list, validate_choices
 
 __all__ = ["merge_config", "load_config_file"]
 
@@ -44,6 +44,12 @@ def merge_config(user: dict, source: str = "config") -> dict:
     cfg["fusion"]["strategies"] = parse_list(cfg["fusion"]["strategies"], f"{source}: fusion.strategies")
     cfg["fusion"]["heads"] = parse_list(cfg["fusion"]["heads"], f"{source}: fusion.heads")
     validate_choices(cfg["fusion"]["strategies"], cfg["fusion"]["heads"], cfg["selection"]["layers"], source)
+    from layerfuse.run.selection_rules import RULES
+
+    try:
+        check_choice(cfg["fusion"]["choose_by"], RULES, "fusion.choose_by")
+    except LayerfuseError as e:
+        raise LayerfuseError(f"{source}: {e}") from None
     _check_fields(cfg, source)
     from layerfuse.scale.engine import validate_engine_config
 
@@ -78,6 +84,8 @@ _FIELDS: dict[str, tuple[str, float | None, float | None]] = {
     "profile.folds": ("int", 2, None),
     "profile.windows": ("int", 1, None),
     "profile.eval_test": ("bool", None, None),
+    "profile.window_shortlist": ("int", 1, None),
+    "fusion.choose_by": ("str", None, None),
     "selection.layers": ("str", None, None),
     "selection.k": ("int", 1, None),
     "fusion.combos": ("str", None, None),
@@ -88,7 +96,7 @@ _FIELDS: dict[str, tuple[str, float | None, float | None]] = {
     "fusion.lr": ("float", 0.0, None),
     "fusion.batch_size": ("int", 1, None),
 }
-_OPTIONAL = {"data.limit", "data.test", "data.train", "data.dataset", "data.label_column"}
+_OPTIONAL = {"profile.window_shortlist", "data.limit", "data.test", "data.train", "data.dataset", "data.label_column"}
 _WORDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a text",
           "data": "a file or folder path (or, from Python, a DataFrame or datasets table)"}
 

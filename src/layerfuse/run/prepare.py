@@ -47,7 +47,7 @@ class ModelPrep:
 def prepare_models(ds, models: Sequence[str], *, poolings=DEFAULT_POOLINGS, layers: str = DEFAULT_SELECT,
                    k: int = DEFAULT_TOPK, folds: int = DEFAULT_FOLDS, windows: int = DEFAULT_WINDOWS, extraction: dict | None = None, cache_dir=None,
                    eval_test: bool = False, saved_profiles: dict | None = None, profile_dir=None,
-                   progress: bool = True, log=print) -> list[ModelPrep]:
+                   window_shortlist: int | None = None, progress: bool = True, log=print) -> list[ModelPrep]:
     """Extract every model, score every layer on train, pick the pooling and layers by CV.
 
     ``saved_profiles`` (model -> pooling -> LayerProfile, e.g. read back with
@@ -57,7 +57,10 @@ def prepare_models(ds, models: Sequence[str], *, poolings=DEFAULT_POOLINGS, laye
     ``profile_dir`` (e.g. :func:`profile_checkpoint_dir`): each profile scored is saved there
     atomically as soon as it is done, under a key of what it scored (:func:`profile_key`), and
     read back by a later call instead of scoring again, so an interrupted run keeps the models
-    it already profiled."""
+    it already profiled.
+
+    ``window_shortlist``: score only that many averaged windows per profile (see
+    :func:`~layerfuse.scoring.score_layers`); None scores every window."""
     from layerfuse.embed.extract import extract
     from layerfuse.model.lexical import is_lexical, lexical_embeddings
     from layerfuse.scoring.features import label_digest
@@ -90,6 +93,7 @@ def prepare_models(ds, models: Sequence[str], *, poolings=DEFAULT_POOLINGS, laye
                 return (prof is not None and prof.n_layers == emb.depth and prof.n_samples == len(y_train)
                         and prof.settings.get("label_digest") == train_digest
                         and prof.settings.get("features", features) == features
+                        and prof.settings.get("window_shortlist") == window_shortlist
                         and (not with_test or any(ANALYSIS_COLUMN in r for r in prof.rows)))
 
             if fits(old):
@@ -97,7 +101,8 @@ def prepare_models(ds, models: Sequence[str], *, poolings=DEFAULT_POOLINGS, laye
                 continue
             path = None
             if profile_dir is not None:
-                key = profile_key(emb, p, train_digest, folds, windows, test_digest if with_test else None)
+                key = profile_key(emb, p, train_digest, folds, windows, test_digest if with_test else None,
+                                  window_shortlist)
                 path = Path(profile_dir) / f"{key}.json"
                 cached = _read_profile(path, log)
                 if fits(cached):
@@ -105,7 +110,7 @@ def prepare_models(ds, models: Sequence[str], *, poolings=DEFAULT_POOLINGS, laye
                     profiles[p] = cached
                     continue
             prof = score_layers(emb.array("train", p), y_train, folds=folds, windows=windows, progress=progress,
-                                name=f"{ref}/{p}")
+                                name=f"{ref}/{p}", window_shortlist=window_shortlist)
             prof.settings["features"] = features
             if with_test:
                 eval_test_column(prof, emb.array("train", p), y_train, emb.array("test", p), emb.labels["test"])
@@ -132,15 +137,18 @@ def _scored_features(emb, split: str, pooling: str) -> str:
 
 
 def profile_key(emb, pooling: str, train_digest: str, folds: int, windows: int,
-                test_digest: str | None = None) -> str:
+                test_digest: str | None = None, window_shortlist: int | None = None) -> str:
     """The file name of one saved profile: a digest of the embeddings it scored (the train split's
     cache entry and pooling), the training labels (``train_digest``, as the profile records it in
     ``settings["label_digest"]``), the CV folds and window widths, and, when it carries the
-    per-layer test column, the test split's entry and labels (``test_digest``; None: no column)."""
+    per-layer test column, the test split's entry and labels (``test_digest``; None: no column), and
+    the window shortlist when there is one (profiles of every window keep their old keys)."""
     from layerfuse.cache.layout import make_key
 
     fields = {"what": "layer-profile", "features": _scored_features(emb, "train", pooling),
               "labels": train_digest, "folds": int(folds), "windows": int(windows)}
+    if window_shortlist is not None:
+        fields["window_shortlist"] = int(window_shortlist)
     if test_digest is not None:
         fields["test"] = _scored_features(emb, "test", pooling)
         fields["test_labels"] = test_digest
