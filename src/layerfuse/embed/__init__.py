@@ -3,9 +3,9 @@ layer, the compute dtype and device, and extraction through the cache.
 """
 
 from .backbones import Backbone, describe_reference, load_backbone, resolve
-from .device import DTYPES, resolve_device, resolve_dtype
+from .device import DTYPES, dtype_decision, resolve_device, resolve_dtype
 from .extract import STORAGE, Embeddings, extract, extract_texts
-from .forward import embed_texts, forward_all_layers, plan_batches, tokenize
+from .forward import embed_texts, forward_all_layers, forward_pooled, plan_batches, tokenize
 from .pooling import POOLINGS, parse_poolings, pool
 from .registry import ALIASES, alias_installed, list_models
 
@@ -17,12 +17,14 @@ __all__ = [
     "DTYPES",
     "resolve_device",
     "resolve_dtype",
+    "dtype_decision",
     "STORAGE",
     "Embeddings",
     "extract",
     "extract_texts",
     "embed_texts",
     "forward_all_layers",
+    "forward_pooled",
     "plan_batches",
     "tokenize",
     "POOLINGS",
