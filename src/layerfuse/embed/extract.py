@@ -150,6 +150,10 @@ def extract_texts(
     be computed. ``runner`` (e.g. :class:`layerfuse.scale.ray_extract.RayExtraction`) computes the
     missing chunks elsewhere instead of in this process; everything else, the cache writes
     included, is the same. Returns the arrays and a stats dict.
+
+    Longer than 80 lines: one resumable pass over an entry (lock it, find the finished chunks,
+    compute the missing ones, assemble) shares the entry, the lock and the progress bar from start
+    to end, and reads best as one story; the next split would be the chunk loop.
     """
     root = cache_root(cache_dir)
     stats = {"texts": len(texts), "computed_texts": 0, "tokens": 0, "truncated": 0, "seconds": 0.0,

@@ -275,6 +275,9 @@ class RayExtraction:
             An error a worker raised (a bad model, activations out of float16 range), a chunk that
             failed ``max_attempts`` times, workers lost more than ``max_attempts`` times per actor,
             or weights that differ between workers.
+
+    Longer than 80 lines: handing out chunks, retrying them and replacing lost actors is one
+    scheduling loop whose state (queue, in-flight calls, attempts) is clearest in one place.
         """
         ray = self.ray
         lost_errors = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,

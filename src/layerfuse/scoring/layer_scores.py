@@ -179,6 +179,9 @@ def score_layers(
     jobs share the cores (docs/benchmarks.md#measurements-behind-the-defaults). ``window_shortlist``: score only the ``n`` windows whose member layers
     have the highest mean ``probe_acc`` (needs the probe among ``scores``) instead of every window;
     None (default) scores them all. See the module docstring for what each score means.
+
+    Longer than 80 lines: this docstring and the argument checks are half of it, and the layer loop
+    keeps the running window sums next to the layer it scores, which one place makes easy to follow.
     """
     t_start = time.perf_counter()
     X = as_layers(X)
