@@ -219,7 +219,7 @@ def _materialise_gguf(gguf: Path, root: Path, progress: bool) -> Path:
               file=sys.stderr, flush=True)
         shutil.rmtree(target, ignore_errors=True)
     if progress:
-        print(f"dequantising {gguf.name} once (cached under {target}) …", flush=True)
+        print(f"dequantising {gguf.name} once (cached under {target}) …", file=sys.stderr, flush=True)
     model, tok = _dequantise(gguf)
     with cache_writes(root), atomic_folder(target) as tmp:
         model.save_pretrained(tmp)
