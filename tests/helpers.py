@@ -9,16 +9,17 @@ NEG = ["bad", "awful", "terrible", "worst", "dull", "boring", "sad"]
 FILL = ["the", "movie", "film", "was", "is", "a", "plot", "story", "very", "really", "quite"]
 
 
-def make_texts(n, seed):
-    """A separable task: the label decides which sentiment words appear among filler words."""
+def make_texts(n, seed, *, words=(3, 7), fill=FILL):
+    """A separable task: the label decides which sentiment words appear among ``words`` (low,
+    high exclusive) filler words drawn from ``fill``."""
     rng = np.random.default_rng(seed)
     texts, labels = [], []
     for i in range(n):
         lab = i % 2
-        words = list(rng.choice(FILL, size=rng.integers(3, 7)))
+        words_ = list(rng.choice(fill, size=rng.integers(*words)))
         for _ in range(rng.integers(1, 3)):
-            words.insert(int(rng.integers(0, len(words) + 1)), str(rng.choice(POS if lab else NEG)))
-        texts.append(" ".join(words))
+            words_.insert(int(rng.integers(0, len(words_) + 1)), str(rng.choice(POS if lab else NEG)))
+        texts.append(" ".join(words_))
         labels.append("pos" if lab else "neg")
     return texts, np.array(labels)
 

@@ -9,26 +9,14 @@ import sys
 import threading
 import time
 
+import helpers
 import httpx
-import numpy as np
-
-POS = ["good", "great", "lovely", "best", "fun", "charming", "funny"]
-NEG = ["bad", "awful", "terrible", "worst", "dull", "boring", "sad"]
-FILL = ["the", "movie", "film", "was", "is", "a", "plot", "story", "very", "really", "quite", "not", "long"]
 
 
 def make_texts(n: int, seed: int) -> tuple[list[str], list[str]]:
-    """Separable texts of varied length: the label decides which sentiment words appear."""
-    rng = np.random.default_rng(seed)
-    texts, labels = [], []
-    for i in range(n):
-        lab = i % 2
-        words = list(rng.choice(FILL, size=rng.integers(2, 12)))
-        for _ in range(rng.integers(1, 3)):
-            words.insert(int(rng.integers(0, len(words) + 1)), str(rng.choice(POS if lab else NEG)))
-        texts.append(" ".join(words))
-        labels.append("pos" if lab else "neg")
-    return texts, labels
+    """Separable texts of varied length (2..11 filler words, "not" and "long" among them)."""
+    texts, labels = helpers.make_texts(n, seed, words=(2, 12), fill=helpers.FILL + ["not", "long"])
+    return texts, [str(lab) for lab in labels]
 
 
 def build_classifier(model: str, folder) -> str:
