@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from layerfuse.cache.layout import cache_root, gguf_root, models_root
+from layerfuse.cache.layout import MODEL_PARTS, cache_root
 from layerfuse.config import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_BATCH_TOKENS,
@@ -52,15 +52,17 @@ from layerfuse.validation import check_texts, encode_labels
 @contextmanager
 def fit_cache(cache_dir):
     """The cache root a ``fit`` works in: ``cache_dir`` itself, or (None) a temporary folder that
-    shares the user cache's model copies (dequantised GGUF weights are the model, not a result)."""
+    links to the user cache's :data:`~layerfuse.cache.layout.MODEL_PARTS` (model copies, installed
+    models, the kept dtype measurement: the models and this machine, not results), so a fit neither
+    rebuilds them nor measures the CPU again."""
     if cache_dir is not None:
         yield cache_dir
         return
     shared = cache_root(None)
     with tempfile.TemporaryDirectory(prefix="layerfuse-fit-") as tmp:
-        for part in (models_root(shared), gguf_root(shared)):
-            part.mkdir(parents=True, exist_ok=True)
-            os.symlink(part, Path(tmp) / part.name)
+        for name in MODEL_PARTS:
+            (shared / name).mkdir(parents=True, exist_ok=True)
+            os.symlink(shared / name, Path(tmp) / name)
         yield tmp
 
 
@@ -199,9 +201,9 @@ class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
                                    folds=self.folds, windows=self.windows, extraction=extraction, cache_dir=root,
                                    profile_dir=profile_checkpoint_dir(root), progress=self.progress,
                                    log=lambda *_: None)
-            # The arrays are memory-mapped from the cache: copy what training reads before a
-            # temporary cache goes away.
-            sources = [np.array(a) for p in preps for a in p.sources("train")]
+            # Sources may be views of memory-mapped cache files: copy those (only) before a temporary
+            # cache goes away.
+            sources = [a if a.flags.owndata else np.array(a) for p in preps for a in p.sources("train")]
             settings = extraction_settings(next((p.emb for p in preps if not is_lexical(p.ref)), preps[0].emb))
             lexical = {p.ref: p.emb.source for p in preps if is_lexical(p.ref)}
         trained = fit_head(sources, y_idx, n_classes=len(self.classes_), fusion=self.fusion, head=self.head,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from layerfuse.errors import LayerfuseError
 
-__all__ = ["FORMAT_VERSION", "PARTS", "make_key", "cache_root", "entries_root", "locks_root", "models_root",
+__all__ = ["FORMAT_VERSION", "PARTS", "MODEL_PARTS", "make_key", "cache_root", "entries_root", "locks_root", "models_root",
            "gguf_root", "hf_root", "hardware_root", "fingerprints_file", "profile_checkpoint_dir", "grid_checkpoint_dir"]
 
 
@@ -35,6 +35,10 @@ PARTS = {
     "hf": "Hugging Face folders unpacked from packaged zips or `layerfuse models install`; unpacked again when needed",
     "hardware": "the bf16/fp32 speed measurement per CPU model that --dtype auto reads; measured again when needed",
 }
+
+#: Parts that hold models or facts about this machine, not results of a run: a temporary cache
+#: root (the estimator's default) links to the user's copies of these instead of rebuilding them.
+MODEL_PARTS = ("models", "gguf", "hf", "hardware")
 
 #: Bumped when the layout of a cache entry changes; part of every key.
 FORMAT_VERSION = 1
