@@ -70,10 +70,13 @@ def parse_list(value: str | Sequence[str] | None, what: str, *, choices: Sequenc
     return list(dict.fromkeys(items))
 
 
-def validate_choices(fusions: Sequence[str], heads: Sequence[str], layers: str, source: str = "") -> None:
-    """Fail before any model runs when a fusion, head or layer strategy name is unknown."""
+def validate_choices(fusions: Sequence[str], heads: Sequence[str], layers: str, source: str = "",
+                     rule: str | None = None) -> None:
+    """Fail before any model runs when a fusion, head, layer strategy or (given) grid selection
+    rule name is unknown; ``source`` (a file, "command line") starts the message."""
     from layerfuse.model.fusion import FUSIONS
     from layerfuse.model.heads import HEADS
+    from layerfuse.run.selection_rules import RULES
     from layerfuse.scoring.selection import parse_strategy
 
     try:
@@ -82,6 +85,8 @@ def validate_choices(fusions: Sequence[str], heads: Sequence[str], layers: str, 
         for h in heads:
             check_choice(h, list(HEADS), "head")
         parse_strategy(layers, 1)
+        if rule is not None:
+            check_choice(rule, RULES, "fusion.choose_by")
     except LayerfuseError as e:
         raise LayerfuseError(f"{source}: {e}" if source else str(e)) from None
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from layerfuse.config import DATA_KEYS, DEFAULT_CONFIG
 from layerfuse.errors import LayerfuseError
-from layerfuse.validation import check_choice, parse_list, validate_choices
+from layerfuse.validation import parse_list, validate_choices
 
 __all__ = ["merge_config", "load_config_file"]
 
@@ -43,13 +43,8 @@ def merge_config(user: dict, source: str = "config") -> dict:
     cfg["extraction"]["pooling"] = parse_list(cfg["extraction"]["pooling"], f"{source}: extraction.pooling")
     cfg["fusion"]["strategies"] = parse_list(cfg["fusion"]["strategies"], f"{source}: fusion.strategies")
     cfg["fusion"]["heads"] = parse_list(cfg["fusion"]["heads"], f"{source}: fusion.heads")
-    validate_choices(cfg["fusion"]["strategies"], cfg["fusion"]["heads"], cfg["selection"]["layers"], source)
-    from layerfuse.run.selection_rules import RULES
-
-    try:
-        check_choice(cfg["fusion"]["choose_by"], RULES, "fusion.choose_by")
-    except LayerfuseError as e:
-        raise LayerfuseError(f"{source}: {e}") from None
+    validate_choices(cfg["fusion"]["strategies"], cfg["fusion"]["heads"], cfg["selection"]["layers"], source,
+                     rule=cfg["fusion"]["choose_by"])
     _check_fields(cfg, source)
     from layerfuse.scale.engine import validate_engine_config
 
