@@ -164,8 +164,7 @@ def _measured_note(root) -> str:
 def resolve_dtype(dtype: str, device: str, *, announce=None, root: str | os.PathLike | None = None) -> str:
     """``auto`` → bfloat16 where it is the faster dtype (:func:`dtype_decision`), else float32.
     ``announce``, when given, is called with a line saying what ``auto`` chose and why."""
-    if dtype not in DTYPES:
-        check_choice(dtype, DTYPES, "`dtype`")
+    check_choice(dtype, DTYPES, "`dtype`")
     if dtype == "auto":
         dt, why = dtype_decision(device, root)
         if announce is not None:

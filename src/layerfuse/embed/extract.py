@@ -354,8 +354,7 @@ def extract(
     entry, its key and its arrays are those of a local run (docs/scale.md).
     """
     poolings = parse_poolings(poolings)
-    if storage not in STORAGE:
-        check_choice(storage, STORAGE, "`storage`")
+    check_choice(storage, STORAGE, "`storage`")
     if max_length < 2:
         raise LayerfuseError(f"`max_length` must be at least 2, got {max_length}")
     if batch_tokens < 1:

@@ -54,8 +54,7 @@ HEADS: dict[str, type[nn.Module]] = {"mlp": MLPHead, "logreg": LinearHead}
 
 
 def build_head(name: str, in_dim: int, n_classes: int) -> nn.Module:
-    if name not in HEADS:
-        check_choice(name, list(HEADS), "head")
+    check_choice(name, list(HEADS), "head")
     return HEADS[name](in_dim, n_classes)
 
 
