@@ -91,6 +91,11 @@ def test_old_flag_spellings_still_work_and_warn(capsys, tiny_model, tmp_path, ca
     assert code == 2 and "--layers is an old spelling of --select" in err and "unknown layer strategy" in err
 
 
+def test_extract_takes_one_model(capsys):
+    code, _, err = _run(capsys, "extract", "--models", "smollm2-135m,minilm-l6", "--dataset", "sst2")
+    assert code == 2 and "extract runs one model" in err and len(err.strip().splitlines()) == 1
+
+
 def test_models_is_required_and_named_in_the_usage_error(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["profile", "--dataset", "sst2"])

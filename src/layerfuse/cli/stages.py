@@ -20,6 +20,9 @@ def cmd_extract(args) -> int:
     from layerfuse.embed.extract import extract
 
     cfg = config_from_args(args, models=args.models)
+    if len(cfg["models"]) > 1:
+        raise LayerfuseError(f"extract runs one model, got {len(cfg['models'])} in --models: run it once per "
+                             "model, or use profile/fuse, which take several")
     ds = load_data(cfg["data"])
     engine = {k: cfg["extraction"][k] for k in ENGINE_FLAGS.values()}
     try:
@@ -27,7 +30,7 @@ def cmd_extract(args) -> int:
     except ValueError:
         raise LayerfuseError(f"`layers` takes comma-separated layer numbers, got '{args.layers}'") from None
     emb = extract(
-        args.models, data=ds, poolings=args.pooling, max_length=args.max_length, batch_tokens=args.batch_tokens,
+        cfg["models"][0], data=ds, poolings=args.pooling, max_length=args.max_length, batch_tokens=args.batch_tokens,
         dtype=args.dtype, device=args.device, layers=layers, storage=args.storage, cache_dir=args.cache_dir,
         progress=not args.no_progress and not args.json, **engine,
     )
