@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
+
+#: The repository root (benchmarks/ and scripts/ live there, outside the package).
+ROOT = Path(__file__).resolve().parents[1]
 
 POS = ["good", "great", "lovely", "best", "fun", "charming", "funny"]
 NEG = ["bad", "awful", "terrible", "worst", "dull", "boring", "sad"]
@@ -26,3 +32,12 @@ def make_texts(n, seed, *, words=(3, 7), fill=FILL):
 
 #: Settings that train the tiny model's heads in a second or two.
 FAST = dict(folds=3, windows=2, max_epochs=40, patience=8, proj_dim=32, progress=False)
+
+
+def load_script(relpath: str, name: str | None = None):
+    """A script of the repository (``benchmarks/reproduce.py``) imported as a module by its path."""
+    path = ROOT / relpath
+    spec = importlib.util.spec_from_file_location(name or path.stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import FAST, make_texts
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import estimator_checks as ec
 
 from layerfuse import LayerFusionClassifier
-
-from helpers import FAST, make_texts
 
 NAME = "LayerFusionClassifier"
 CHECKS = [

@@ -7,9 +7,9 @@ import shutil
 
 import numpy as np
 import pytest
-
 from conftest import build_tiny_model
 from helpers import FAST, make_texts
+
 from layerfuse import load
 from layerfuse.data.dataset import Dataset, Split
 from layerfuse.errors import LayerfuseError
@@ -62,8 +62,8 @@ def test_estimator_clones_and_cross_validates(tiny_model, cache_dir, monkeypatch
 
 
 def test_two_models_fused_through_the_grid(tiny_model, cache_dir, tmp_path):
-    from layerfuse.run.prepare import prepare_models
     from layerfuse.run.grid import run_grid
+    from layerfuse.run.prepare import prepare_models
 
     other = str(build_tiny_model(tmp_path / "other", layers=2, hidden=16, seed=7))
     X, y = make_texts(120, seed=3)
@@ -184,8 +184,8 @@ def test_grid_rows_trained_in_worker_processes_match_a_sequential_run(tiny_model
 
 def test_saved_profiles_are_reused_only_when_they_fit(tiny_model, cache_dir, tmp_path, monkeypatch):
     import layerfuse.scoring.layer_scores as profile_mod
-    from layerfuse.scoring.layer_profile import LayerProfile
     from layerfuse.run.prepare import prepare_models
+    from layerfuse.scoring.layer_profile import LayerProfile
 
     X, y = make_texts(60, seed=8)
     ds = Dataset("toy", ["neg", "pos"], {"train": Split(X, (y == "pos").astype(np.int64))}, source="test")
@@ -212,8 +212,8 @@ def test_saved_profiles_are_reused_only_when_they_fit(tiny_model, cache_dir, tmp
 
 def test_profiles_are_kept_in_profile_dir_and_read_back(tiny_model, cache_dir, tmp_path, monkeypatch):
     import layerfuse.scoring.layer_scores as profile_mod
-    from layerfuse.run.prepare import prepare_models
     from layerfuse.cache.layout import profile_checkpoint_dir
+    from layerfuse.run.prepare import prepare_models
 
     X, y = make_texts(60, seed=8)
     Xt, yt = make_texts(24, seed=9)

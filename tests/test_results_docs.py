@@ -1,16 +1,12 @@
 """docs/RESULTS.md must be exactly what benchmarks/reproduce.py makes of the committed result files."""
 
-import importlib.util
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT, load_script
 
 
 def _reproduce():
-    spec = importlib.util.spec_from_file_location("reproduce", ROOT / "benchmarks" / "reproduce.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/reproduce.py", "reproduce")
 
 
 def test_results_page_is_generated_from_the_result_files():
@@ -112,7 +108,6 @@ def test_best_and_last_layer_rows_are_grid_rows_that_resume(tiny_model, cache_di
     import numpy as np
 
     import layerfuse.model.training as train_mod
-
     from layerfuse.data.dataset import Dataset, Split
     from layerfuse.run.prepare import prepare_models
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from layerfuse.data import builtin as D
-from layerfuse.data.dataset import Dataset, Split
 from layerfuse.data.builtin import list_builtin, load_builtin
-from layerfuse.data.loading import load_dataset
+from layerfuse.data.dataset import Dataset, Split
 from layerfuse.data.files import load_files, read_texts
+from layerfuse.data.loading import load_dataset
 from layerfuse.errors import LayerfuseError
 
 R8_COUNTS = {
@@ -582,13 +582,9 @@ def test_load_dataset_arguments(tmp_path):
 
 
 def test_build_script_reproduces_packaged_data(capsys):
-    import importlib.util
-    from pathlib import Path
+    from helpers import load_script
 
-    script = Path(__file__).resolve().parents[2] / "scripts" / "build_datasets.py"
-    spec = importlib.util.spec_from_file_location("build_datasets", script)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("scripts/build_datasets.py")
     if not (mod.DEFAULT_RAW / "SOURCES.md").is_file():
         pytest.skip(f"raw data not available at {mod.DEFAULT_RAW}")
     assert mod.main(["--check"]) == 0, capsys.readouterr().err

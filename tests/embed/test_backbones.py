@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from layerfuse.embed import registry
-from layerfuse.embed.registry import list_models
 from layerfuse.embed.backbones import load_backbone, resolve
+from layerfuse.embed.registry import list_models
 from layerfuse.errors import LayerfuseError
 
 

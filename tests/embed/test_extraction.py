@@ -10,10 +10,10 @@ import torch
 
 from layerfuse import cache as cache_mod
 from layerfuse.embed.backbones import load_backbone
-from layerfuse.errors import LayerfuseError
 from layerfuse.embed.extract import extract_texts
 from layerfuse.embed.forward import plan_batches
 from layerfuse.embed.pooling import pool
+from layerfuse.errors import LayerfuseError
 
 TEXTS = [
     "the movie was good",

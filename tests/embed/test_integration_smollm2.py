@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from layerfuse.embed import backbones, registry
 from layerfuse.data.builtin import load_builtin
+from layerfuse.embed import backbones, registry
 from layerfuse.embed.extract import extract
 
 pytestmark = pytest.mark.integration

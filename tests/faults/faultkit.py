@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import subprocess
 import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
+
 
 def _top_conftest():
     """tests/conftest.py as a module of its own name (``conftest`` is this folder's)."""

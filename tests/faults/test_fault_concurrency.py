@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
 from faultkit import temporaries, write_texts_csv
 
 CHILD = r"""

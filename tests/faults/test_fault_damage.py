@@ -7,9 +7,8 @@ import json
 
 import numpy as np
 import pytest
+from faultkit import model_copy, one_line_error, run_cli, temporaries, texts_csv, tiny_gguf, tiny_gguf_source, xor_bytes  # noqa: F401 -- pytest fixtures
 
-from faultkit import model_copy, one_line_error, run_cli, temporaries, xor_bytes
-from faultkit import texts_csv, tiny_gguf, tiny_gguf_source  # noqa: F401 -- pytest fixtures
 from layerfuse.embed import backbones
 from layerfuse.embed.extract import extract
 
@@ -78,6 +77,7 @@ def test_cache_verify_finds_one_flipped_byte_and_removes_the_copy(tiny_gguf, cac
 def test_predict_never_uses_a_damaged_model_copy(tiny_gguf, cache_dir, tmp_path, capsys, monkeypatch):
     """The issue's case: a zeroed run in the dequantised copy shifted predict's probabilities."""
     from faultkit import write_texts_csv
+
     from layerfuse.data.loading import load_dataset
     from layerfuse.estimator import LayerFusionClassifier
 
@@ -111,6 +111,7 @@ def test_predict_never_uses_a_damaged_model_copy(tiny_gguf, cache_dir, tmp_path,
 @pytest.fixture()
 def saved_classifier(tmp_path, tiny_model, cache_dir):
     from faultkit import write_texts_csv
+
     from layerfuse.data.loading import load_dataset
     from layerfuse.estimator import LayerFusionClassifier
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 import time
 
 import pytest
-
-from faultkit import one_line_error, run_cli
-from faultkit import texts_csv  # noqa: F401 -- pytest fixtures
+from faultkit import (
+    one_line_error,
+    run_cli,
+    texts_csv,  # noqa: F401 -- pytest fixtures
+)
 
 
 def test_limit_zero_is_refused_not_read_as_everything(capsys, texts_csv, cache_dir):

@@ -11,8 +11,7 @@ import subprocess
 import sys
 import time
 
-from faultkit import run_cli, temporaries
-from faultkit import tiny_gguf, tiny_gguf_source  # noqa: F401 -- pytest fixtures
+from faultkit import run_cli, temporaries, tiny_gguf, tiny_gguf_source  # noqa: F401 -- pytest fixtures
 
 CHILD = r"""
 import os, signal, sys

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from faultkit import run_cli, small_chunks, temporaries, write_texts_csv
+
 from layerfuse.cache.entries import CacheEntry
 from layerfuse.embed import device
 from layerfuse.embed.extract import extract

@@ -4,9 +4,19 @@ left behind; what was finished before is kept and used by the next run (issue 19
 from __future__ import annotations
 
 import numpy as np
+from faultkit import (  # noqa: F401 -- pytest fixtures
+    model_copy,
+    one_line_error,
+    run_cli,
+    small_chunks,
+    small_fs,
+    temporaries,
+    texts_csv,
+    tiny_gguf,
+    tiny_gguf_source,
+    write_texts_csv,
+)
 
-from faultkit import model_copy, small_chunks, one_line_error, run_cli, temporaries, write_texts_csv
-from faultkit import small_fs, texts_csv, tiny_gguf, tiny_gguf_source  # noqa: F401 -- pytest fixtures
 from layerfuse.cache.entries import CacheEntry
 
 

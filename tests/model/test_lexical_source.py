@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 
-from conftest import build_tiny_model
 from layerfuse import load
 from layerfuse.data.dataset import Dataset, Split
 from layerfuse.errors import LayerfuseError

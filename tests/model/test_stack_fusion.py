@@ -75,10 +75,11 @@ def test_stack_takes_layer_mix_sources_and_rejects_unknown_options():
 
 
 def test_stack_in_the_grid_saves_and_predicts_from_text(tiny_model, cache_dir, tmp_path):
+    from test_lexical_source import toy_dataset
+
     from layerfuse import load
     from layerfuse.run.grid import run_grid
     from layerfuse.run.prepare import prepare_models
-    from test_lexical_source import toy_dataset
 
     ds = toy_dataset()
     preps = prepare_models(ds, ["tfidf", tiny_model], folds=3, windows=2, progress=False, log=lambda *_: None)

@@ -7,13 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from layerfuse.data.sampling import stratified_validation_split
 from layerfuse.errors import LayerfuseError
 from layerfuse.model.heads import HEADS, FusionClassifierNet, LinearHead, MLPHead
-from layerfuse.model.training import _flush_denormal_on, evaluate, fit_head, fit_seeds
 from layerfuse.model.metrics import classification_metrics
 from layerfuse.model.saving import load_net, save_net
-from layerfuse.data.sampling import stratified_validation_split
-
+from layerfuse.model.training import _flush_denormal_on, evaluate, fit_head, fit_seeds
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

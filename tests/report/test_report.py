@@ -1,9 +1,8 @@
 """Plots of report.py: what a reader must be able to see in them."""
 
 import matplotlib.colors as mcolors
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from layerfuse import report
 from layerfuse.report import plots

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from layerfuse.errors import LayerfuseError
 from layerfuse.config import DEFAULT_CONFIG
+from layerfuse.errors import LayerfuseError
 from layerfuse.run.config_file import load_config_file, merge_config
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -3,18 +3,13 @@ committed result files, and every result file carries the command that wrote it.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from helpers import ROOT, load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("selection_rules_bench", ROOT / "benchmarks" / "selection_rules.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/selection_rules.py", "selection_rules_bench")
 
 
 def test_selection_doc_rebuilds_from_committed_results():

@@ -102,9 +102,9 @@ def test_greedy_search_orders_candidates_by_complementarity():
 
 
 def test_grid_chooses_by_cv_on_train(tiny_model, cache_dir):
+    from layerfuse.data.dataset import Dataset, Split
     from layerfuse.run.grid import run_grid
     from layerfuse.run.prepare import prepare_models
-    from layerfuse.data.dataset import Dataset, Split
 
     def texts(n, seed):
         rng = np.random.default_rng(seed)

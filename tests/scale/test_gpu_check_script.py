@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
+import helpers
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
 
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("gpu_check_script", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def gpu_check():
+    return helpers.load_script("benchmarks/gpu_check.py", "gpu_check_script")
 
 
 def test_without_cuda_it_says_so(capsys):
@@ -23,7 +17,7 @@ def test_without_cuda_it_says_so(capsys):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA: the message is for machines without it")
-    assert load_script().main(["--device", "cuda"]) == 2
+    assert gpu_check().main(["--device", "cuda"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no CUDA device here" in err[0] and "--device cpu" in err[0]
 
@@ -32,7 +26,7 @@ def test_without_cuda_it_says_so(capsys):
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_on_the_cpu_it_compares_every_layer(tiny_model, tmp_path, capsys, dtype):
     out = tmp_path / "r.json"
-    code = load_script().main(["--model", tiny_model, "--device", "cpu", "--dtype", dtype, "--n", "24",
+    code = gpu_check().main(["--model", tiny_model, "--device", "cpu", "--dtype", dtype, "--n", "24",
                                "--out", str(out)])
     r = json.loads(out.read_text())
     assert r["dtype"] == dtype and r["layers"] == "0..3 (every layer)" and r["peak_gpu_mb"] is None

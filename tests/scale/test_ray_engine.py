@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import WORDS, build_tiny_model
 
 ray = pytest.importorskip("ray", reason='the Ray engine needs pip install "layerfuse[ray]" (make test installs it)')

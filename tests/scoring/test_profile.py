@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from layerfuse.errors import LayerfuseError
+from layerfuse.scoring.features import average_layers, standardise
 from layerfuse.scoring.layer_profile import ANALYSIS_COLUMN, LayerProfile
+from layerfuse.scoring.layer_scores import cv_probe, eval_test_column, score_layers
 from layerfuse.scoring.selection import LayerSelection, select_layers
 from layerfuse.scoring.solver import fit_logistic
-from layerfuse.scoring.features import standardise, average_layers
-from layerfuse.scoring.layer_scores import cv_probe, eval_test_column, score_layers
 
 SIGNAL = 5  # the separable layer in the synthetic array
 N_LAYERS = 8  # L+1

@@ -14,9 +14,10 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
+from serve_helpers import build_classifier
+
 from layerfuse import load  # noqa: E402
 from layerfuse.serve.batcher import Busy, MicroBatcher
-from serve_helpers import build_classifier
 
 
 class Recorder:

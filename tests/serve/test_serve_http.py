@@ -15,8 +15,9 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-from layerfuse import load  # noqa: E402
 from serve_helpers import Server, build_classifier, make_texts
+
+from layerfuse import load  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
