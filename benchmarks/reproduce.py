@@ -305,13 +305,69 @@ def extraction_resources(out: Path, model: str, st: dict, max_length: int, dtype
     return res
 
 
+def grid_settings(seeds: list[int]) -> dict:
+    """The training settings run_grid uses by default (the reproduction changes none), as its CV
+    checkpoints key them."""
+    from layerfuse import config as C
+
+    return {"seeds": [int(x) for x in seeds], "proj_dim": C.DEFAULT_PROJ_DIM, "max_epochs": C.DEFAULT_MAX_EPOCHS,
+            "patience": C.DEFAULT_PATIENCE, "val_fraction": C.DEFAULT_VAL_FRACTION, "lr": C.DEFAULT_LR,
+            "batch_size": C.DEFAULT_BATCH_SIZE}
+
+
+def greedy_search(ds, preps, fusions, heads, seeds, cv_folds, beam) -> tuple[list[tuple], dict]:
+    """Model sets by greedy forward selection on CV on train (layerfuse.run.search), once over every
+    source and once over the models alone (no lexical source: the paper's question), per fusion.
+    Returns the grid configurations (every source alone, each set on each path) and the paths by
+    name. CV scores are checkpointed beside the grid rows, so an interrupted search resumes."""
+    from layerfuse.cache.layout import grid_checkpoint_dir
+    from layerfuse.model.lexical import is_lexical
+    from layerfuse.run.grid import cv_scorer
+    from layerfuse.run.search import greedy_configs, greedy_paths
+
+    names = [p.ref for p in preps]
+    score = cv_scorer(ds, preps, grid_settings(seeds), cv_folds, grid_checkpoint_dir())
+    y = ds.splits["train"].labels
+    groups = {"all sources": None}
+    models_only = [i for i, p in enumerate(preps) if not is_lexical(p.ref)]
+    if len(models_only) < len(preps):
+        groups["models only"] = models_only
+    configs, searched = [], {}
+    for group, cand in groups.items():
+        paths = greedy_paths(names, y, fusions, lambda sub, f: score(sub, f, heads[0]), candidates=cand, beam=beam)
+        for c in greedy_configs(len(preps), [], fusions, heads, paths=paths):
+            if c not in configs:
+                configs.append(c)
+        searched[group] = {f: {"path": ["+".join(names[i] for i in sub) for sub in g["path"]],
+                               "cv_f1": [score(sub, f, heads[0])["f1_mean"] for sub in g["path"]],
+                               "stopped": g["stopped"], "scored": g["scored"], "exhaustive": g["exhaustive"]}
+                           for f, g in paths.items()}
+    return configs, {"folds": cv_folds, "beam": beam, "head": heads[0], "groups": searched}
+
+
+def models_only_choice(rows: list[dict], lexical: list[str], rule: str) -> dict | None:
+    """The row ``rule`` picks among the rows without a lexical source (None when no row has one)."""
+    from layerfuse.run.selection_rules import choose
+
+    if not lexical:
+        return None
+    keep = [r for r in rows if not set(r["models"].split("+")) & set(lexical)]
+    if not keep:
+        return None
+    r = keep[choose(keep, rule)]
+    return {k: r.get(k) for k in ("models", "fusion", "head", "n_models", "acc_mean", "acc_std", "f1_mean",
+                                  "f1_std", "cv_f1_mean", "val_f1_mean")}
+
+
 def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[int], dtype: str,
                 combos: str = "all", extra: list[str] | None = None, workers: int = 1,
-                heads: list[str] | None = None) -> None:
+                heads: list[str] | None = None, search: str = "grid", choose_by: str = "validation",
+                cv_folds: int = 5, max_length: int | None = None, beam: int | None = None) -> None:
     from layerfuse import report
     from layerfuse.data.builtin import load_builtin
     from layerfuse.model.fusion import FUSIONS as FUSION_REGISTRY
     from layerfuse.cache.layout import grid_checkpoint_dir, profile_checkpoint_dir
+    from layerfuse.model.lexical import is_lexical
     from layerfuse.run.grid import grid_configs, run_grid
     from layerfuse.run.prepare import prepare_models
     from layerfuse.run.workers import worker_threads
@@ -319,10 +375,12 @@ def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[in
     out = RESULTS / name
     out.mkdir(parents=True, exist_ok=True)
     ds = load_builtin(name)
-    max_length = MAX_LENGTH[name]
+    max_length = max_length or MAX_LENGTH[name]
     previous = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else None
     resources = {}
     for m in models:
+        if is_lexical(m):  # tfidf runs no model: nothing to extract
+            continue
         print(f"[{name}] extracting {m} (max length {max_length}, {dtype})", flush=True)
         st = extract_isolated(m, name, ["mean", "last"], max_length, dtype)
         resources[m] = extraction_resources(out, m, st, max_length, dtype, previous)
@@ -333,23 +391,36 @@ def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[in
                            profile_dir=profile_checkpoint_dir())
     prof = report.write_profile_outputs(preps, out, dataset=name)
     print(f"[{name}] profiles done in {time.perf_counter() - t0:.0f} s", flush=True)
-    bvl = best_vs_last(ds, preps, seeds, workers)
+    bvl = best_vs_last(ds, [p for p in preps if not is_lexical(p.ref)], seeds, workers)
     heads = heads or ["mlp"]
-    configs = grid_configs(len(preps), fusions, heads=heads, combos=combos)
-    full_set_only = [f for f in FUSION_REGISTRY if f not in fusions] if extra is None else extra
-    if len(preps) > 1:
-        full = tuple(range(len(preps)))
-        configs += [(full, f, h) for f in full_set_only if f not in fusions for h in heads]
+    searched = None
+    if search == "greedy":
+        configs, searched = greedy_search(ds, preps, fusions, heads, seeds, cv_folds, beam)
+    else:
+        configs = grid_configs(len(preps), fusions, heads=heads, combos=combos)
+        full_set_only = [f for f in FUSION_REGISTRY if f not in fusions] if extra is None else extra
+        if len(preps) > 1:
+            full = tuple(range(len(preps)))
+            configs += [(full, f, h) for f in full_set_only if f not in fusions for h in heads]
     grid = run_grid(ds, preps, fusions, seeds=seeds, configs=configs, checkpoint_dir=grid_checkpoint_dir(),
-                    workers=workers, progress=True)
+                    workers=workers, rule=choose_by, cv_folds=cv_folds, progress=True)
+    if searched is not None and choose_by == "validation":  # the search's CV scores, read back, for the tables
+        from layerfuse.run.grid import cv_scorer
+        from layerfuse.run.selection_rules import add_cv_scores
+
+        add_cv_scores(grid.rows, grid.results, cv_scorer(ds, preps, grid_settings(seeds), cv_folds,
+                                                         grid_checkpoint_dir()), cv_folds)
     fused = report.write_fusion_outputs(grid, preps, out, dataset=name)
+    if searched is not None:
+        fused["search"] = searched
+    fused["models_only"] = models_only_choice(grid.rows, [p.ref for p in preps if is_lexical(p.ref)], choose_by)
     baselines = tfidf_baselines(ds) + [minilm_baseline(ds)]
     per_set = configuration_resources(grid, ds.splits["test"].texts[:LATENCY_TEXTS])
     chosen_set = grid.best["models"]
     latency = {"chosen": next(r["latency_ms_per_text"] for r in per_set if r["models"] == chosen_set) / 1000}
     summary = {
         "dataset": name, "date": time.strftime("%Y-%m-%d"), "dtype": dtype, "max_length": max_length, "seeds": seeds,
-        "models": models, "fusions": fusions,
+        "models": models, "fusions": fusions, "search": search, "choose_by": choose_by, "cv_folds": cv_folds,
         "machine": {**machine_info(), **({"grid_workers": workers, "grid_threads_per_worker": worker_threads(workers)}
                                          if workers > 1 else {})},
         "resources": resources, "profile": prof, "best_vs_last": bvl, "fusion": fused, "baselines": baselines,
@@ -361,7 +432,13 @@ def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[in
                             + ([f"--extra-fusions {','.join(extra) or 'none'}"] if extra is not None else [])
                             + ([f"--seeds {len(seeds)}"] if len(seeds) != 3 else [])
                             + [f"--dtype {dtype}"]
-                            + ([f"--heads {','.join(heads)}"] if heads != ["mlp"] else [])),
+                            + ([f"--heads {','.join(heads)}"] if heads != ["mlp"] else [])
+                            + ([f"--search {search}"] if search != "grid" else [])
+                            + ([f"--beam {beam}"] if beam else [])
+                            + ([f"--choose-by {choose_by}"] if choose_by != "validation" else [])
+                            + ([f"--cv-folds {cv_folds}"] if cv_folds != 5 and (search != "grid"
+                                                                               or choose_by != "validation") else [])
+                            + ([f"--max-length {max_length}"] if max_length != MAX_LENGTH[name] else [])),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     report.write_markdown_report(out)
@@ -409,8 +486,9 @@ def render_docs() -> str:
                   + " (bf16 changes layer scores by less than their fold-to-fold std: "
                   "[benchmarks](benchmarks.md#does-bf16-cost-accuracy)).", ""]
     if summaries:
-        lines += ["| dataset | chosen on validation | test acc | target | best single model | best baseline | "
-                  "above every comparison? |",
+        rules = sorted({chosen_by(x) for x in summaries.values()})
+        lines += [f"| dataset | {rules[0] if len(rules) == 1 else 'chosen configuration'} | test acc | target | "
+                  "best single model | best baseline | above every comparison? |",
                   "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
         for name, s in summaries.items():
             rows = s["fusion"]["rows"]
@@ -445,7 +523,7 @@ def render_docs() -> str:
                       + (f"; grid rows trained {mach['grid_workers']} at a time, {mach['grid_threads_per_worker']} "
                          "thread(s) each" if mach.get("grid_workers") else "") + ".", ""]
         lines += ["| method | test acc | test macro-F1 |", "| --- | ---: | ---: |"]
-        lines.append(f"| **layerfuse, chosen on validation**: {chosen['models']} [{fusion_label(chosen)}] | "
+        lines.append(f"| **layerfuse, {chosen_by(s)}**: {chosen['models']} [{fusion_label(chosen)}] | "
                      f"**{100 * chosen['acc_mean']:.2f} ± {100 * chosen['acc_std']:.2f}** | "
                      f"{100 * chosen['f1_mean']:.2f} ± {100 * chosen['f1_std']:.2f} |")
         for m, b in s["best_vs_last"].items():
@@ -454,7 +532,8 @@ def render_docs() -> str:
                              f"{100 * b[k]['acc_std']:.2f} | {100 * b[k]['f1_mean']:.2f} ± {100 * b[k]['f1_std']:.2f} |")
         for b in s["baselines"]:
             lines.append(f"| {b['method']} ({b['note']}) | {100 * b['acc']:.2f} | {100 * b['macro_f1']:.2f} |")
-        lines += ["", "What the numbers say (generated from the same file):", ""] + [f"* {f}" for f in findings(s)]
+        lines += [""] + search_lines(s)
+        lines += ["What the numbers say (generated from the same file):", ""] + [f"* {f}" for f in findings(s)]
         for pooling in ("last", "mean"):
             lines += ["", f"![layer profile, {pooling} pooling](../benchmarks/results/reproduce/{name}/"
                           f"layer_profile_{pooling}.png)"]
@@ -522,8 +601,32 @@ def _split_sizes(name: str) -> dict:
 
 
 def chosen_row(rows: list[dict]) -> dict:
-    """The grid row run_grid chose on validation."""
+    """The grid row run_grid chose (on validation, or by CV on train: ``chosen_by``)."""
     return next(r for r in rows if r.get("chosen_on_validation"))
+
+
+def chosen_by(s: dict) -> str:
+    """How a summary's configuration was chosen, as the docs say it."""
+    rule = s.get("choose_by", "validation")
+    if rule == "validation":
+        return "chosen on validation"
+    return f"chosen by {s.get('cv_folds', 5)}-fold CV on train" + (" (one-SE rule)" if rule == "cv-1se" else "")
+
+
+def search_lines(s: dict) -> list[str]:
+    """The greedy search's paths (model sets by CV on train), per source group and fusion."""
+    g = s["fusion"].get("search")
+    if not g:
+        return []
+    out = [f"Model sets searched greedily ({g['folds']}-fold CV macro-F1 on train, {g['head']} head"
+           + (f", beam {g['beam']}" if g.get("beam") else "") + "; a set is kept while it gains more than the CV "
+           "standard error):", "", "| sources | fusion | path (CV macro-F1 on train) | sets scored | why it stopped |",
+           "| --- | --- | --- | ---: | --- |"]
+    for group, by_f in g["groups"].items():
+        for f, p in by_f.items():
+            path = " → ".join(f"{m} ({100 * v:.2f})" for m, v in zip(p["path"], p["cv_f1"]))
+            out.append(f"| {group} | {f} | {path} | {p['scored']} of {p['exhaustive']} | {p['stopped']} |")
+    return out + [""]
 
 
 def _head_note(r: dict) -> str:
@@ -569,7 +672,7 @@ def across_datasets(summaries: dict) -> list[str]:
                          f"{d:+.2f}")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     lines += ["", "Fusion against the best single model, per dataset (test accuracy; the chosen row is picked on "
-              "validation, the others are shown for analysis):", "",
+              "train or validation, the others are shown for analysis):", "",
               "| dataset | best single model | chosen fusion | gain | fusions beating their best member | "
               "chosen: ms per text | best single: ms per text |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, s in summaries.items():
@@ -628,7 +731,7 @@ def findings(s: dict) -> list[str]:
         out.append(f"{m}: the layer chosen by CV on train is {b['best']['layer']} of {prof['n_layers']} "
                    f"(depth {b['best']['layer'] / prof['n_layers']:.2f}); on test it is {d:+.2f} points against "
                    f"the last layer.")
-    out.append(f"The configuration chosen on validation ({chosen['models']}, {fusion_label(chosen)}) scores "
+    out.append(f"The configuration {chosen_by(s)} ({chosen['models']}, {fusion_label(chosen)}) scores "
                f"{100 * chosen['acc_mean']:.2f} on test, {100 * (chosen['acc_mean'] - best_single['acc_mean']):+.2f} "
                f"points against the best single model ({model_label(best_single)}, {100 * best_single['acc_mean']:.2f}).")
     target = TARGETS.get(s["dataset"])
@@ -639,6 +742,17 @@ def findings(s: dict) -> list[str]:
                    f"**missed by {-100 * gap:.2f} points** with what was tried here ({len(s['models'])} models, "
                    f"fusions {', '.join(tried)}, auto-selected layers, {len(s['seeds'])} seeds, "
                    f"{s['dtype']}, max length {s['max_length']})") + ".")
+    mo = s["fusion"].get("models_only")
+    if mo:
+        from layerfuse.model.lexical import is_lexical
+
+        lex = [m for m in s["models"] if is_lexical(m)]
+        best_model = max((r for r in singles if not is_lexical(r["models"])), key=lambda r: r["acc_mean"])
+        out.append(f"Models only (no {', '.join(lex)}; the paper's question): the same rule picks {mo['models']} "
+                   f"({mo['fusion']}) at {100 * mo['acc_mean']:.2f} ± {100 * mo['acc_std']:.2f} on test, "
+                   f"{100 * (mo['acc_mean'] - best_model['acc_mean']):+.2f} points against the best model alone "
+                   f"({best_model['models']}, {100 * best_model['acc_mean']:.2f}) and "
+                   f"{100 * (chosen['acc_mean'] - mo['acc_mean']):+.2f} from the configuration with every source.")
     best_b = max(s["baselines"], key=lambda b: b["acc"])
     out.append(f"Best baseline: {best_b['method']} at {100 * best_b['acc']:.2f}; the chosen fusion is "
                f"{100 * (chosen['acc_mean'] - best_b['acc']):+.2f} points from it.")
@@ -702,6 +816,17 @@ def main() -> None:
     ap.add_argument("--workers", type=workers_arg, default=1,
                     help="grid rows trained at a time, each in its own process with torch's threads divided "
                          "among them (default 1); see benchmarks/grid_workers.py for what it gains")
+    ap.add_argument("--search", default="grid", choices=["grid", "greedy"],
+                    help="model sets: grid (every set of --combos; --extra-fusions on the full set) or greedy "
+                         "(forward selection by CV on train per fusion, over every source and over the models "
+                         "without tfidf; for the larger source lists of issue 16)")
+    ap.add_argument("--beam", type=int, default=None,
+                    help="greedy search: candidates tried per step, most complementary first (default all)")
+    ap.add_argument("--choose-by", default="validation", choices=["validation", "cv", "cv-1se"],
+                    help="how the reported configuration is chosen (default validation; docs/selection.md)")
+    ap.add_argument("--cv-folds", type=int, default=5, help="folds of the CV on train (greedy search, CV rules)")
+    ap.add_argument("--max-length", type=int, default=None,
+                    help=f"tokens per text (default per dataset: {MAX_LENGTH})")
     ap.add_argument("--docs", action="store_true",
                     help="rebuild docs/RESULTS.md and its fusion bar charts from the result files")
     args = ap.parse_args()
@@ -720,7 +845,8 @@ def main() -> None:
     dtype = resolve_dtype(args.dtype, "cpu") if datasets else args.dtype
     for d in datasets:
         run_dataset(d, args.models.split(","), args.fusions.split(","), list(range(args.seeds)), dtype,
-                    combos=args.combos, extra=extra, workers=args.workers, heads=heads)
+                    combos=args.combos, extra=extra, workers=args.workers, heads=heads, search=args.search,
+                    choose_by=args.choose_by, cv_folds=args.cv_folds, max_length=args.max_length, beam=args.beam)
     if args.docs or args.datasets:
         print(f"wrote {write_docs()}")
 

@@ -84,7 +84,7 @@ def svm_baseline(ds) -> dict:
 
 def run(args) -> Path:
     from layerfuse.data.loading import load_dataset
-    from layerfuse.run.grid import run_grid
+    from layerfuse.run.grid import cv_scorer, run_grid
     from layerfuse.run.prepare import prepare_models
     from layerfuse.run.search import greedy_model_sets
     from layerfuse.run.selection_rules import RULES, add_cv_scores, choose, compare_rules
@@ -110,7 +110,8 @@ def run(args) -> Path:
     src_tr = [p.sources("train") for p in preps]
     y_tr = ds.splits["train"].labels
     t0 = time.perf_counter()
-    add_cv_scores(rows, grid.results, src_tr, y_tr, len(ds.classes), {**settings, "seeds": seeds}, args.cv_folds)
+    add_cv_scores(rows, grid.results, cv_scorer(ds, preps, {**settings, "seeds": seeds}, args.cv_folds, src_tr=src_tr),
+                  args.cv_folds)
     timing["cv_s"] = time.perf_counter() - t0
     picks = {r: choose(rows, r) for r in RULES}
     # Greedy search on the CV scores already computed, fusion by fusion (concat first).

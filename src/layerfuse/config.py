@@ -55,6 +55,10 @@ DEFAULT_BATCH_SIZE = 64
 DEFAULT_WORKERS = 1
 #: How the grid's row is chosen: ``validation`` (the seeds' carves), ``cv`` or ``cv-1se`` (k-fold CV on train).
 DEFAULT_CHOOSE_BY = "validation"
+#: Which model sets the grid trains: ``grid`` (every set, or only the full one: ``combos``) or
+#: ``greedy`` (forward selection by CV on train, :mod:`layerfuse.run.search`).
+SEARCHES = ("grid", "greedy")
+DEFAULT_SEARCH = "grid"
 #: Where forward passes and grid rows run: ``local`` (this process and its workers) or ``ray``.
 DEFAULT_ENGINE = "local"
 
@@ -74,7 +78,8 @@ DEFAULT_CONFIG: dict = {
     "fusion": {"strategies": ["concat", "attention"], "heads": [DEFAULT_HEAD], "seeds": list(DEFAULT_SEEDS),
                "combos": DEFAULT_COMBOS, "proj_dim": DEFAULT_PROJ_DIM, "max_epochs": DEFAULT_MAX_EPOCHS,
                "patience": DEFAULT_PATIENCE, "val_fraction": DEFAULT_VAL_FRACTION, "lr": DEFAULT_LR,
-               "batch_size": DEFAULT_BATCH_SIZE, "engine": DEFAULT_ENGINE, "choose_by": DEFAULT_CHOOSE_BY},
+               "batch_size": DEFAULT_BATCH_SIZE, "engine": DEFAULT_ENGINE, "choose_by": DEFAULT_CHOOSE_BY,
+               "search": DEFAULT_SEARCH},
     "output": {"dir": "out/run-sst2", "save": "out/run-sst2/classifier"},
 }
 

@@ -123,26 +123,30 @@ def test_stage_errors_are_one_line(tiny_model, files, capsys, tmp_path):
 
 
 def test_choose_by_and_window_shortlist_reach_the_grid_and_the_profile(capsys, tiny_model, tmp_path, monkeypatch):
-    """--choose-by picks the grid's selection rule and --window-shortlist the profile's, from the CLI and a
-    run config alike; a rule that does not exist fails before any model runs."""
+    """--choose-by picks the grid's selection rule, --search its model sets and --window-shortlist the
+    profile's windows, from the CLI and a run config alike; a rule that does not exist fails before any
+    model runs."""
     import layerfuse.run.grid as grid_mod
     import layerfuse.scoring.layer_scores as scores_mod
     from layerfuse.run.config_file import merge_config
 
     seen = {}
     real_grid, real_scores = grid_mod.run_grid, scores_mod.score_layers
-    monkeypatch.setattr(grid_mod, "run_grid", lambda *a, **k: (seen.setdefault("rule", k["rule"]), real_grid(*a, **k))[1])
+    monkeypatch.setattr(grid_mod, "run_grid", lambda *a, **k: (seen.setdefault("rule", k["rule"]),
+                                                                seen.setdefault("search", k["search"]),
+                                                                real_grid(*a, **k))[2])
     monkeypatch.setattr(scores_mod, "score_layers",
                         lambda *a, **k: (seen.setdefault("shortlist", k["window_shortlist"]), real_scores(*a, **k))[1])
     X, y = make_texts(60, seed=5)
     train = tmp_path / "t.csv"
     train.write_text("text,label\n" + "".join(f"{t},{lab}\n" for t, lab in zip(X, y)))
-    code = main(["fuse", "--models", tiny_model, "--train", str(train), "--choose-by", "cv-1se", "--window-shortlist",
-                 "2", "--folds", "3", "--windows", "3", "--heads", "logreg", "--seeds", "1", "--max-epochs", "3",
+    code = main(["fuse", "--models", f"tfidf,{tiny_model}", "--train", str(train), "--choose-by", "cv-1se",
+                 "--search", "greedy", "--window-shortlist", "2", "--folds", "3", "--windows", "3", "--heads", "logreg", "--seeds", "1", "--max-epochs", "3",
                  "--proj-dim", "8", "--no-progress", "--json", "--out", str(tmp_path / "out"),
                  "--cache-dir", str(tmp_path / "c")])
-    assert code == 0 and seen == {"rule": "cv-1se", "shortlist": 2}
-    capsys.readouterr()
+    assert code == 0 and seen == {"rule": "cv-1se", "search": "greedy", "shortlist": 2}
+    assert json.loads(capsys.readouterr().out)["best"]["cv_f1_mean"] is not None
+    assert merge_config({"fusion": {"search": "greedy"}})["fusion"]["search"] == "greedy"
     assert merge_config({"fusion": {"choose_by": "cv"}, "profile": {"window_shortlist": 4}})["fusion"]["choose_by"] == "cv"
     with pytest.raises(LayerfuseError, match="fusion.choose_by"):
         merge_config({"fusion": {"choose_by": "test-accuracy"}}, "my.yaml")

@@ -33,6 +33,7 @@ def test_overrides_and_seed_count():
         ({"fusion": "concat"}, "'fusion' must be a mapping"),
         ({"models": []}, "models is empty"),
         ({"fusion": {"seeds": ["a"]}}, "fusion.seeds"),
+        ({"fusion": {"search": "beam"}}, "unknown cfg.yaml: fusion.search 'beam': choose from grid, greedy"),
     ],
 )
 def test_bad_fields_are_named(user, needle):

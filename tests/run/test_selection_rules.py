@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from layerfuse.errors import LayerfuseError
-from layerfuse.run.search import greedy_configs, greedy_model_sets, oof_complementarity
+from layerfuse.run.search import greedy_configs, greedy_model_sets, greedy_paths, oof_complementarity
 from layerfuse.run.selection_rules import choose, compare_rules, cv_scores, stratified_folds
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -101,10 +101,25 @@ def test_greedy_search_orders_candidates_by_complementarity():
     assert oof_complementarity(preds[(2,)] != y, preds[(1,)] != y) == 1.0
 
 
-def test_grid_chooses_by_cv_on_train(tiny_model, cache_dir):
+def test_greedy_paths_map_candidates_back_to_source_indices():
+    table = {(1,): 0.7, (3,): 0.8, (1, 3): 0.9}
+    calls = []
+
+    def score(s, f):
+        calls.append((s, f))
+        return {"f1_mean": table[s] + (0.01 if f == "stack" else 0), "f1_se": 0.0}
+
+    out = greedy_paths(["a", "b", "c", "d"], None, ["concat", "stack"], score, candidates=[1, 3], log=lambda *_: None)
+    assert out["concat"]["path"] == [(3,), (1, 3)] and out["stack"]["chosen"] == (1, 3)
+    assert out["concat"]["exhaustive"] == 3 and {s for s, _ in calls} == {(1,), (3,), (1, 3)}
+    configs = greedy_configs(4, [], ["concat", "stack"], ["mlp"], paths=out)
+    assert configs == [((i,), "concat", "mlp") for i in range(4)] + [((1, 3), "concat", "mlp"), ((1, 3), "stack", "mlp")]
+    with pytest.raises(LayerfuseError, match="at least one source"):
+        greedy_paths(["a"], None, ["concat"], score, candidates=[], log=lambda *_: None)
+
+
+def _toy():
     from layerfuse.data.dataset import Dataset, Split
-    from layerfuse.run.grid import run_grid
-    from layerfuse.run.prepare import prepare_models
 
     def texts(n, seed):
         rng = np.random.default_rng(seed)
@@ -112,7 +127,42 @@ def test_grid_chooses_by_cv_on_train(tiny_model, cache_dir):
         return ([" ".join(rng.choice(["the", "said", "market", "week"], 4)) + " " + rng.choice(words[i % 2])
                  for i in range(n)], np.arange(n) % 2)
 
-    ds = Dataset("toy", ["oil", "grain"], {"train": Split(*texts(60, 0)), "test": Split(*texts(12, 1))}, "test")
+    return Dataset("toy", ["oil", "grain"], {"train": Split(*texts(60, 0)), "test": Split(*texts(12, 1))}, "test")
+
+
+def test_greedy_grid_trains_the_path_and_reads_cv_back(tiny_model, cache_dir, tmp_path, monkeypatch):
+    from layerfuse.run import selection_rules
+    from layerfuse.run.grid import run_grid
+    from layerfuse.run.prepare import prepare_models
+
+    ds = _toy()
+    preps = prepare_models(ds, ["tfidf", tiny_model, tiny_model], folds=3, windows=2, progress=False,
+                           log=lambda *_: None)
+    kw = dict(heads=["logreg"], seeds=[0], max_epochs=20, lr=1e-2, rule="cv", cv_folds=3, search="greedy",
+              checkpoint_dir=tmp_path / "grid", progress=False, log=lambda *_: None)
+    res = run_grid(ds, preps, ["concat", "stack"], **kw)
+    sets = {(tuple(r.subset), r.fusion) for r in res.results}
+    assert {((i,), "concat") for i in range(3)} <= sets  # every model alone: the bar
+    for f, g in res.search.items():
+        assert g["path"][0] in {(0,), (1,), (2,)} and all((s, f) in sets for s in g["path"] if len(s) > 1)
+        assert g["scored"] <= 2 ** 3 - 1
+    assert all(r["cv_f1_mean"] is not None for r in res.rows)
+    assert res.best is res.rows[choose(res.rows, "cv")]
+    assert list((tmp_path / "grid").glob("*-cv3.json"))
+    # A rerun reads every CV score (and row) back: nothing is fitted again.
+    monkeypatch.setattr(selection_rules, "cv_scores", lambda *a, **k: pytest.fail("CV scored again"))
+    again = run_grid(ds, preps, ["concat", "stack"], **kw)
+    assert again.search == res.search and again.resumed == len(again.rows)
+    assert [r["cv_f1_mean"] for r in again.rows] == [r["cv_f1_mean"] for r in res.rows]
+    with pytest.raises(LayerfuseError, match="unknown search"):
+        run_grid(ds, preps, ["concat"], heads=["logreg"], search="random", progress=False)
+
+
+def test_grid_chooses_by_cv_on_train(tiny_model, cache_dir):
+    from layerfuse.run.grid import run_grid
+    from layerfuse.run.prepare import prepare_models
+
+    ds = _toy()
     preps = prepare_models(ds, ["tfidf", tiny_model], folds=3, windows=2, progress=False, log=lambda *_: None)
     res = run_grid(ds, preps, ["concat"], heads=["logreg"], seeds=[0], max_epochs=20, lr=1e-2, rule="cv-1se",
                    cv_folds=3, progress=False, log=lambda *_: None)

@@ -138,8 +138,12 @@ def _fuse_parser(p: argparse.ArgumentParser) -> None:
                    help="how the saved row is chosen: validation (the seeds' carves from train), cv (k-fold CV on "
                         "train) or cv-1se (fewest sources within one standard error of the best CV score); "
                         f"test is never read (default {C.DEFAULT_CHOOSE_BY}; docs/selection.md)")
+    p.add_argument("--search", default=C.DEFAULT_SEARCH, choices=list(C.SEARCHES),
+                   help="which model sets are trained: grid (every set, see --combos) or greedy (from the best "
+                        "model by CV on train, add the model that raises the CV score most, stop when the gain "
+                        f"is within its standard error; for many models) (default {C.DEFAULT_SEARCH})")
     add_workers_arg(p)
-    p.add_argument("--save", help="write the configuration chosen on validation as a classifier folder")
+    p.add_argument("--save", help="write the chosen configuration (see --choose-by) as a classifier folder")
     p.add_argument("--out", help="output folder for tables and plots (default out/fuse-DATASET)")
     add_data_args(p)
     add_extract_args(p)

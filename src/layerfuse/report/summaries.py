@@ -116,7 +116,11 @@ def write_fusion_outputs(grid, preps, out, *, dataset: str) -> dict:
         plot_complementarity(grid.complementarity, out / "complementarity.png")
         files += ["complementarity.json", "complementarity.png"]
     summary = {"dataset": dataset, "rows": rows, "best": grid.best, "complementarity": grid.complementarity,
-               "files": files, "chosen_by": "validation macro-F1 (validation carved from train); test never chooses"}
+               "files": files, "chosen_by": f"{grid.pipeline.info['chosen_by']}; test never chooses"}
+    if grid.search:  # greedy paths, as model names
+        names = [p.ref for p in preps]
+        summary["search"] = {f: {**g, "path": ["+".join(names[i] for i in s) for s in g["path"]],
+                                 "chosen": "+".join(names[i] for i in g["chosen"])} for f, g in grid.search.items()}
     (out / "fusion_summary.json").write_text(json.dumps(summary, indent=2, default=json_default))
     return summary
 
@@ -131,12 +135,16 @@ def fusion_text(summary: dict) -> str:
             "test acc": f"{pct(r['acc_mean'])} ± {pct(r['acc_std'])}",
             "test macro-F1": f"{pct(r['f1_mean'])} ± {pct(r['f1_std'])}",
             "val F1": pct(r["val_f1_mean"]),
+            **({"CV F1": pct(r["cv_f1_mean"])} if r.get("cv_f1_mean") is not None else {}),
             "params": f"{r['params']:,}",
             "train s": f"{r['train_seconds']:.1f}",
-            "": "◀ chosen on validation" if r.get("chosen_on_validation") else "",
+            "": "◀ chosen" if r.get("chosen_on_validation") else "",
         })
     lines = [f"fusion results on {summary['dataset']} test ({summary['rows'][0]['seeds']} seeds, mean ± std)", "",
-             text_table(rows)]
+             text_table(rows), "", f"◀ chosen by {summary['chosen_by']}"]
+    for f, g in (summary.get("search") or {}).items():
+        lines.append(f"greedy search ({f}): {' → '.join(g['path'])} ({g['stopped']}; {g['scored']} of "
+                     f"{g['exhaustive']} model sets scored)")
     for c in summary.get("complementarity", []):
         extra = ""
         if "both_wrong" in c:

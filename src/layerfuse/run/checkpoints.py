@@ -11,7 +11,7 @@ from typing import Sequence
 from layerfuse.errors import LayerfuseError
 from layerfuse.run.prepare import ModelPrep
 
-__all__ = ["load_or_fit", "has_checkpoint", "grid_row_key"]
+__all__ = ["load_or_fit", "has_checkpoint", "grid_row_key", "load_or_score"]
 
 
 def load_or_fit(folder, fit, info: dict, log=print):
@@ -48,3 +48,26 @@ def grid_row_key(data_fingerprint: str, preps: Sequence[ModelPrep], fusion: str,
                for p in preps]
     return make_key({"what": "grid-row", "data": data_fingerprint, "sources": sources, "fusion": fusion,
                      "head": head, **settings})
+
+
+def load_or_score(path, score, log=print) -> dict:
+    """``score()`` (a :func:`~layerfuse.run.selection_rules.cv_scores` dict) unless ``path`` already
+    holds it from an earlier run; a new one is written there atomically (JSON, ``oof_pred`` as a
+    list). ``path`` None: just score. An unreadable file is reported and scored again."""
+    import json
+
+    import numpy as np
+
+    from layerfuse.cache.atomic import atomic_write_bytes
+
+    if path is not None and Path(path).is_file():
+        try:
+            d = json.loads(Path(path).read_text())
+            d["oof_pred"] = np.asarray(d["oof_pred"], dtype=np.int64)
+            return d
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log(f"  {path}: unreadable ({exc}); scoring again")
+    d = score()
+    if path is not None:
+        atomic_write_bytes(Path(path), json.dumps({**d, "oof_pred": np.asarray(d["oof_pred"]).tolist()}).encode())
+    return d

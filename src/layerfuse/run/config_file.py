@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from layerfuse.config import DATA_KEYS, DEFAULT_CONFIG
+from layerfuse.config import DATA_KEYS, DEFAULT_CONFIG, SEARCHES
 from layerfuse.errors import LayerfuseError
-from layerfuse.validation import parse_list, validate_choices
+from layerfuse.validation import check_choice, parse_list, validate_choices
 
 __all__ = ["merge_config", "load_config_file"]
 
@@ -46,6 +46,7 @@ def merge_config(user: dict, source: str = "config") -> dict:
     validate_choices(cfg["fusion"]["strategies"], cfg["fusion"]["heads"], cfg["selection"]["layers"], source,
                      rule=cfg["fusion"]["choose_by"])
     _check_fields(cfg, source)
+    check_choice(cfg["fusion"]["search"], SEARCHES, f"{source}: fusion.search")
     from layerfuse.scale.engine import validate_engine_config
 
     validate_engine_config(cfg, source)
@@ -81,6 +82,7 @@ _FIELDS: dict[str, tuple[str, float | None, float | None]] = {
     "profile.eval_test": ("bool", None, None),
     "profile.window_shortlist": ("int", 1, None),
     "fusion.choose_by": ("str", None, None),
+    "fusion.search": ("str", None, None),
     "selection.layers": ("str", None, None),
     "selection.k": ("int", 1, None),
     "fusion.combos": ("str", None, None),

@@ -20,13 +20,15 @@ from layerfuse.config import (
     DEFAULT_MAX_EPOCHS,
     DEFAULT_PATIENCE,
     DEFAULT_PROJ_DIM,
+    DEFAULT_SEARCH,
     DEFAULT_SEEDS,
     DEFAULT_VAL_FRACTION,
+    SEARCHES,
 )
 from layerfuse.errors import LayerfuseError
 from layerfuse.model.lexical import is_lexical
 from layerfuse.pipeline import FusionPipeline
-from layerfuse.run.checkpoints import grid_row_key, has_checkpoint, load_or_fit
+from layerfuse.run.checkpoints import grid_row_key, has_checkpoint, load_or_fit, load_or_score
 from layerfuse.run.complementarity import complementarity
 from layerfuse.run.prepare import ModelPrep
 from layerfuse.run.workers import fit_rows_in_workers
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
     from layerfuse.data.dataset import Dataset
     from layerfuse.model.training import SeedResult
 
-__all__ = ["RowResult", "GridResult", "checked_configs", "table_row", "model_sets", "grid_configs", "run_grid", "validation_key", "extraction_settings"]
+__all__ = ["RowResult", "GridResult", "checked_configs", "table_row", "model_sets", "grid_configs", "run_grid", "cv_scorer", "validation_key", "extraction_settings"]
 
 
 class RowResult(NamedTuple):
@@ -54,7 +56,9 @@ class GridResult:
     """What :func:`run_grid` returns: one table row per configuration (``rows``), the row chosen on
     validation (``best``) as a saved-classifier ``pipeline``, the complementarity table, and per row
     its :class:`RowResult` so that any row can become a pipeline (:meth:`pipeline_for`).
-    ``resumed`` counts the rows read back from checkpoints instead of trained in this run."""
+    ``resumed`` counts the rows read back from checkpoints instead of trained in this run;
+    ``search`` holds the greedy paths per fusion (:func:`~layerfuse.run.search.greedy_paths`) when
+    the model sets were searched greedily."""
 
     rows: list[dict]
     best: dict
@@ -64,6 +68,7 @@ class GridResult:
     ds: Dataset | None = field(default=None, repr=False)
     preps: list[ModelPrep] = field(default_factory=list, repr=False)
     resumed: int = 0
+    search: dict | None = None
 
     def pipeline_for(self, i: int) -> FusionPipeline:
         """The saved-classifier form of row ``i`` (its best seed on validation)."""
@@ -100,7 +105,8 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
              val_fraction: float = DEFAULT_VAL_FRACTION, lr: float = DEFAULT_LR, batch_size: int = DEFAULT_BATCH_SIZE,
              configs: Sequence[tuple] | None = None, checkpoint_dir=None, workers: int = 1,
              engine: str = "local", engine_options: dict | None = None,
-             rule: str = "validation", cv_folds: int = 5, progress: bool = True, log=print) -> GridResult:
+             rule: str = "validation", cv_folds: int = 5, search: str = DEFAULT_SEARCH, beam: int | None = None,
+             min_gain: float = 0.0, progress: bool = True, log=print) -> GridResult:
     """Train and evaluate every (model set × fusion × head); pick the best by validation only.
     ``configs`` (see :func:`grid_configs`) replaces the full product of sets, fusions and heads.
 
@@ -121,7 +127,14 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
 
     ``rule`` (see :mod:`layerfuse.run.selection_rules`): ``validation`` picks by the seeds' 10 %
     carves; ``cv`` and ``cv-1se`` also score every row by ``cv_folds``-fold CV on train (first
-    seed; ``cv_f1_mean``, ``cv_f1_se``, ``cv_acc_mean`` in the row) and pick by that.
+    seed; ``cv_f1_mean``, ``cv_f1_se``, ``cv_acc_mean`` in the row) and pick by that. CV scores are
+    kept beside the row checkpoints (:func:`cv_scorer`), so a rerun reads them back.
+
+    ``search="greedy"`` replaces the product of model sets by a greedy search per fusion
+    (:func:`~layerfuse.run.search.greedy_paths`: from the best single model by CV, add the model
+    that raises the CV score most while the gain exceeds ``min_gain`` plus the CV standard error;
+    ``beam`` caps the candidates tried per step); the grid then trains every model alone and each
+    set on each path. Every row has CV scores, and ``rule`` still makes the final choice.
 
     Over 80 lines with this docstring; the body is one loop over the rows between the checks
     (:func:`checked_configs`) and the choice (:mod:`layerfuse.run.selection_rules`)."""
@@ -129,7 +142,7 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
     from layerfuse.run.selection_rules import RULES
 
     check_choice(rule, RULES, "selection rule")
-    configs = checked_configs(len(preps), fusions, heads, combos, configs)
+    check_choice(search, SEARCHES, "search")
     y_tr, y_te = ds.splits["train"].labels, ds.splits["test"].labels
     src_tr = [p.sources("train") for p in preps]
     src_te = [p.sources("test") for p in preps]
@@ -138,6 +151,18 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
                 "patience": patience, "val_fraction": val_fraction, "lr": lr, "batch_size": batch_size}
     data_fp = ds.fingerprint() if checkpoint_dir is not None else None
     resumed = 0
+    score_cv = cv_scorer(ds, preps, settings, cv_folds, checkpoint_dir, log, src_tr=src_tr)
+    paths = None
+    if search == "greedy":
+        from layerfuse.run.search import greedy_configs, greedy_paths
+
+        if configs is not None:
+            raise LayerfuseError("give either `configs` or search='greedy', not both")
+        validate_choices(fusions, heads, "auto")
+        paths = greedy_paths([p.ref for p in preps], y_tr, fusions, lambda s, f: score_cv(s, f, heads[0]),
+                             min_gain=min_gain, beam=beam, log=log)
+        configs = greedy_configs(len(preps), [], fusions, heads, paths=paths)
+    configs = checked_configs(len(preps), fusions, heads, combos, configs)
     from tqdm.auto import tqdm
 
     def folder_of(subset, f, h):
@@ -184,8 +209,8 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
     # Best configuration by validation macro-F1 (then validation accuracy) or by CV on train: never by test.
     from layerfuse.run.selection_rules import add_cv_scores, choose
 
-    if rule != "validation":
-        add_cv_scores(rows, results, src_tr, y_tr, len(ds.classes), settings, cv_folds, log)
+    if rule != "validation" or search == "greedy":
+        add_cv_scores(rows, results, score_cv, cv_folds, log)
     best_i = choose(rows, rule)
     for i, r in enumerate(rows):
         r["chosen_on_validation"] = i == best_i
@@ -195,7 +220,38 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
     comp = complementarity(preps, results, y_tr, val_fraction, src_tr)
     if resumed:
         log(f"  {resumed} of {len(rows)} rows read back from {checkpoint_dir} (trained by an earlier run)")
-    return GridResult(rows, rows[best_i], pipe, comp, results, ds, list(preps), resumed)
+    return GridResult(rows, rows[best_i], pipe, comp, results, ds, list(preps), resumed, paths)
+
+
+def cv_scorer(ds, preps: Sequence[ModelPrep], settings: dict, folds: int, checkpoint_dir=None, log=print,
+              src_tr=None):
+    """``score(subset, fusion, head)``: the CV scores on train
+    (:func:`~layerfuse.run.selection_rules.cv_scores`, first seed, the grid's training settings) of
+    one configuration, remembered in memory and, with ``checkpoint_dir``, in a JSON file beside the
+    row's checkpoint folder (named by the same key, the fold count appended), so the greedy search
+    and the CV rules of a rerun read them back. A single model needs no fusion: it is scored once,
+    as ``concat``."""
+    from layerfuse.run.selection_rules import cv_scores
+
+    src_tr = [p.sources("train") for p in preps] if src_tr is None else src_tr
+    y = ds.splits["train"].labels
+    fit_kw = {k: settings[k] for k in ("proj_dim", "max_epochs", "patience", "val_fraction", "lr", "batch_size")}
+    data_fp = ds.fingerprint() if checkpoint_dir is not None else None
+    memo: dict = {}
+
+    def score(subset, f, h):
+        subset = tuple(subset)
+        f = f if len(subset) > 1 else "concat"
+        if (subset, f, h) not in memo:
+            path = None if checkpoint_dir is None else Path(checkpoint_dir) / (
+                f"{grid_row_key(data_fp, [preps[i] for i in subset], f, h, settings)}-cv{int(folds)}.json")
+            arrays = [a for i in subset for a in src_tr[i]]
+            memo[(subset, f, h)] = load_or_score(
+                path, lambda: cv_scores(arrays, y, n_classes=len(ds.classes), fusion=f, head=h, folds=folds,
+                                        seed=settings["seeds"][0], **fit_kw), log)
+        return memo[(subset, f, h)]
+
+    return score
 
 
 def checked_configs(n_models: int, fusions, heads, combos: str, configs=None) -> list[tuple]:

@@ -11,9 +11,10 @@ trains at most ``S + (S-1) + ... `` CV scorings and usually stops after two or t
    (``min_gain`` plus the standard error of the current set's fold scores); otherwise the search
    stops.
 
-Everything reads training data only. :func:`greedy_configs` turns the path into the ``configs``
-of :func:`layerfuse.run.grid.run_grid`, so the chosen sets are then trained with every seed and
-reported like grid rows.
+Everything reads training data only. :func:`greedy_paths` runs the search once per fusion over
+the prepared models (``run_grid(search="greedy")`` and ``--search greedy`` use it);
+:func:`greedy_configs` turns the paths into the ``configs`` of :func:`layerfuse.run.grid.run_grid`,
+so the chosen sets are then trained with every seed and reported like grid rows.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 
 from layerfuse.errors import LayerfuseError
 
-__all__ = ["greedy_model_sets", "greedy_configs", "oof_complementarity"]
+__all__ = ["greedy_model_sets", "greedy_paths", "greedy_configs", "oof_complementarity"]
 
 
 def oof_complementarity(wrong_current: np.ndarray, wrong_candidate: np.ndarray) -> float:
@@ -35,13 +36,13 @@ def oof_complementarity(wrong_current: np.ndarray, wrong_candidate: np.ndarray) 
 
 def greedy_model_sets(n_sources: int, score: Callable[[tuple[int, ...]], dict], *, min_gain: float = 0.0,
                       beam: int | None = None, max_size: int | None = None, y=None,
-                      log: Callable = print) -> dict:
+                      log: Callable = print, label: Callable[[tuple[int, ...]], str] = str) -> dict:
     """Greedy forward selection of a source set.
 
     ``score(subset)`` returns at least ``f1_mean`` and ``f1_se`` (and ``oof_pred`` when ``y`` is given,
     for the complementarity order), e.g. :func:`~layerfuse.run.selection_rules.cv_scores` of the
     subset's fusion. Returns ``{"path": [subsets], "chosen": subset, "scores": {subset: score},
-    "stopped": why}``; ``path[0]`` is the best single source.
+    "stopped": why}``; ``path[0]`` is the best single source. ``label(subset)`` names a set in the log.
     """
     if n_sources < 1:
         raise LayerfuseError("greedy search needs at least one source")
@@ -51,7 +52,7 @@ def greedy_model_sets(n_sources: int, score: Callable[[tuple[int, ...]], dict], 
     def get(subset):
         if subset not in scores:
             scores[subset] = score(subset)
-            log(f"  {subset}: CV macro-F1 {100 * scores[subset]['f1_mean']:.2f} ± {100 * scores[subset]['f1_se']:.2f}")
+            log(f"  {label(subset)}: CV macro-F1 {100 * scores[subset]['f1_mean']:.2f} ± {100 * scores[subset]['f1_se']:.2f}")
         return scores[subset]
 
     for i in range(n_sources):
@@ -73,23 +74,56 @@ def greedy_model_sets(n_sources: int, score: Callable[[tuple[int, ...]], dict], 
         gain = scores[best]["f1_mean"] - scores[current]["f1_mean"]
         noise = min_gain + float(scores[current]["f1_se"])
         if gain <= noise:
-            stopped = f"best addition {best} gains {100 * gain:+.2f} points, within the noise ({100 * noise:.2f})"
+            stopped = f"best addition {label(best)} gains {100 * gain:+.2f} points, within the noise ({100 * noise:.2f})"
             break
         current = best
         path.append(current)
     else:
         if len(current) == max_size and max_size < n_sources:
             stopped = f"reached max_size {max_size}"
-    log(f"  greedy search: {' → '.join(map(str, path))} ({stopped})")
+    log(f"  greedy search: {' → '.join(map(label, path))} ({stopped})")
     return {"path": path, "chosen": current, "scores": scores, "stopped": stopped}
 
 
+def greedy_paths(names: Sequence[str], y, fusions: Sequence[str], score: Callable[[tuple[int, ...], str], dict], *,
+                 candidates: Sequence[int] | None = None, min_gain: float = 0.0, beam: int | None = None,
+                 max_size: int | None = None, log: Callable = print) -> dict[str, dict]:
+    """:func:`greedy_model_sets` once per fusion, over the sources ``candidates`` (indices into
+    ``names``; default all of them).
+
+    ``score(subset, fusion)`` returns the CV scores of that set fused that way (a single source is
+    scored once, whatever the fusion: it needs none). Returns, per fusion, ``path`` and ``chosen`` as
+    indices into ``names``, ``stopped``, and ``scored`` (how many sets the search CV-scored).
+    """
+    candidates = list(range(len(names)) if candidates is None else candidates)
+    if not candidates:
+        raise LayerfuseError("greedy search needs at least one source")
+    out = {}
+    for f in fusions:
+        log(f"greedy search, fusion {f}, over {', '.join(names[i] for i in candidates)}:")
+
+        def local(subset, f=f):
+            return score(tuple(candidates[i] for i in subset), f)
+
+        g = greedy_model_sets(len(candidates), local, min_gain=min_gain, beam=beam, max_size=max_size, y=y, log=log,
+                              label=lambda sub: "+".join(names[candidates[i]] for i in sub))
+        glob = [tuple(candidates[i] for i in s) for s in g["path"]]
+        out[f] = {"path": glob, "chosen": glob[-1], "stopped": g["stopped"], "scored": len(g["scores"]),
+                  "exhaustive": 2 ** len(candidates) - 1}
+    return out
+
+
 def greedy_configs(n_sources: int, path: Sequence[tuple[int, ...]], fusions: Sequence[str],
-                   heads: Sequence[str] = ("mlp",)) -> list[tuple[tuple[int, ...], str, str]]:
-    """Grid configurations for a greedy path: every source alone (the bar a fusion must clear) and
-    each multi-source set on the path with every fusion."""
+                   heads: Sequence[str] = ("mlp",), paths: dict[str, dict] | None = None,
+                   ) -> list[tuple[tuple[int, ...], str, str]]:
+    """Grid configurations for a greedy search: every source alone (the bar a fusion must clear)
+    and each multi-source set on the path with every fusion; or, with ``paths`` (from
+    :func:`greedy_paths`), each fusion's own path with that fusion. No configuration twice."""
     configs = [((i,), "concat", h) for i in range(n_sources) for h in heads]
-    for subset in path:
-        if len(subset) > 1:
-            configs += [(tuple(subset), f, h) for f in fusions for h in heads]
+    if paths is None:
+        paths = {f: {"path": list(path)} for f in fusions}
+    for f, g in paths.items():
+        for subset in g["path"]:
+            if len(subset) > 1:
+                configs += [(tuple(subset), f, h) for h in heads if (tuple(subset), f, h) not in configs]
     return configs

@@ -72,16 +72,14 @@ def cv_scores(sources: list[np.ndarray], y, *, n_classes: int, fusion: str = "co
             "acc_mean": float(np.mean(accs)), "fold_f1": [float(v) for v in f1], "oof_pred": pred, "folds": folds}
 
 
-def add_cv_scores(rows: list[dict], results: list, sources_train: list, y, n_classes: int, settings: dict,
-                  folds: int, log: Callable = print) -> None:
+def add_cv_scores(rows: list[dict], results: list, score: Callable[[tuple, str, str], dict], folds: int,
+                  log: Callable = print) -> None:
     """Add ``cv_f1_mean``, ``cv_f1_se``, ``cv_acc_mean`` to every grid row (``results[i]`` is its
-    ``(subset, fusion, head, SeedResult)``), CV on train with the grid's training settings and
-    first seed."""
-    fit_kw = {k: settings[k] for k in ("proj_dim", "max_epochs", "patience", "val_fraction", "lr", "batch_size")}
+    ``(subset, fusion, head, SeedResult)``); ``score(subset, fusion, head)`` gives the row's CV
+    scores on train (e.g. :func:`layerfuse.run.grid.cv_scorer`, which keeps them beside the row
+    checkpoints)."""
     for row, (subset, f, h, _) in zip(rows, results):
-        arrays = [a for i in subset for a in sources_train[i]]
-        cv = cv_scores(arrays, y, n_classes=n_classes, fusion=f, head=h, folds=folds, seed=settings["seeds"][0],
-                       **fit_kw)
+        cv = score(tuple(subset), f, h)
         row.update(cv_f1_mean=cv["f1_mean"], cv_f1_se=cv["f1_se"], cv_acc_mean=cv["acc_mean"])
         log(f"  {row['models']:<40} {row['fusion']:<14} {h:<6} {folds}-fold CV macro-F1 on train "
             f"{100 * cv['f1_mean']:.2f} ± {100 * cv['f1_se']:.2f}")
