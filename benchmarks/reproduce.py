@@ -388,7 +388,7 @@ def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[in
     preps = prepare_models(ds, models, poolings=["mean", "last"], layers="auto", eval_test=True,
                            extraction={"max_length": max_length, "dtype": dtype}, progress=True,
                            saved_profiles=saved_profiles(out, models, max_length, dtype, previous),
-                           profile_dir=profile_checkpoint_dir())
+                           profile_dir=profile_checkpoint_dir(), window_shortlist=None)  # every window: Figure 3
     prof = report.write_profile_outputs(preps, out, dataset=name)
     print(f"[{name}] profiles done in {time.perf_counter() - t0:.0f} s", flush=True)
     bvl = best_vs_last(ds, [p for p in preps if not is_lexical(p.ref)], seeds, workers)
@@ -753,6 +753,13 @@ def findings(s: dict) -> list[str]:
                    f"{100 * (mo['acc_mean'] - best_model['acc_mean']):+.2f} points against the best model alone "
                    f"({best_model['models']}, {100 * best_model['acc_mean']:.2f}) and "
                    f"{100 * (chosen['acc_mean'] - mo['acc_mean']):+.2f} from the configuration with every source.")
+    if all(r.get("cv_f1_mean") is not None for r in rows):  # every rule can be read off the same rows
+        from layerfuse.run.selection_rules import RULES, choose
+
+        picks = [(rule, rows[choose(rows, rule)]) for rule in RULES]
+        out.append("Each selection rule on these rows (test accuracy for analysis only; the rules read validation or "
+                   "CV on train): " + "; ".join(f"{rule} → {r['models']} ({fusion_label(r)}) {100 * r['acc_mean']:.2f}"
+                                                for rule, r in picks) + ".")
     best_b = max(s["baselines"], key=lambda b: b["acc"])
     out.append(f"Best baseline: {best_b['method']} at {100 * best_b['acc']:.2f}; the chosen fusion is "
                f"{100 * (chosen['acc_mean'] - best_b['acc']):+.2f} points from it.")

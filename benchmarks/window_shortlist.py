@@ -13,6 +13,15 @@ the proxy, and ``select_layers("auto")`` over the layers, those windows and the 
 timed run checks that reading against a real shortlisted profile.
 ``--n`` subsamples the training rows (a fixed seed) to keep a run short on a shared machine.
 Results: ``benchmarks/results/window_shortlist.json`` (one key per entry and pooling, merged).
+
+    python benchmarks/window_shortlist.py --from-profiles
+
+reads the same choice off every exhaustive profile the reproduction committed
+(``benchmarks/results/reproduce/DATASET/profile_MODEL_POOLING.json``, full training splits of the
+four datasets), with no embeddings needed: per dataset and model, the pooling and layers
+``prepare_models`` would choose (the pooling whose best layer has the best CV probe accuracy,
+then ``select_layers("auto")``) with every window and with each shortlist length. Results:
+``benchmarks/results/window_shortlist_agreement.json``.
 """
 
 from __future__ import annotations
@@ -67,15 +76,66 @@ def _shortlisted_view(profile, k: int):
     return view
 
 
+AGREEMENT = ROOT / "benchmarks" / "results" / "window_shortlist_agreement.json"
+REPRODUCE = ROOT / "benchmarks" / "results" / "reproduce"
+
+
+def _prepared_choice(profiles: dict) -> dict:
+    """What prepare_models picks from a model's profiles: the pooling, then auto layers."""
+    pooling = max(profiles, key=lambda p: profiles[p].best("probe_acc")["probe_acc"])
+    sel = select_layers(profiles[pooling], "auto")
+    return {"pooling": pooling, "combine": sel.combine, "layers": [int(v) for v in sel.layers]}
+
+
+def agreement_from_profiles(ks: list[int]) -> dict:
+    """Per dataset and model, the prepared choice with every window and with each shortlist of the
+    committed reproduction profiles; counts of agreement per K."""
+    from layerfuse.scoring.layer_profile import LayerProfile
+
+    per = {}
+    for d in sorted(p for p in REPRODUCE.iterdir() if p.is_dir()):
+        models = sorted({f.stem[len("profile_"):].rsplit("_", 1)[0] for f in d.glob("profile_*_*.json")})
+        for m in models:
+            profiles = {pool: LayerProfile.from_json(d / f"profile_{m}_{pool}.json") for pool in ("mean", "last")
+                        if (d / f"profile_{m}_{pool}.json").exists()}
+            if not any(prof.window_rows() for prof in profiles.values()):
+                continue  # a one-layer source (tfidf) has no windows
+            ref = _prepared_choice(profiles)
+            rec = {"exhaustive": ref, "windows": {p: len(prof.window_rows()) for p, prof in profiles.items()},
+                   "shortlist": {}}
+            for k in ks:
+                c = _prepared_choice({p: _shortlisted_view(prof, k) for p, prof in profiles.items()})
+                rec["shortlist"][str(k)] = {**c, "same": c == ref}
+            per[f"{d.name} {m}"] = rec
+    summary = {str(k): {"same": sum(r["shortlist"][str(k)]["same"] for r in per.values()), "of": len(per)}
+               for k in ks}
+    return {"command": "python benchmarks/window_shortlist.py --from-profiles", "date": time.strftime("%Y-%m-%d"),
+            "summary": summary, "per_model": per}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--entry", required=True, help="a cache entry folder (<cache>/embeddings/<key>)")
-    ap.add_argument("--dataset", required=True, help="the built-in dataset whose train split the entry holds")
+    ap.add_argument("--from-profiles", action="store_true",
+                    help="read the agreement off the reproduction's committed profiles (no embeddings needed)")
+    ap.add_argument("--entry", help="a cache entry folder (<cache>/embeddings/<key>)")
+    ap.add_argument("--dataset", help="the built-in dataset whose train split the entry holds")
     ap.add_argument("--n", type=int, default=None, help="subsample this many training rows (seed 0)")
     ap.add_argument("--k", default="1,2,4,8,12", help="shortlist lengths to read off (default 1,2,4,8,12)")
     ap.add_argument("--time-k", type=int, default=8, help="shortlist length of the timed run (default 8)")
     ap.add_argument("--poolings", default="mean,last")
     args = ap.parse_args()
+    if args.from_profiles:
+        out = agreement_from_profiles([int(v) for v in args.k.split(",")])
+        for k, v in out["summary"].items():
+            print(f"shortlist {k:>2}: same pooling and layers as every window in {v['same']} of {v['of']}")
+        for key, r in out["per_model"].items():
+            diff = [k for k, c in r["shortlist"].items() if not c["same"]]
+            print(f"  {key:<32} {r['exhaustive']}" + (f"  differs at K = {', '.join(diff)}" if diff else ""))
+        AGREEMENT.write_text(json.dumps(out, indent=1) + "\n")
+        print(f"wrote {AGREEMENT}")
+        return
+    if not (args.entry and args.dataset):
+        ap.error("--entry and --dataset are needed (or --from-profiles)")
     e = cache_mod.CacheEntry(Path(args.entry))
     meta = e.read_meta()
     split = load_builtin(args.dataset).splits["train"]

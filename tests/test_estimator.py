@@ -60,11 +60,13 @@ def test_fit_keeps_parameters_sets_only_underscore_attributes_and_returns_self(t
 def test_caching_is_opt_in(tiny_model, cache_dir):
     """Without cache_dir, fit leaves no embeddings or profiles behind in the user's cache root."""
     X, y = make_texts(60, seed=4)
-    clf = LayerFusionClassifier(models=tiny_model, layers="best", head="logreg", **FAST).fit(X, y)
+    # One dtype for both: a new cache_dir has no kept dtype measurement of its own, and on a loaded
+    # machine `auto` measured afresh can differ from the user cache's.
+    clf = LayerFusionClassifier(models=tiny_model, layers="best", head="logreg", dtype="float32", **FAST).fit(X, y)
     left = sorted(p.name for p in cache_dir.iterdir()) if cache_dir.exists() else []
     assert not {"embeddings", "profiles"} & set(left), left
     proba = clf.predict_proba(X[:4])
     kept = LayerFusionClassifier(models=tiny_model, layers="best", head="logreg", cache_dir=cache_dir / "mine",
-                                 **FAST).fit(X, y)
+                                 dtype="float32", **FAST).fit(X, y)
     assert (cache_dir / "mine" / "embeddings").is_dir() and (cache_dir / "mine" / "profiles").is_dir()
     np.testing.assert_allclose(kept.predict_proba(X[:4]), proba, atol=1e-5)

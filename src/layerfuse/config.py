@@ -40,6 +40,10 @@ DEFAULT_KNN_SAMPLE = 700
 DEFAULT_FISHER_SHRINK = 0.1
 #: How much (accuracy fraction) a multi-layer choice must beat the best single layer by in ``auto``.
 DEFAULT_MIN_GAIN = 0.002
+#: Averaged windows scored per profile: the K whose member layers have the best mean CV probe
+#: accuracy (0 or None: every window). K = 12 chose the same pooling and layers as every window
+#: for every model and dataset of the reproduction (benchmarks/results/window_shortlist_agreement.json).
+DEFAULT_WINDOW_SHORTLIST = 12
 
 # ---- fusion and training --------------------------------------------------------------------
 DEFAULT_FUSION = "concat"
@@ -73,7 +77,8 @@ DEFAULT_CONFIG: dict = {
                    # where the forward passes run (layerfuse.scale): local, or ray with these resources
                    "engine": DEFAULT_ENGINE, "ray_address": None, "num_workers": None, "cpus_per_worker": 1,
                    "gpus_per_worker": None},
-    "profile": {"folds": DEFAULT_FOLDS, "windows": DEFAULT_WINDOWS, "eval_test": True, "window_shortlist": None},
+    "profile": {"folds": DEFAULT_FOLDS, "windows": DEFAULT_WINDOWS, "eval_test": True,
+                "window_shortlist": DEFAULT_WINDOW_SHORTLIST},
     "selection": {"layers": DEFAULT_SELECT, "k": DEFAULT_TOPK},
     "fusion": {"strategies": ["concat", "attention"], "heads": [DEFAULT_HEAD], "seeds": list(DEFAULT_SEEDS),
                "combos": DEFAULT_COMBOS, "proj_dim": DEFAULT_PROJ_DIM, "max_epochs": DEFAULT_MAX_EPOCHS,

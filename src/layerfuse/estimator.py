@@ -43,6 +43,7 @@ from layerfuse.config import (
     DEFAULT_TEXT_COLUMN,
     DEFAULT_TOPK,
     DEFAULT_VAL_FRACTION,
+    DEFAULT_WINDOW_SHORTLIST,
     DEFAULT_WINDOWS,
 )
 from layerfuse.errors import LayerfuseError
@@ -89,6 +90,9 @@ class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
         Cross-validation folds for the layer scores.
     windows : int, default 4
         Widest averaged window of layers scored.
+    window_shortlist : int, default 12
+        Averaged windows scored: the ``window_shortlist`` whose layers have the best mean CV probe
+        accuracy (0: every window).
     proj_dim : int, default 1024
         Projection size of each source before fusion.
     max_length : int, default 512
@@ -133,7 +137,7 @@ class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, models=DEFAULT_MODELS[0], layers=DEFAULT_SELECT, fusion=DEFAULT_FUSION, head=DEFAULT_HEAD,
                  pooling=",".join(DEFAULT_POOLINGS), k=DEFAULT_TOPK, folds=DEFAULT_FOLDS, windows=DEFAULT_WINDOWS,
-                 proj_dim=DEFAULT_PROJ_DIM, max_length=DEFAULT_MAX_LENGTH, dtype=DEFAULT_DTYPE,
+                 window_shortlist=DEFAULT_WINDOW_SHORTLIST, proj_dim=DEFAULT_PROJ_DIM, max_length=DEFAULT_MAX_LENGTH, dtype=DEFAULT_DTYPE,
                  batch_tokens=DEFAULT_BATCH_TOKENS, max_epochs=DEFAULT_MAX_EPOCHS, patience=DEFAULT_PATIENCE,
                  val_fraction=DEFAULT_VAL_FRACTION, lr=DEFAULT_LR, batch_size=DEFAULT_BATCH_SIZE, seed=0,
                  device=DEFAULT_DEVICE,
@@ -146,6 +150,7 @@ class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
         self.k = k
         self.folds = folds
         self.windows = windows
+        self.window_shortlist = window_shortlist
         self.proj_dim = proj_dim
         self.max_length = max_length
         self.dtype = dtype
@@ -198,7 +203,8 @@ class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
                       "device": self.device}
         with fit_cache(self.cache_dir) as root:
             preps = prepare_models(ds, models, poolings=parse_poolings(self.pooling), layers=self.layers, k=self.k,
-                                   folds=self.folds, windows=self.windows, extraction=extraction, cache_dir=root,
+                                   folds=self.folds, windows=self.windows, window_shortlist=self.window_shortlist,
+                                   extraction=extraction, cache_dir=root,
                                    profile_dir=profile_checkpoint_dir(root), progress=self.progress,
                                    log=lambda *_: None)
             # Sources may be views of memory-mapped cache files: copy those (only) before a temporary

@@ -103,6 +103,17 @@ def workers_arg(value: str) -> int:
     return n
 
 
+def count_arg(value: str) -> int:
+    """A whole number >= 0 (e.g. ``--window-shortlist``, where 0 means every one)."""
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"'{value}' is not a whole number >= 0")
+    return n
+
+
 def add_workers_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=workers_arg, default=C.DEFAULT_WORKERS,
                    help="grid rows trained at a time, each in its own process with a share of the threads "

@@ -80,7 +80,7 @@ _FIELDS: dict[str, tuple[str, float | None, float | None]] = {
     "profile.folds": ("int", 2, None),
     "profile.windows": ("int", 1, None),
     "profile.eval_test": ("bool", None, None),
-    "profile.window_shortlist": ("int", 1, None),
+    "profile.window_shortlist": ("int", 0, None),
     "fusion.choose_by": ("str", None, None),
     "fusion.search": ("str", None, None),
     "selection.layers": ("str", None, None),

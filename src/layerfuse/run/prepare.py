@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from layerfuse.config import DEFAULT_FOLDS, DEFAULT_POOLINGS, DEFAULT_SELECT, DEFAULT_TOPK, DEFAULT_WINDOWS
+from layerfuse.config import (
+    DEFAULT_FOLDS,
+    DEFAULT_POOLINGS,
+    DEFAULT_SELECT,
+    DEFAULT_TOPK,
+    DEFAULT_WINDOW_SHORTLIST,
+    DEFAULT_WINDOWS,
+)
 from layerfuse.errors import LayerfuseError
 from layerfuse.model.sources import SourceSpec, build_sources
 
@@ -47,7 +54,8 @@ class ModelPrep:
 def prepare_models(ds, models: Sequence[str], *, poolings=DEFAULT_POOLINGS, layers: str = DEFAULT_SELECT,
                    k: int = DEFAULT_TOPK, folds: int = DEFAULT_FOLDS, windows: int = DEFAULT_WINDOWS, extraction: dict | None = None, cache_dir=None,
                    eval_test: bool = False, saved_profiles: dict | None = None, profile_dir=None,
-                   window_shortlist: int | None = None, progress: bool = True, log=print) -> list[ModelPrep]:
+                   window_shortlist: int | None = DEFAULT_WINDOW_SHORTLIST, profile_workers: int | None = None,
+                   progress: bool = True, log=print) -> list[ModelPrep]:
     """Extract every model, score every layer on train, pick the pooling and layers by CV.
 
     ``saved_profiles`` (model -> pooling -> LayerProfile, e.g. read back with
@@ -60,15 +68,22 @@ def prepare_models(ds, models: Sequence[str], *, poolings=DEFAULT_POOLINGS, laye
     it already profiled.
 
     ``window_shortlist``: score only that many averaged windows per profile (see
-    :func:`~layerfuse.scoring.score_layers`); None scores every window."""
+    :func:`~layerfuse.scoring.score_layers`; default ``config.DEFAULT_WINDOW_SHORTLIST``); 0 or None
+    scores every window.
+
+    ``profile_workers``: a model's poolings are profiled that many at a time, each in its own
+    process (same numbers as one after another: the workers keep this process's thread count).
+    None: one per core when the profile is large enough to repay starting a process
+    (:data:`PARALLEL_PROFILE_VALUES`), else in this process."""
     from layerfuse.embed.extract import extract
     from layerfuse.model.lexical import is_lexical, lexical_embeddings
     from layerfuse.scoring.features import label_digest
     from layerfuse.scoring.layer_profile import ANALYSIS_COLUMN
-    from layerfuse.scoring.layer_scores import eval_test_column, score_layers
+    from layerfuse.run.workers import profile_job, score_profiles_in_workers
     from layerfuse.scoring.selection import select_layers
 
     extraction = dict(extraction or {})
+    window_shortlist = window_shortlist or None
     preps = []
     y_train = ds.splits["train"].labels
     train_digest = label_digest(np.asarray(y_train))
@@ -82,7 +97,7 @@ def prepare_models(ds, models: Sequence[str], *, poolings=DEFAULT_POOLINGS, laye
         else:
             emb = extract(ref, data=ds, poolings=poolings, cache_dir=cache_dir, progress=progress, **extraction)
         t_extract = time.perf_counter() - t0
-        profiles = {}
+        profiles, todo = {}, {}
         for p in emb.poolings:
             old = (saved_profiles or {}).get(ref, {}).get(p)
             # Profiles saved before the scored embeddings were recorded lack "features".
@@ -109,14 +124,26 @@ def prepare_models(ds, models: Sequence[str], *, poolings=DEFAULT_POOLINGS, laye
                     log(f"{ref}/{p}: layer profile read back from {path}")
                     profiles[p] = cached
                     continue
-            prof = score_layers(emb.array("train", p), y_train, folds=folds, windows=windows, progress=progress,
-                                name=f"{ref}/{p}", window_shortlist=window_shortlist)
+            todo[p] = (path, features, with_test)
+        workers = _profile_workers(profile_workers, emb, todo)
+        jobs = {p: {"X": emb.array("train", p), "y": y_train,
+                    "score_kw": {"folds": folds, "windows": windows, "name": f"{ref}/{p}",
+                                 "window_shortlist": window_shortlist, "progress": progress and workers == 1},
+                    **({"X_test": emb.array("test", p), "y_test": emb.labels["test"]} if with_test else {})}
+                for p, (_, _, with_test) in todo.items()}
+
+        def keep(p, prof):  # saved as soon as it is scored, so an interrupted run keeps it
+            path, features, _ = todo[p]
             prof.settings["features"] = features
-            if with_test:
-                eval_test_column(prof, emb.array("train", p), y_train, emb.array("test", p), emb.labels["test"])
             if path is not None:
                 prof.to_json(path)
             profiles[p] = prof
+
+        if workers > 1:
+            score_profiles_in_workers(jobs, workers, log, on_done=keep)
+        else:
+            for p, job in jobs.items():
+                keep(p, profile_job(**job))
         # The pooling whose best layer has the highest CV probe accuracy on train.
         pooling = max(profiles, key=lambda p: profiles[p].best("probe_acc")["probe_acc"])
         # A lexical source has one "layer": nothing to choose.
@@ -128,6 +155,25 @@ def prepare_models(ds, models: Sequence[str], *, poolings=DEFAULT_POOLINGS, laye
         preps.append(ModelPrep(ref, emb, profiles, pooling, sel, spec,
                                {"extract": t_extract, "profile": t_total - t_extract}))
     return preps
+
+
+#: Profiles of fewer values (layers x texts x width) than this are scored in this process: starting
+#: a worker (importing torch) costs a few seconds, more than such a profile takes.
+PARALLEL_PROFILE_VALUES = 20_000_000
+
+
+def _profile_workers(requested: int | None, emb, todo: dict) -> int:
+    """How many poolings of one model are profiled at a time (see ``prepare_models``)."""
+    import os
+
+    if len(todo) < 2:
+        return 1
+    if requested is not None:
+        return max(1, min(int(requested), len(todo)))
+    shape = emb.array("train", next(iter(todo))).shape
+    if int(np.prod(shape)) < PARALLEL_PROFILE_VALUES:
+        return 1
+    return max(1, min(os.cpu_count() or 1, len(todo)))
 
 
 def _scored_features(emb, split: str, pooling: str) -> str:

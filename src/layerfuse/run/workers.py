@@ -1,4 +1,4 @@
-"""Grid rows trained in worker processes, each with a share of the threads; workers exit when their
+"""Grid rows trained, and layer profiles scored, in worker processes; workers exit when their
 parent does.
 """
 
@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-__all__ = ["worker_threads", "fit_rows_in_workers", "exit_with_parent"]
+__all__ = ["worker_threads", "fit_rows_in_workers", "score_profiles_in_workers", "profile_job", "exit_with_parent"]
 
 
 def worker_threads(workers: int) -> int:
@@ -79,6 +79,57 @@ def _worker_fit(config, settings):
     tr = [a for i in subset for a in w["src_tr"][i]]
     te = [a for i in subset for a in w["src_te"][i]]
     return fit_seeds(tr, w["y_tr"], te, w["y_te"], n_classes=w["n_classes"], fusion=f, head=h, **settings)
+
+
+def score_profiles_in_workers(jobs: dict, workers: int, log=print, on_done=None) -> dict:
+    """Layer profiles scored ``workers`` at a time in spawned processes.
+
+    ``jobs``: name -> keyword arguments of :func:`profile_job` (the arrays travel pickled, so
+    each worker holds a copy of its own pooling's arrays only). Each worker runs with this
+    process's torch thread count, so ``score_layers``' thread policy, and with it every number,
+    is the same as scoring the jobs one after another here. ``on_done(name, profile)`` is called
+    as each arrives (e.g. to save it). Returns name -> LayerProfile."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    import torch
+
+    if not jobs:
+        return {}
+    out = {}
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("spawn"),
+                             initializer=_profile_init, initargs=(torch.get_num_threads(), os.getpid())) as pool:
+        futures = {pool.submit(profile_job, **kw): name for name, kw in jobs.items()}
+        try:
+            for fut in as_completed(futures):
+                name = futures[fut]
+                out[name] = fut.result()
+                log(f"{jobs[name]['score_kw'].get('name', name)}: profile scored in a worker process "
+                    f"({out[name].timings.get('total', 0):.1f} s)")
+                if on_done is not None:
+                    on_done(name, out[name])
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    return out
+
+
+def _profile_init(threads: int, parent: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    exit_with_parent(parent)
+
+
+def profile_job(X, y, score_kw: dict, X_test=None, y_test=None):
+    """One pooling's profile (and, with ``X_test``, its per-layer test column), as
+    :func:`layerfuse.run.prepare.prepare_models` scores it in process."""
+    from layerfuse.scoring.layer_scores import eval_test_column, score_layers
+
+    prof = score_layers(X, y, **score_kw)
+    if X_test is not None:
+        eval_test_column(prof, X, y, X_test, y_test)
+    return prof
 
 
 def exit_with_parent(parent: int) -> None:

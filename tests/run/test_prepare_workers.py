@@ -1,0 +1,45 @@
+"""A model's poolings profiled in worker processes give the same profiles, and the same choice, as
+one after another in this process (issue 15: profiles use both cores)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from helpers import make_texts
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _ds():
+    from layerfuse.data.dataset import Dataset, Split
+
+    X, y = make_texts(48, seed=3)
+    Xt, yt = make_texts(16, seed=4)
+    classes = sorted(set(y))
+    ids = lambda labels: np.array([classes.index(v) for v in labels])  # noqa: E731
+    return Dataset("toy", classes, {"train": Split(X, ids(y)), "test": Split(Xt, ids(yt))}, "test")
+
+
+def test_poolings_profiled_in_workers_match_in_process(tiny_model, cache_dir, tmp_path):
+    from layerfuse.run.prepare import prepare_models
+
+    ds = _ds()
+    kw = dict(poolings=("mean", "last"), folds=3, windows=3, eval_test=True, progress=False, log=lambda *_: None)
+    here = prepare_models(ds, [tiny_model], profile_workers=1, **kw)[0]
+    logs = []
+    there = prepare_models(ds, [tiny_model], profile_workers=2, profile_dir=tmp_path / "profiles",
+                           **{**kw, "log": logs.append})[0]
+    assert any("worker process" in m for m in logs)
+    for p in ("mean", "last"):
+        a, b = here.profiles[p], there.profiles[p]
+        strip = lambda rows: json.dumps([{k: v for k, v in r.items() if not k.endswith("_s")}  # noqa: E731
+                                         for r in rows], sort_keys=True)  # NaN depth compares equal as text
+        assert strip(a.rows) == strip(b.rows) and a.settings == b.settings
+    assert (here.pooling, here.spec) == (there.pooling, there.spec)
+    # each profile was saved as it arrived, and a rerun reads them back instead of scoring
+    assert len(list((tmp_path / "profiles").glob("*.json"))) == 2
+    logs.clear()
+    prepare_models(ds, [tiny_model], profile_workers=2, profile_dir=tmp_path / "profiles", **{**kw, "log": logs.append})
+    assert sum("read back" in m for m in logs) == 2 and not any("worker process" in m for m in logs)
