@@ -61,10 +61,11 @@ What is compared:
   the gain is within one standard error (here it reads the grid's CV scores; with `beam`, the
   library tries only the candidates that fix most of the current set's out-of-fold errors).
 
-Decisions so far: `run_grid` keeps `rule="validation"` as its default, so the committed
-reproduction reruns as it was; `rule="cv"` / `"cv-1se"` cost `--cv-folds` more fits per row and
-are chosen explicitly. One small run below is not enough to change the default; the full rerun
-(issue 16, items 6-7) is where the rule is to be settled on every dataset.
+Decisions so far: `run_grid` keeps `rule="validation"` as its default (the CV rules cost
+`--cv-folds` more fits per row). With more than three sources, use `--search greedy --choose-by cv`,
+as the SST-2 rerun of the reproduction does ([RESULTS.md](RESULTS.md)): the search reads CV scores
+anyway, and there the three rules picked the same row. Where the rules differed (the small R8 run
+below), CV was the better rule in nested CV on train; MR, R8 and R52 at full size are still to be run.
 """
 
 
