@@ -28,6 +28,10 @@ def _fit_row(config, settings, n_classes, threads, y_tr, y_te, n_models, *source
     """One grid row in a Ray worker: ``sources`` are the row's models' train source lists, then their
     test source lists (``n_models`` of each)."""
     import torch
+    # The optimiser imports torch._dynamo lazily on first use; seen once under load in a Ray worker,
+    # another thread read the module while it was half imported ("partially initialized module
+    # 'torch._dynamo'"). Finishing that import here, before training, closes the window.
+    import torch._dynamo  # noqa: F401
 
     from layerfuse.model.training import fit_seeds
 
