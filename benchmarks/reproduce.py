@@ -475,12 +475,12 @@ def render_docs() -> str:
     summaries = {name: json.loads((RESULTS / name / "summary.json").read_text()) for name in done}
     greedy = [n for n, x in summaries.items() if x.get("search") == "greedy"]
     if greedy and len(greedy) < len(summaries):  # say which runs have issue 16's sources and search
-        first = summaries[greedy[0]]
-        lines += [f"**Two generations of runs.** {', '.join(greedy)}: {len(first['models'])} sources "
-                  f"({', '.join(first['models'])}), model sets searched greedily by CV on train, the configuration "
-                  f"{chosen_by(first)}. {', '.join(n for n in summaries if n not in greedy)}: the earlier grid of "
-                  "every set of the four packaged models, chosen on validation; not yet rerun with the new sources "
-                  "(each section names the command that made it).", ""]
+        lines += ["**Two generations of runs.** " + " ".join(
+                      f"{n}: {len(summaries[n]['models'])} sources ({', '.join(summaries[n]['models'])}), model sets "
+                      f"searched greedily by CV on train, the configuration {chosen_by(summaries[n])}." for n in greedy)
+                  + f" {', '.join(n for n in summaries if n not in greedy)}: the earlier grid of every set of the four "
+                  "packaged models, chosen on validation; not yet rerun with the new sources (each section names the "
+                  "command that made it).", ""]
     dtypes = {}
     for name, s in summaries.items():
         fast = s["machine"].get("native_bf16")
