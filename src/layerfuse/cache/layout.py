@@ -6,6 +6,7 @@ The only module that knows the layout::
     <root>/embeddings/.locks/  one lock file per entry being written
     <root>/profiles/<key>.json finished layer profiles
     <root>/grid/<key>/         trained heads of finished grid rows
+    <root>/grid/<key>-cvK.json K-fold CV scores of a grid row on train (CV rules, greedy search)
     <root>/models/<key>/       dequantised copies of GGUF models
     <root>/gguf/               GGUF files assembled from packaged chunks
     <root>/hf/                 Hugging Face folders unpacked from packaged zips or `models install`
@@ -29,7 +30,7 @@ __all__ = ["FORMAT_VERSION", "PARTS", "MODEL_PARTS", "make_key", "cache_root", "
 PARTS = {
     "embeddings": "per-layer pooled embeddings (extract, profile, fuse, run); recomputed when needed",
     "profiles": "finished layer profiles (profile, fuse, run); scored again when needed",
-    "grid": "trained heads of finished grid rows (fuse, run); retrained when needed",
+    "grid": "trained heads of finished grid rows and their CV scores (fuse, run); retrained when needed",
     "models": "dequantised copies of GGUF models; rebuilt from the GGUF when needed",
     "gguf": "GGUF files assembled from the packaged chunks; reassembled when needed",
     "hf": "Hugging Face folders unpacked from packaged zips or `layerfuse models install`; unpacked again when needed",
