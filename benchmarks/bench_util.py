@@ -7,20 +7,21 @@ import time
 import torch
 
 
-def rss_mb() -> float:
+def _status_mb(field: str) -> float:
+    """One memory line of /proc/self/status (``VmRSS``, ``VmHWM``) in MB; NaN where there is none."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024.0
     return float("nan")
+
+
+def rss_mb() -> float:
+    return _status_mb("VmRSS")
 
 
 def peak_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
+    return _status_mb("VmHWM")
 
 
 def release_free_memory() -> None:

@@ -93,25 +93,24 @@ def config_from_args(args, *, models: str) -> dict:
     return merge_config(user, "command line")
 
 
-def workers_arg(value: str) -> int:
+def _whole_number(value: str, minimum: int, what: str) -> int:
+    """``value`` as an int of at least ``minimum``, else an argparse error naming ``what``."""
     try:
         n = int(value)
     except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"'{value}' is not a whole number of processes >= 1")
+        n = minimum - 1
+    if n < minimum:
+        raise argparse.ArgumentTypeError(f"'{value}' is not {what} >= {minimum}")
     return n
+
+
+def workers_arg(value: str) -> int:
+    return _whole_number(value, 1, "a whole number of processes")
 
 
 def count_arg(value: str) -> int:
     """A whole number >= 0 (e.g. ``--window-shortlist``, where 0 means every one)."""
-    try:
-        n = int(value)
-    except ValueError:
-        n = -1
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"'{value}' is not a whole number >= 0")
-    return n
+    return _whole_number(value, 0, "a whole number")
 
 
 def add_workers_arg(p: argparse.ArgumentParser) -> None:

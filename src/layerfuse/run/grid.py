@@ -151,7 +151,7 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
                 "patience": patience, "val_fraction": val_fraction, "lr": lr, "batch_size": batch_size}
     data_fp = ds.fingerprint() if checkpoint_dir is not None else None
     resumed = 0
-    score_cv = cv_scorer(ds, preps, settings, cv_folds, checkpoint_dir, log, src_tr=src_tr)
+    score_cv = cv_scorer(ds, preps, settings, cv_folds, checkpoint_dir, log, src_tr=src_tr, data_fp=data_fp)
     paths = None
     if search == "greedy":
         from layerfuse.run.search import greedy_configs, greedy_paths
@@ -224,19 +224,21 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
 
 
 def cv_scorer(ds, preps: Sequence[ModelPrep], settings: dict, folds: int, checkpoint_dir=None, log=print,
-              src_tr=None):
+              src_tr=None, data_fp: str | None = None):
     """``score(subset, fusion, head)``: the CV scores on train
     (:func:`~layerfuse.run.selection_rules.cv_scores`, first seed, the grid's training settings) of
     one configuration, remembered in memory and, with ``checkpoint_dir``, in a JSON file beside the
     row's checkpoint folder (named by the same key, the fold count appended), so the greedy search
     and the CV rules of a rerun read them back. A single model needs no fusion: it is scored once,
-    as ``concat``."""
+    as ``concat``. ``src_tr`` and ``data_fp`` (``ds.fingerprint()``) may be passed when the caller
+    already has them."""
     from layerfuse.run.selection_rules import cv_scores
 
     src_tr = [p.sources("train") for p in preps] if src_tr is None else src_tr
     y = ds.splits["train"].labels
     fit_kw = {k: settings[k] for k in ("proj_dim", "max_epochs", "patience", "val_fraction", "lr", "batch_size")}
-    data_fp = ds.fingerprint() if checkpoint_dir is not None else None
+    if data_fp is None and checkpoint_dir is not None:
+        data_fp = ds.fingerprint()
     memo: dict = {}
 
     def score(subset, f, h):
