@@ -28,10 +28,6 @@ def _fit_row(config, settings, n_classes, threads, y_tr, y_te, n_models, *source
     """One grid row in a Ray worker: ``sources`` are the row's models' train source lists, then their
     test source lists (``n_models`` of each)."""
     import torch
-    # The optimiser imports torch._dynamo lazily on first use; seen once under load in a Ray worker,
-    # another thread read the module while it was half imported ("partially initialized module
-    # 'torch._dynamo'"). Finishing that import here, before training, closes the window.
-    import torch._dynamo  # noqa: F401
 
     from layerfuse.model.training import fit_seeds
 
@@ -111,8 +107,12 @@ def fit_rows_on_ray(jobs, src_tr, src_te, y_tr, y_te, n_classes, settings, optio
             bar.update(1)
             bar.set_postfix_str(f"{'+'.join(info['models'])} {config[1]}/{config[2]}", refresh=True)
     except BaseException:
-        for ref in inflight:  # queued rows are dropped, running ones interrupted; their workers stay for reuse
-            ray.cancel(ref)
+        # Queued rows are dropped and running ones killed with their worker processes. A soft cancel
+        # raises KeyboardInterrupt inside the task, possibly halfway through an import (torch._dynamo
+        # takes ~1 s), and Ray reuses that worker: the next row there failed with "partially
+        # initialized module 'torch._dynamo'". A killed worker is replaced by a clean one.
+        for ref in inflight:
+            ray.cancel(ref, force=True)
         raise
     finally:
         bar.close()
