@@ -211,6 +211,56 @@ def test_grid_rows_on_ray_match_local_workers(ray_local, tiny_model, tmp_path, m
     assert again.resumed == 4
 
 
+def _running_row_pids() -> list[int]:
+    """Processes whose title Ray set to the row task while it runs ("ray::_fit_row")."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if cmd.startswith(b"ray::_fit_row"):
+                pids.append(int(d.name))
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds Ray's workers through /proc")
+def test_a_grid_row_whose_worker_is_killed_is_retried(ray_local, tiny_model, tmp_path):
+    import threading
+    import time
+
+    from layerfuse.run.grid import run_grid
+    from layerfuse.run.prepare import prepare_models
+
+    ds = dataset(80, 30)
+    preps = prepare_models(ds, [tiny_model], folds=2, windows=1, cache_dir=tmp_path / "c",
+                           extraction={"dtype": "float32", "device": "cpu"}, progress=False, log=lambda *a: None)
+    kw = dict(heads=["mlp"], seeds=[0, 1], proj_dim=8, max_epochs=40, patience=40, progress=False,
+              log=lambda *a: None)
+    local = run_grid(ds, preps, ["concat"], checkpoint_dir=tmp_path / "grid-local", **kw)
+    killed, box = [], {}
+
+    def grid():
+        box["result"] = run_grid(ds, preps, ["concat"], checkpoint_dir=tmp_path / "grid-ray", engine="ray",
+                                 engine_options={"cpus_per_worker": 1}, **kw)
+
+    t = threading.Thread(target=grid)
+    t.start()
+    deadline = time.monotonic() + 120
+    while t.is_alive() and not killed and time.monotonic() < deadline:
+        for pid in _running_row_pids():  # the row is running in that worker: kill the process
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+            break
+        time.sleep(0.02)
+    t.join(300)
+    assert killed, "no running row was seen to kill"
+    assert not t.is_alive() and "result" in box  # Ray ran the row again in a fresh worker
+    strip = [{k: v for k, v in r.items() if k != "train_seconds"} for r in local.rows]
+    assert strip == [{k: v for k, v in r.items() if k != "train_seconds"} for r in box["result"].rows]
+
+
 @pytest.mark.parametrize("kw, words", [
     ({"device": "cuda"}, "the Ray cluster has no GPUs"),
     ({"device": "cpu", "gpus_per_worker": 1}, "asks for GPUs, but device is 'cpu'"),
