@@ -64,7 +64,10 @@ def test_fuse_save_predict_report(tiny_model, cache_dir, files, tmp_path, capsys
                             "--folds", "3", "--windows", "2", "--lr", "0.01", "--out", out, "--workers", "2",
                             "--json"))
     assert again["rows"] == summary["rows"] and len(list((cache_dir / "grid").iterdir())) == 4
-    # `layerfuse cache` shows those rows and the embeddings, and frees the rows alone.
+    # `layerfuse cache` shows those rows (a row's CV score file is part of the row, not one more)
+    # and the embeddings, and frees the rows alone.
+    row = sorted(p for p in (cache_dir / "grid").iterdir())[0]
+    (row.parent / f"{row.name}-cv3.json").write_text("{}")
     usage = json.loads(_run(capsys, "cache", "--json"))
     assert usage["root"] == str(cache_dir) and usage["parts"]["grid"]["entries"] == 4
     assert usage["parts"]["profiles"]["entries"] == 4  # 2 models x 2 poolings, scored once

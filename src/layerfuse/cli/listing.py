@@ -17,12 +17,13 @@ __all__ = ["cmd_cache", "cmd_datasets", "cmd_models", "cmd_report"]
 
 
 
-def _folder_usage(d: Path) -> tuple[int, int]:
+def _folder_usage(d: Path, folders_only: bool = False) -> tuple[int, int]:
     """(entries directly under ``d``, bytes of every file below it); (0, 0) when absent. Hidden
-    names (temporaries being written or left by killed writers, lock files) are not counted."""
+    names (temporaries being written or left by killed writers, lock files) are not counted;
+    ``folders_only`` counts only the folders (files beside them belong to them)."""
     if not d.is_dir():
         return 0, 0
-    entries = sum(1 for e in d.iterdir() if not e.name.startswith("."))
+    entries = sum(1 for e in d.iterdir() if not e.name.startswith(".") and (e.is_dir() or not folders_only))
     size = sum(f.stat().st_size for f in d.rglob("*")
                if f.is_file() and not f.is_symlink() and not any(x.startswith(".") for x in f.relative_to(d).parts))
     return entries, size
@@ -79,7 +80,8 @@ def cmd_cache(args) -> int:
     root = cache_root(args.cache_dir)
     parts = {}
     for name, what in PARTS.items():
-        n, size = _folder_usage(root / name)
+        # A grid row is its folder; its CV score files (<key>-cvK.json) count with it, not as rows.
+        n, size = _folder_usage(root / name, folders_only=name == "grid")
         parts[name] = {"path": str(root / name), "entries": n, "bytes": size, "what": what}
     stale = stale_temporaries(root)
     tmp = {"entries": len(stale), "bytes": sum(path_size(p) for p in stale),
