@@ -441,8 +441,29 @@ def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[in
                             + ([f"--max-length {max_length}"] if max_length != MAX_LENGTH[name] else [])),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    remove_other_models_outputs(out, models)
     report.write_markdown_report(out)
     print(f"[{name}] wrote {out}", flush=True)
+
+
+def remove_other_models_outputs(out: Path, models: list[str]) -> list[str]:
+    """Delete the per-model profiles and plots an earlier run with other models left in ``out``
+    (``profile_M_P.*``, ``windows_M.png``, ``agreement_M.png``), so the folder holds this run's
+    outputs only. ``extraction_M.json`` stays: it records what computing that cache entry cost,
+    which a later run that reads the entry back quotes."""
+    removed = []
+    for f in sorted(out.iterdir()):
+        stem = f.stem
+        if stem.startswith(("windows_", "agreement_")):
+            model = stem.split("_", 1)[1]
+        elif stem.startswith("profile_") and f.suffix in (".json", ".csv"):
+            model = stem[len("profile_"):].rsplit("_", 1)[0]
+        else:
+            continue
+        if model not in models:
+            f.unlink()
+            removed.append(f.name)
+    return removed
 
 
 # ---------------------------------------------------------------------------------------------

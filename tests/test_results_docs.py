@@ -175,3 +175,15 @@ def test_a_comparison_within_the_chosen_std_is_called_a_tie_not_beaten():
     assert rep._above_all(s) == "yes"
     s["baselines"].append({"method": "svm", "acc": 0.849})
     assert rep._above_all(s) == "no: 1 of 4 at or above it"
+
+
+def test_a_rerun_with_other_models_leaves_only_its_own_profiles_and_plots(tmp_path):
+    rep = _reproduce()
+    names = ["profile_a-1_mean.json", "profile_a-1_last.csv", "windows_a-1.png", "agreement_a-1.png",
+             "profile_old-2.5b_mean.json", "windows_old-2.5b.png", "agreement_old-2.5b.png",
+             "extraction_old-2.5b.json", "extraction_a-1.json", "layer_profile_mean.png", "summary.json"]
+    for n in names:
+        (tmp_path / n).write_text("x")
+    removed = rep.remove_other_models_outputs(tmp_path, ["a-1"])
+    assert sorted(removed) == ["agreement_old-2.5b.png", "profile_old-2.5b_mean.json", "windows_old-2.5b.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(set(names) - set(removed))

@@ -101,10 +101,13 @@ def test_run_with_a_config_file(tiny_model, cache_dir, files, tmp_path, capsys):
     }
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "windows_other-model.png").write_bytes(b"")  # left by an earlier run's other model
     summary = json.loads(_run(capsys, "run", path, "--json"))
     assert summary["fusion"]["best"]["models"] == tiny_model
     report = (tmp_path / "run" / "report.md").read_text()
     assert "## Layer profile" in report and "## Fusion" in report
+    assert "layer_profile_" in report and "agreement_" in report and "other-model" not in report
     assert (tmp_path / "run" / "clf" / "manifest.json").exists()
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["models"] == [tiny_model]
 

@@ -29,10 +29,13 @@ def write_markdown_report(out) -> Path:
                          f"{pct(m['best_acc'])} ± {pct(m['best_acc_std'])} | {pct(m['last_acc'])} | {win} | "
                          f"{m['source_label']} |")
         parts.append("")
-        for f in sorted(out.glob("layer_profile_*.png")):
-            parts += [f"![{f.stem}]({f.name})", ""]
-        for f in sorted(out.glob("windows_*.png")) + sorted(out.glob("agreement_*.png")):
-            parts += [f"![{f.stem}]({f.name})", ""]
+        # The plots this profile wrote (selection.json lists them), not whatever an earlier run
+        # with other models left in the folder.
+        listed = [out / f for f in s.get("files", [])]
+        kinds = ("layer_profile_", "windows_", "agreement_")
+        for kind in kinds:
+            for f in sorted(q for q in listed if q.name.startswith(kind) and q.exists()):
+                parts += [f"![{f.stem}]({f.name})", ""]
     fus = out / "fusion_summary.json"
     if fus.exists():
         s = json.loads(fus.read_text())
