@@ -320,3 +320,32 @@ def test_atomic_folder_replaces_the_target_with_the_usual_mode(tmp_path):
         (tmp / "half").write_text("")
         raise RuntimeError("interrupted")
     assert [p.name for p in target.iterdir()] == ["new"] and [p.name for p in tmp_path.iterdir()] == ["clf"]
+
+
+def test_values_beyond_float16_are_stored_in_float32_not_an_error(tmp_path):
+    """EmbeddingGemma's pooled values outgrow float16 on some long R52 texts: float16 storage must
+    keep such a pooling in float32 (exact values, no inf), not stop the extraction."""
+    from conftest import build_tiny_model
+    from safetensors.torch import load_file, save_file
+
+    folder = build_tiny_model(tmp_path / "huge")
+    model = str(folder)
+    weights = load_file(folder / "model.safetensors")
+    vocab = load_backbone(model, progress=False).tokenizer.get_vocab()
+    name = next(k for k in weights if k.endswith("embed_tokens.weight"))
+    weights[name][vocab["awful"]] *= 1e7  # layer 0 (the token embeddings) of a text with "awful" is huge
+    save_file(weights, folder / "model.safetensors")
+    wide, _ = extract_texts(model, TEXTS, text_fingerprint="w", poolings=["mean", "last"], storage="float32",
+                            chunk_texts=3, progress=False, cache_dir=tmp_path / "c32")
+    half, st = extract_texts(model, TEXTS, text_fingerprint="w", poolings=["mean", "last"], storage="float16",
+                             chunk_texts=3, progress=False, cache_dir=tmp_path / "c16")
+    assert np.abs(wide["mean"][0]).max() > 65504  # the case is real: float16 would hold inf
+    for p in ("mean", "last"):
+        assert half[p].dtype == np.float32 and np.isfinite(half[p]).all()
+        # Chunks that fit were stored in float16 and widened: float16 rounding, nothing more.
+        np.testing.assert_allclose(half[p], wide[p], rtol=1e-3, atol=1e-3)
+    # Read back from the cache: the same float32 array.
+    again, st2 = extract_texts(model, TEXTS, text_fingerprint="w", poolings=["mean", "last"], storage="float16",
+                               chunk_texts=3, progress=False, cache_dir=tmp_path / "c16")
+    assert st2["cache_hit"] and again["mean"].dtype == np.float32
+    np.testing.assert_array_equal(again["mean"], half["mean"])

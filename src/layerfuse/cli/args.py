@@ -64,7 +64,8 @@ def add_extract_args(p: argparse.ArgumentParser) -> None:
                         "CPU; a quick matmul check), else float32 (default auto)")
     g.add_argument("--device", default=C.DEFAULT_DEVICE, help="auto (a GPU when present), cpu or cuda (default auto)")
     g.add_argument("--storage", default=C.DEFAULT_STORAGE, choices=["float16", "float32"],
-                   help=f"cache dtype (default {C.DEFAULT_STORAGE})")
+                   help=f"cache dtype (default {C.DEFAULT_STORAGE}; a chunk whose values outgrow float16 is kept "
+                        "in float32)")
     g.add_argument("--cache-dir", help="cache root (default $LAYERFUSE_CACHE or ~/.cache/layerfuse)")
     g.add_argument("--no-progress", action="store_true", help="hide progress bars")
 

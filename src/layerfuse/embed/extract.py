@@ -295,7 +295,10 @@ def extract_texts(
     stats["seconds"] = time.perf_counter() - t0
     stats["computed_texts"] = texts_done
     for p in todo_poolings:
-        e.finalise(p, n_chunks, order, (use_depth + 1, n, backbone.width), store_dtype)
+        # float16 storage keeps a chunk whose values outgrow float16 in float32 (forward.embed_sorted);
+        # the whole array is then float32, the float16 chunks widened exactly.
+        wide = any((e.chunk_info(p, i, verify=False) or {}).get("dtype") == "float32" for i in range(n_chunks))
+        e.finalise(p, n_chunks, order, (use_depth + 1, n, backbone.width), np.float32 if wide else store_dtype)
     arrays = {p: e.open_final(p) for p in poolings}
     e.unlock()
     stats.update(key=key, n_layers=L, width=backbone.width, truncated=int(truncated), cache_bytes=e.size_bytes(),

@@ -20,6 +20,10 @@ from layerfuse.errors import LayerfuseError
 
 __all__ = ["plan_batches", "forward_pooled", "forward_all_layers", "tokenize", "embed_sorted", "embed_texts"]
 
+#: Largest magnitude stored as float16 (its maximum is 65,504); a pooled array with a larger value
+#: is stored in float32.
+FLOAT16_LIMIT = 65000.0
+
 # ---------------------------------------------------------------------------------------------
 # Batching
 
@@ -195,6 +199,9 @@ def embed_sorted(backbone: Backbone, enc: list[list[int]], poolings: Sequence[st
                  batch_tokens: int = DEFAULT_BATCH_TOKENS, padding_side: str = "right", out_dtype=np.float32,
                  on_batch=None, streaming: bool = True) -> dict[str, np.ndarray]:
     """Pooled layers 0..depth for token-id lists given longest first: ``{pooling: [depth+1, n, d]}``.
+
+    ``out_dtype=float16`` stores each pooling in float16 unless one of its values exceeds
+    :data:`FLOAT16_LIMIT`; that pooling's array is then float32 (values unchanged, no infinities).
     ``streaming=False`` takes the former all-hidden-states path (benchmarks and tests)."""
     import torch
 
@@ -210,9 +217,10 @@ def embed_sorted(backbone: Backbone, enc: list[list[int]], poolings: Sequence[st
             layers = _pooled_batch(backbone, ids, mask, depth, poolings, streaming)
             for k, by_pooling in enumerate(layers):
                 for p, v in by_pooling.items():
-                    if out_dtype == np.float16 and v.abs().max() > 65000:
-                        raise LayerfuseError(f"{backbone.ref}: activations exceed the float16 range; "
-                                             "pass `storage` float32")
+                    if outs[p].dtype == np.float16 and float(v.abs().max()) > FLOAT16_LIMIT:
+                        # Some models' pooled values outgrow float16 on some texts (EmbeddingGemma on
+                        # long Reuters documents): this pooling of these texts is kept in float32.
+                        outs[p] = outs[p].astype(np.float32)
                     outs[p][k, b, :] = v.cpu().numpy()
         if on_batch is not None:
             on_batch(len(b), int(lengths[b].sum()))

@@ -175,8 +175,8 @@ def engine_options(extraction: dict) -> dict:
 
 
 def user_error(e) -> BaseException:
-    """A Ray task error whose cause is a :class:`LayerfuseError` (a bad model, activations out of the
-    float16 range) as a plain one: one line, no remote traceback. Any other error unchanged."""
+    """A Ray task error whose cause is a :class:`LayerfuseError` (a bad model, a text that tokenises
+    to nothing) as a plain one: one line, no remote traceback. Any other error unchanged."""
     cause = getattr(e, "cause", None)
     if isinstance(cause, LayerfuseError):
         return LayerfuseError(str(cause))

@@ -272,7 +272,7 @@ class RayExtraction:
         Raises
         ------
         LayerfuseError
-            An error a worker raised (a bad model, activations out of float16 range), a chunk that
+            An error a worker raised (a bad model, a text that tokenises to nothing), a chunk that
             failed ``max_attempts`` times, workers lost more than ``max_attempts`` times per actor,
             or weights that differ between workers.
 
