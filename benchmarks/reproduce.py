@@ -287,7 +287,9 @@ def extraction_resources(out: Path, model: str, st: dict, max_length: int, dtype
     per-model resources of the previous ``summary.json`` (runs before the records existed), saved
     as the record from then on."""
     record = out / f"extraction_{model}.json"
-    if not st.get("cache_hits"):
+    if not st.get("cache_hits"):  # computed now: recorded with when and on what
+        info = machine_info()
+        st = {**st, "measured_on": {"date": time.strftime("%Y-%m-%d"), "cpu": info["cpu"], "cores": info["cores"]}}
         record.write_text(json.dumps(st, indent=2, default=str))
     elif record.exists():
         old = json.loads(record.read_text())
