@@ -427,6 +427,7 @@ def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[in
                                          if workers > 1 else {})},
         "resources": resources, "profile": prof, "best_vs_last": bvl, "fusion": fused, "baselines": baselines,
         "prediction_latency_s_per_text": latency, "configuration_resources": per_set,
+        "seconds_after_extraction": round(time.perf_counter() - t0, 1),
         "command": " ".join(["python benchmarks/reproduce.py --datasets", name]
                             + ([f"--models {','.join(models)}"] if models != MODELS else [])
                             + ([f"--fusions {','.join(fusions)}"] if fusions != FUSIONS else [])
@@ -542,8 +543,11 @@ def render_docs() -> str:
         s = summaries[name]
         rows = s["fusion"]["rows"]
         chosen = chosen_row(rows)
+        took = s.get("seconds_after_extraction")
         lines += [f"## {name}", "", f"Command: `{s['command']}` ({s['date']}, {s['dtype']}, max length "
-                  f"{s['max_length']}, seeds {s['seeds']}, {s['machine']['cores']} cores).", ""]
+                  f"{s['max_length']}, seeds {s['seeds']}, {s['machine']['cores']} cores"
+                  + (f"; {took / 60:.0f} min after extraction: profiles, grid, baselines, latency" if took else "")
+                  + ").", ""]
         mach = s["machine"]
         if mach.get("memory_gb"):
             lines += [f"Machine: {mach['cpu']}, {mach['cores']} cores, {mach['memory_gb']:.0f} GB memory, "
