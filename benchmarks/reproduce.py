@@ -364,7 +364,8 @@ def models_only_choice(rows: list[dict], lexical: list[str], rule: str) -> dict 
 def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[int], dtype: str,
                 combos: str = "all", extra: list[str] | None = None, workers: int = 1,
                 heads: list[str] | None = None, search: str = "grid", choose_by: str = "validation",
-                cv_folds: int = 5, max_length: int | None = None, beam: int | None = None) -> None:
+                cv_folds: int = 5, max_length: int | None = None, beam: int | None = None,
+                window_shortlist: int | None = None) -> None:
     from layerfuse import report
     from layerfuse.data.builtin import load_builtin
     from layerfuse.model.fusion import FUSIONS as FUSION_REGISTRY
@@ -390,7 +391,8 @@ def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[in
     preps = prepare_models(ds, models, poolings=["mean", "last"], layers="auto", eval_test=True,
                            extraction={"max_length": max_length, "dtype": dtype}, progress=True,
                            saved_profiles=saved_profiles(out, models, max_length, dtype, previous),
-                           profile_dir=profile_checkpoint_dir(), window_shortlist=None)  # every window: Figure 3
+                           profile_dir=profile_checkpoint_dir(),
+                           window_shortlist=window_shortlist)  # None: every window (Figure 3)
     prof = report.write_profile_outputs(preps, out, dataset=name)
     print(f"[{name}] profiles done in {time.perf_counter() - t0:.0f} s", flush=True)
     bvl = best_vs_last(ds, [p for p in preps if not is_lexical(p.ref)], seeds, workers)
@@ -423,6 +425,7 @@ def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[in
     summary = {
         "dataset": name, "date": time.strftime("%Y-%m-%d"), "dtype": dtype, "max_length": max_length, "seeds": seeds,
         "models": models, "fusions": fusions, "search": search, "choose_by": choose_by, "cv_folds": cv_folds,
+        "window_shortlist": window_shortlist,
         "machine": {**machine_info(), **({"grid_workers": workers, "grid_threads_per_worker": worker_threads(workers)}
                                          if workers > 1 else {})},
         "resources": resources, "profile": prof, "best_vs_last": bvl, "fusion": fused, "baselines": baselines,
@@ -441,7 +444,8 @@ def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[in
                             + ([f"--choose-by {choose_by}"] if choose_by != "validation" else [])
                             + ([f"--cv-folds {cv_folds}"] if cv_folds != 5 and (search != "grid"
                                                                                or choose_by != "validation") else [])
-                            + ([f"--max-length {max_length}"] if max_length != MAX_LENGTH[name] else [])),
+                            + ([f"--max-length {max_length}"] if max_length != MAX_LENGTH[name] else [])
+                            + ([f"--window-shortlist {window_shortlist}"] if window_shortlist else [])),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     remove_other_models_outputs(out, models)
@@ -869,6 +873,10 @@ def main() -> None:
     ap.add_argument("--cv-folds", type=int, default=5, help="folds of the CV on train (greedy search, CV rules)")
     ap.add_argument("--max-length", type=int, default=None,
                     help=f"tokens per text (default per dataset: {MAX_LENGTH})")
+    ap.add_argument("--window-shortlist", type=int, default=None,
+                    help="score only the K averaged windows whose layers probe best (the library default 12; "
+                         "chose as every window did in 18 of 18 profiles, docs/benchmarks.md); default: every "
+                         "window, for the full window figures")
     ap.add_argument("--docs", action="store_true",
                     help="rebuild docs/RESULTS.md and its fusion bar charts from the result files")
     args = ap.parse_args()
@@ -888,7 +896,8 @@ def main() -> None:
     for d in datasets:
         run_dataset(d, args.models.split(","), args.fusions.split(","), list(range(args.seeds)), dtype,
                     combos=args.combos, extra=extra, workers=args.workers, heads=heads, search=args.search,
-                    choose_by=args.choose_by, cv_folds=args.cv_folds, max_length=args.max_length, beam=args.beam)
+                    choose_by=args.choose_by, cv_folds=args.cv_folds, max_length=args.max_length, beam=args.beam,
+                    window_shortlist=args.window_shortlist)
     if args.docs or args.datasets:
         print(f"wrote {write_docs()}")
 

@@ -50,6 +50,14 @@ def test_a_shortlist_as_long_as_all_windows_is_the_exhaustive_profile(data):
     assert sorted(_windows(full)) == sorted(_windows(short))
     for k, r in _windows(short).items():
         assert r["probe_acc"] == pytest.approx(_windows(full)[k]["probe_acc"], abs=1e-9)
+    # It is recorded as the exhaustive profile (so both read the same checkpoint back), and one
+    # window fewer than all is a real shortlist.
+    assert short.rows == full.rows and "window_shortlist" not in short.settings
+    from layerfuse.scoring.layer_scores import effective_shortlist
+
+    assert effective_shortlist(100, 7, 3) is None and effective_shortlist(11, 7, 3) is None  # 6 + 5 windows
+    assert effective_shortlist(10, 7, 3) == 10 and effective_shortlist(None, 7, 3) is None
+    assert effective_shortlist(12, 7, 4) == 12 and effective_shortlist(12, 7, 1) is None  # no windows at all
 
 
 def test_shortlist_needs_the_probe(data):

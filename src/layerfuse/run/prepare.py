@@ -79,6 +79,7 @@ def prepare_models(ds, models: Sequence[str], *, poolings=DEFAULT_POOLINGS, laye
     from layerfuse.model.lexical import is_lexical, lexical_embeddings
     from layerfuse.scoring.features import label_digest
     from layerfuse.scoring.layer_profile import ANALYSIS_COLUMN
+    from layerfuse.scoring.layer_scores import effective_shortlist
     from layerfuse.run.workers import profile_job, score_profiles_in_workers
     from layerfuse.scoring.selection import select_layers
 
@@ -98,6 +99,8 @@ def prepare_models(ds, models: Sequence[str], *, poolings=DEFAULT_POOLINGS, laye
             emb = extract(ref, data=ds, poolings=poolings, cache_dir=cache_dir, progress=progress, **extraction)
         t_extract = time.perf_counter() - t0
         profiles, todo = {}, {}
+        # A shortlist holding every window is no shortlist: same profile, same key.
+        shortlist = effective_shortlist(window_shortlist, emb.depth + 1, windows)
         for p in emb.poolings:
             old = (saved_profiles or {}).get(ref, {}).get(p)
             # Profiles saved before the scored embeddings were recorded lack "features".
@@ -108,7 +111,7 @@ def prepare_models(ds, models: Sequence[str], *, poolings=DEFAULT_POOLINGS, laye
                 return (prof is not None and prof.n_layers == emb.depth and prof.n_samples == len(y_train)
                         and prof.settings.get("label_digest") == train_digest
                         and prof.settings.get("features", features) == features
-                        and prof.settings.get("window_shortlist") == window_shortlist
+                        and prof.settings.get("window_shortlist") == shortlist
                         and (not with_test or any(ANALYSIS_COLUMN in r for r in prof.rows)))
 
             if fits(old):
@@ -117,7 +120,7 @@ def prepare_models(ds, models: Sequence[str], *, poolings=DEFAULT_POOLINGS, laye
             path = None
             if profile_dir is not None:
                 key = profile_key(emb, p, train_digest, folds, windows, test_digest if with_test else None,
-                                  window_shortlist)
+                                  shortlist)
                 path = Path(profile_dir) / f"{key}.json"
                 cached = _read_profile(path, log)
                 if fits(cached):
@@ -128,7 +131,7 @@ def prepare_models(ds, models: Sequence[str], *, poolings=DEFAULT_POOLINGS, laye
         workers = _profile_workers(profile_workers, emb, todo)
         jobs = {p: {"X": emb.array("train", p), "y": y_train,
                     "score_kw": {"folds": folds, "windows": windows, "name": f"{ref}/{p}",
-                                 "window_shortlist": window_shortlist, "progress": progress and workers == 1},
+                                 "window_shortlist": shortlist, "progress": progress and workers == 1},
                     **({"X_test": emb.array("test", p), "y_test": emb.labels["test"]} if with_test else {})}
                 for p, (_, _, with_test) in todo.items()}
 

@@ -73,7 +73,7 @@ from layerfuse.scoring.solver import fit_logistic
 from layerfuse.scoring.threads import big_threads, torch_threads
 from layerfuse.validation import encode_labels, parse_list
 
-__all__ = ["score_layers", "cv_probe", "eval_test_column"]
+__all__ = ["score_layers", "cv_probe", "eval_test_column", "effective_shortlist"]
 
 # --------------------------------------------------------------------------------------------
 # score_layers
@@ -206,6 +206,7 @@ def score_layers(
     if window_shortlist is not None and (int(window_shortlist) < 1 or "probe" not in scores):
         raise LayerfuseError("window_shortlist must be >= 1 and needs the probe among the scores "
                              f"(got {window_shortlist!r} with scores {', '.join(scores)})")
+    window_shortlist = effective_shortlist(window_shortlist, n_rows, windows)
     settings = {
         "scores": list(scores),
         "windows": windows,
@@ -327,6 +328,18 @@ def _shortlisted_windows(sc: Scorer, X, layer_rows: list[dict], max_w: int, n_ke
                                      f"window {start}..{end}", True))
         rows.append(w_row)
     return rows
+
+
+def effective_shortlist(window_shortlist: int | None, n_rows: int, windows: int) -> int | None:
+    """``window_shortlist``, or None when it keeps every averaged window there is (widths
+    2..``windows`` over ``n_rows`` layer rows): such a shortlist is the exhaustive profile, scored
+    and keyed as one, so a 6-layer model profiled with the default shortlist of 12 and without a
+    shortlist share one profile."""
+    if window_shortlist is None:
+        return None
+    max_w = min(int(windows or 0), int(n_rows))
+    n_windows = sum(n_rows - w + 1 for w in range(2, max_w + 1))
+    return None if int(window_shortlist) >= n_windows else int(window_shortlist)
 
 
 def cv_probe(
