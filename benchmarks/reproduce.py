@@ -791,7 +791,8 @@ def findings(s: dict) -> list[str]:
                    f"({mo['fusion']}) at {100 * mo['acc_mean']:.2f} ± {100 * mo['acc_std']:.2f} on test, "
                    f"{100 * (mo['acc_mean'] - best_model['acc_mean']):+.2f} points against the best model alone "
                    f"({best_model['models']}, {100 * best_model['acc_mean']:.2f}) and "
-                   f"{100 * (chosen['acc_mean'] - mo['acc_mean']):+.2f} from the configuration with every source.")
+                   f"{100 * (mo['acc_mean'] - chosen['acc_mean']):+.2f} points against the configuration chosen "
+                   "with every source.")
     if all(r.get("cv_f1_mean") is not None for r in rows):  # every rule can be read off the same rows
         from layerfuse.run.selection_rules import RULES, choose
 
