@@ -201,7 +201,8 @@ def embed_sorted(backbone: Backbone, enc: list[list[int]], poolings: Sequence[st
     """Pooled layers 0..depth for token-id lists given longest first: ``{pooling: [depth+1, n, d]}``.
 
     ``out_dtype=float16`` stores each pooling in float16 unless one of its values exceeds
-    :data:`FLOAT16_LIMIT`; that pooling's array is then float32 (values unchanged, no infinities).
+    :data:`FLOAT16_LIMIT`; that pooling's array is then float32 (no infinities; rows stored before
+    the widening keep their float16 rounding).
     ``streaming=False`` takes the former all-hidden-states path (benchmarks and tests)."""
     import torch
 
