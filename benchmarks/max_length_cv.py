@@ -36,16 +36,14 @@ from layerfuse.data.builtin import load_builtin  # noqa: E402
 OUT = ROOT / "benchmarks" / "results" / "max_length_cv.json"
 
 
+#: The profile rows ``select_layers("auto")`` reads each kind of selection from.
+_KIND_OF_COMBINE = {"single": "layer", "average": "window", "separate": "topk"}
+
+
 def _row_of(profile, sel) -> dict:
-    """The profile row of the selected layers (a layer, a window or the top-k row)."""
-    layers = [int(v) for v in sel.layers]
-    for r in profile.rows:
-        if r["kind"] == "layer" and len(layers) == 1 and r["start"] == layers[0]:
-            return r
-        if r["kind"] == "window" and sel.combine == "mean" and [r["start"], r["end"]] == [layers[0], layers[-1]] \
-                and len(layers) == r["end"] - r["start"] + 1:
-            return r
-    return profile.best("probe_acc", kind=None)
+    """The profile row of the selected layers: auto picks the best layer, the best window or the
+    top-k row, whichever scores highest."""
+    return profile.best("probe_acc", kind=_KIND_OF_COMBINE[sel.combine])
 
 
 def measure(dataset: str, model: str, length: int, dtype: str) -> dict:

@@ -315,7 +315,7 @@ def _shortlisted_windows(sc: Scorer, X, layer_rows: list[dict], max_w: int, n_ke
     """Score the ``n_keep`` windows (width 2..max_w) whose member layers have the highest mean
     probe accuracy; ties go to the narrower, then the shallower window."""
     acc = [r["probe_acc"] for r in layer_rows]
-    cands = [(start, start + w - 1) for w in range(2, max_w + 1) for start in range(len(acc) - w + 1)]
+    cands = window_spans(len(acc), max_w)
     cands.sort(key=lambda se: (-float(np.mean(acc[se[0]:se[1] + 1])), se[1] - se[0], se[0]))
     rows = []
     for start, end in cands[:n_keep]:
@@ -330,15 +330,19 @@ def _shortlisted_windows(sc: Scorer, X, layer_rows: list[dict], max_w: int, n_ke
     return rows
 
 
+def window_spans(n_rows: int, max_w: int) -> list[tuple[int, int]]:
+    """Every averaged window ``(start, end)`` of width 2..``max_w`` over ``n_rows`` layer rows."""
+    return [(start, start + w - 1) for w in range(2, max_w + 1) for start in range(n_rows - w + 1)]
+
+
 def effective_shortlist(window_shortlist: int | None, n_rows: int, windows: int) -> int | None:
     """``window_shortlist``, or None when it keeps every averaged window there is (widths
     2..``windows`` over ``n_rows`` layer rows): such a shortlist is the exhaustive profile, scored
-    and keyed as one, so a 6-layer model profiled with the default shortlist of 12 and without a
-    shortlist share one profile."""
+    and keyed as one, so MiniLM-L6 (7 rows, 15 windows of width 2-4) profiled with a shortlist of 15
+    and with every window share one profile."""
     if window_shortlist is None:
         return None
-    max_w = min(int(windows or 0), int(n_rows))
-    n_windows = sum(n_rows - w + 1 for w in range(2, max_w + 1))
+    n_windows = len(window_spans(int(n_rows), min(int(windows or 0), int(n_rows))))
     return None if int(window_shortlist) >= n_windows else int(window_shortlist)
 
 
