@@ -317,7 +317,8 @@ def grid_settings(seeds: list[int]) -> dict:
             "batch_size": C.DEFAULT_BATCH_SIZE}
 
 
-def greedy_search(ds, preps, fusions, heads, seeds, cv_folds, beam) -> tuple[list[tuple], dict]:
+def greedy_search(ds, preps, fusions, heads, seeds, cv_folds, beam,
+                  metric: str = "macro-f1") -> tuple[list[tuple], dict]:
     """Model sets by greedy forward selection on CV on train (layerfuse.run.search), once over every
     source and once over the models alone (no lexical source: the paper's question), per fusion.
     Returns the grid configurations (every source alone, each set on each path) and the paths by
@@ -326,6 +327,7 @@ def greedy_search(ds, preps, fusions, heads, seeds, cv_folds, beam) -> tuple[lis
     from layerfuse.model.lexical import is_lexical
     from layerfuse.run.grid import cv_scorer
     from layerfuse.run.search import greedy_configs, greedy_paths
+    from layerfuse.run.selection_rules import cv_metric
 
     names = [p.ref for p in preps]
     score = cv_scorer(ds, preps, grid_settings(seeds), cv_folds, grid_checkpoint_dir())
@@ -336,19 +338,21 @@ def greedy_search(ds, preps, fusions, heads, seeds, cv_folds, beam) -> tuple[lis
         groups["models only"] = models_only
     configs, searched = [], {}
     for group, cand in groups.items():
-        paths = greedy_paths(names, y, fusions, lambda sub, f: score(sub, f, heads[0]), candidates=cand, beam=beam)
+        paths = greedy_paths(names, y, fusions, lambda sub, f: score(sub, f, heads[0]), candidates=cand, beam=beam,
+                             metric=metric)
         for c in greedy_configs(len(preps), [], fusions, heads, paths=paths):
             if c not in configs:
                 configs.append(c)
         searched[group] = {f: {"path": ["+".join(names[i] for i in sub) for sub in g["path"]],
-                               "cv_f1": [score(sub, f, heads[0])["f1_mean"] for sub in g["path"]],
+                               "cv_score": [cv_metric(score(sub, f, heads[0]), metric)[0] for sub in g["path"]],
                                "stopped": g["stopped"], "scored": g["scored"], "exhaustive": g["exhaustive"]}
                            for f, g in paths.items()}
-    return configs, {"folds": cv_folds, "beam": beam, "head": heads[0], "groups": searched}
+    return configs, {"folds": cv_folds, "beam": beam, "head": heads[0], "metric": metric, "groups": searched}
 
 
-def models_only_choice(rows: list[dict], lexical: list[str], rule: str) -> dict | None:
-    """The row ``rule`` picks among the rows without a lexical source (None when no row has one)."""
+def models_only_choice(rows: list[dict], lexical: list[str], rule: str, metric: str = "macro-f1") -> dict | None:
+    """The row ``rule`` picks by ``metric`` among the rows without a lexical source (None when no
+    row has one)."""
     from layerfuse.run.selection_rules import choose
 
     if not lexical:
@@ -356,16 +360,16 @@ def models_only_choice(rows: list[dict], lexical: list[str], rule: str) -> dict 
     keep = [r for r in rows if not set(r["models"].split("+")) & set(lexical)]
     if not keep:
         return None
-    r = keep[choose(keep, rule)]
+    r = keep[choose(keep, rule, metric)]
     return {k: r.get(k) for k in ("models", "fusion", "head", "n_models", "acc_mean", "acc_std", "f1_mean",
-                                  "f1_std", "cv_f1_mean", "val_f1_mean")}
+                                  "f1_std", "cv_f1_mean", "cv_acc_mean", "val_f1_mean", "val_acc_mean")}
 
 
 def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[int], dtype: str,
                 combos: str = "all", extra: list[str] | None = None, workers: int = 1,
                 heads: list[str] | None = None, search: str = "grid", choose_by: str = "validation",
                 cv_folds: int = 5, max_length: int | None = None, beam: int | None = None,
-                window_shortlist: int | None = None) -> None:
+                window_shortlist: int | None = None, choose_metric: str = "macro-f1") -> None:
     from layerfuse import report
     from layerfuse.data.builtin import load_builtin
     from layerfuse.model.fusion import FUSIONS as FUSION_REGISTRY
@@ -399,7 +403,7 @@ def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[in
     heads = heads or ["mlp"]
     searched = None
     if search == "greedy":
-        configs, searched = greedy_search(ds, preps, fusions, heads, seeds, cv_folds, beam)
+        configs, searched = greedy_search(ds, preps, fusions, heads, seeds, cv_folds, beam, choose_metric)
     else:
         configs = grid_configs(len(preps), fusions, heads=heads, combos=combos)
         full_set_only = [f for f in FUSION_REGISTRY if f not in fusions] if extra is None else extra
@@ -407,24 +411,26 @@ def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[in
             full = tuple(range(len(preps)))
             configs += [(full, f, h) for f in full_set_only if f not in fusions for h in heads]
     grid = run_grid(ds, preps, fusions, seeds=seeds, configs=configs, checkpoint_dir=grid_checkpoint_dir(),
-                    workers=workers, rule=choose_by, cv_folds=cv_folds, progress=True)
+                    workers=workers, rule=choose_by, cv_folds=cv_folds, metric=choose_metric, progress=True)
     if searched is not None and choose_by == "validation":  # the search's CV scores, read back, for the tables
         from layerfuse.run.grid import cv_scorer
         from layerfuse.run.selection_rules import add_cv_scores
 
         add_cv_scores(grid.rows, grid.results, cv_scorer(ds, preps, grid_settings(seeds), cv_folds,
-                                                         grid_checkpoint_dir()), cv_folds)
+                                                         grid_checkpoint_dir()), cv_folds, metric=choose_metric)
     fused = report.write_fusion_outputs(grid, preps, out, dataset=name)
     if searched is not None:
         fused["search"] = searched
-    fused["models_only"] = models_only_choice(grid.rows, [p.ref for p in preps if is_lexical(p.ref)], choose_by)
+    fused["models_only"] = models_only_choice(grid.rows, [p.ref for p in preps if is_lexical(p.ref)], choose_by,
+                                              choose_metric)
     baselines = tfidf_baselines(ds) + [minilm_baseline(ds)]
     per_set = configuration_resources(grid, ds.splits["test"].texts[:LATENCY_TEXTS])
     chosen_set = grid.best["models"]
     latency = {"chosen": next(r["latency_ms_per_text"] for r in per_set if r["models"] == chosen_set) / 1000}
     summary = {
         "dataset": name, "date": time.strftime("%Y-%m-%d"), "dtype": dtype, "max_length": max_length, "seeds": seeds,
-        "models": models, "fusions": fusions, "search": search, "choose_by": choose_by, "cv_folds": cv_folds,
+        "models": models, "fusions": fusions, "search": search, "choose_by": choose_by,
+        "choose_metric": choose_metric, "cv_folds": cv_folds,
         "window_shortlist": window_shortlist,
         "machine": {**machine_info(), **({"grid_workers": workers, "grid_threads_per_worker": worker_threads(workers)}
                                          if workers > 1 else {})},
@@ -442,6 +448,7 @@ def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[in
                             + ([f"--search {search}"] if search != "grid" else [])
                             + ([f"--beam {beam}"] if beam else [])
                             + ([f"--choose-by {choose_by}"] if choose_by != "validation" else [])
+                            + ([f"--choose-metric {choose_metric}"] if choose_metric != "macro-f1" else [])
                             + ([f"--cv-folds {cv_folds}"] if cv_folds != 5 and (search != "grid"
                                                                                or choose_by != "validation") else [])
                             + ([f"--max-length {max_length}"] if max_length != MAX_LENGTH[name] else [])
@@ -647,9 +654,14 @@ def chosen_row(rows: list[dict]) -> dict:
 def chosen_by(s: dict) -> str:
     """How a summary's configuration was chosen, as the docs say it."""
     rule = s.get("choose_by", "validation")
+    metric = metric_name(s.get("choose_metric", "macro-f1"))
     if rule == "validation":
-        return "chosen on validation"
-    return f"chosen by {s.get('cv_folds', 5)}-fold CV on train" + (" (one-SE rule)" if rule == "cv-1se" else "")
+        return f"chosen on validation {metric}"
+    return f"chosen by {s.get('cv_folds', 5)}-fold CV {metric} on train" + (" (one-SE rule)" if rule == "cv-1se" else "")
+
+
+def metric_name(metric: str) -> str:
+    return "macro-F1" if metric == "macro-f1" else metric
 
 
 def search_lines(s: dict) -> list[str]:
@@ -657,13 +669,14 @@ def search_lines(s: dict) -> list[str]:
     g = s["fusion"].get("search")
     if not g:
         return []
-    out = [f"Model sets searched greedily ({g['folds']}-fold CV macro-F1 on train, {g['head']} head"
+    metric = metric_name(g.get("metric", "macro-f1"))
+    out = [f"Model sets searched greedily ({g['folds']}-fold CV {metric} on train, {g['head']} head"
            + (f", beam {g['beam']}" if g.get("beam") else "") + "; a set is kept while it gains more than the CV "
-           "standard error):", "", "| sources | fusion | path (CV macro-F1 on train) | sets scored | why it stopped |",
+           "standard error):", "", f"| sources | fusion | path (CV {metric} on train) | sets scored | why it stopped |",
            "| --- | --- | --- | ---: | --- |"]
     for group, by_f in g["groups"].items():
         for f, p in by_f.items():
-            path = " → ".join(f"{m} ({100 * v:.2f})" for m, v in zip(p["path"], p["cv_f1"]))
+            path = " → ".join(f"{m} ({100 * v:.2f})" for m, v in zip(p["path"], p.get("cv_score", p.get("cv_f1"))))
             out.append(f"| {group} | {f} | {path} | {p['scored']} of {p['exhaustive']} | {p['stopped']} |")
     return out + [""]
 
@@ -794,9 +807,10 @@ def findings(s: dict) -> list[str]:
                    f"{100 * (mo['acc_mean'] - chosen['acc_mean']):+.2f} points against the configuration chosen "
                    "with every source.")
     if all(r.get("cv_f1_mean") is not None for r in rows):  # every rule can be read off the same rows
-        from layerfuse.run.selection_rules import RULES, choose
+        from layerfuse.run.selection_rules import METRICS, RULES, choose
 
-        picks = [(rule, rows[choose(rows, rule)]) for rule in RULES]
+        metrics = [m for m in METRICS if all(r.get(f"cv_{METRICS[m]}_mean") is not None for r in rows)]
+        picks = [(f"{rule} by {metric_name(m)}", rows[choose(rows, rule, m)]) for m in metrics for rule in RULES]
         out.append("Each selection rule on these rows (test accuracy for analysis only; the rules read validation or "
                    "CV on train): " + "; ".join(f"{rule} → {r['models']} ({fusion_label(r)}) {100 * r['acc_mean']:.2f}"
                                                 for rule, r in picks) + ".")
@@ -871,6 +885,9 @@ def main() -> None:
                     help="greedy search: candidates tried per step, most complementary first (default all)")
     ap.add_argument("--choose-by", default="validation", choices=["validation", "cv", "cv-1se"],
                     help="how the reported configuration is chosen (default validation; docs/selection.md)")
+    ap.add_argument("--choose-metric", default="macro-f1", choices=["macro-f1", "accuracy"],
+                    help="what the choice and the greedy search rank by (default macro-f1; "
+                         "benchmarks/choose_metric.py compares them by nested CV on train)")
     ap.add_argument("--cv-folds", type=int, default=5, help="folds of the CV on train (greedy search, CV rules)")
     ap.add_argument("--max-length", type=int, default=None,
                     help=f"tokens per text (default per dataset: {MAX_LENGTH})")
@@ -898,7 +915,7 @@ def main() -> None:
         run_dataset(d, args.models.split(","), args.fusions.split(","), list(range(args.seeds)), dtype,
                     combos=args.combos, extra=extra, workers=args.workers, heads=heads, search=args.search,
                     choose_by=args.choose_by, cv_folds=args.cv_folds, max_length=args.max_length, beam=args.beam,
-                    window_shortlist=args.window_shortlist)
+                    window_shortlist=args.window_shortlist, choose_metric=args.choose_metric)
     if args.docs or args.datasets:
         print(f"wrote {write_docs()}")
 

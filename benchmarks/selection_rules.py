@@ -30,6 +30,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 OUT = ROOT / "benchmarks" / "results" / "selection_rules"
 DOC = ROOT / "docs" / "selection.md"
 
@@ -195,10 +196,18 @@ def render_docs() -> str:
                       "| rule | held-out macro-F1 | picks beaten by the best single source | regret vs best config |",
                       "| --- | ---: | ---: | ---: |"]
             for rule, s in n["rules"].items():
-                lines.append(f"| {rule} | {100 * s['held_f1_mean']:.2f} | {s['beaten_by_best_single']} of {s['of']} | "
-                             f"{100 * s['regret_mean']:.2f} |")
+                beaten, regret = s["beaten_by_best_single"], s["regret_mean"]
+                if isinstance(beaten, dict):  # files written since the metric became a choice: per held-out metric
+                    beaten, regret = beaten["macro-f1"], regret["macro-f1"]
+                lines.append(f"| {rule} | {100 * s['held_f1_mean']:.2f} | {beaten} of {s['of']} | "
+                             f"{100 * regret:.2f} |")
         tm = r["timing"]
         lines += ["", "Time (s): " + ", ".join(f"{k[:-2]} {v:.0f}" for k, v in tm.items()) + ".", ""]
+    import choose_metric
+
+    metric = choose_metric.render(level=2)
+    if metric:
+        lines += [metric]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -59,6 +59,8 @@ DEFAULT_BATCH_SIZE = 64
 DEFAULT_WORKERS = 1
 #: How the grid's row is chosen: ``validation`` (the seeds' carves), ``cv`` or ``cv-1se`` (k-fold CV on train).
 DEFAULT_CHOOSE_BY = "validation"
+#: What that choice (and the greedy search) ranks rows by: ``macro-f1`` or ``accuracy``.
+DEFAULT_CHOOSE_METRIC = "macro-f1"
 #: Which model sets the grid trains: ``grid`` (every set, or only the full one: ``combos``) or
 #: ``greedy`` (forward selection by CV on train, :mod:`layerfuse.run.search`).
 SEARCHES = ("grid", "greedy")
@@ -84,7 +86,7 @@ DEFAULT_CONFIG: dict = {
                "combos": DEFAULT_COMBOS, "proj_dim": DEFAULT_PROJ_DIM, "max_epochs": DEFAULT_MAX_EPOCHS,
                "patience": DEFAULT_PATIENCE, "val_fraction": DEFAULT_VAL_FRACTION, "lr": DEFAULT_LR,
                "batch_size": DEFAULT_BATCH_SIZE, "engine": DEFAULT_ENGINE, "choose_by": DEFAULT_CHOOSE_BY,
-               "search": DEFAULT_SEARCH},
+               "choose_metric": DEFAULT_CHOOSE_METRIC, "search": DEFAULT_SEARCH},
     "output": {"dir": "out/run-sst2", "save": "out/run-sst2/classifier"},
 }
 

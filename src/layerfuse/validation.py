@@ -71,12 +71,12 @@ def parse_list(value: str | Sequence[str] | None, what: str, *, choices: Sequenc
 
 
 def validate_choices(fusions: Sequence[str], heads: Sequence[str], layers: str, source: str = "",
-                     rule: str | None = None) -> None:
+                     rule: str | None = None, metric: str | None = None) -> None:
     """Fail before any model runs when a fusion, head, layer strategy or (given) grid selection
-    rule name is unknown; ``source`` (a file, "command line") starts the message."""
+    rule or metric name is unknown; ``source`` (a file, "command line") starts the message."""
     from layerfuse.model.fusion import FUSIONS
     from layerfuse.model.heads import HEADS
-    from layerfuse.run.selection_rules import RULES
+    from layerfuse.run.selection_rules import METRICS, RULES
     from layerfuse.scoring.selection import parse_strategy
 
     try:
@@ -87,6 +87,8 @@ def validate_choices(fusions: Sequence[str], heads: Sequence[str], layers: str, 
         parse_strategy(layers, 1)
         if rule is not None:
             check_choice(rule, RULES, "fusion.choose_by")
+        if metric is not None:
+            check_choice(metric, list(METRICS), "fusion.choose_metric")
     except LayerfuseError as e:
         raise LayerfuseError(f"{source}: {e}" if source else str(e)) from None
 

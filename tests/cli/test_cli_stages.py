@@ -140,7 +140,8 @@ def test_choose_by_and_window_shortlist_reach_the_grid_and_the_profile(capsys, t
     real_grid, real_scores = grid_mod.run_grid, scores_mod.score_layers
     monkeypatch.setattr(grid_mod, "run_grid", lambda *a, **k: (seen.setdefault("rule", k["rule"]),
                                                                 seen.setdefault("search", k["search"]),
-                                                                real_grid(*a, **k))[2])
+                                                                seen.setdefault("metric", k["metric"]),
+                                                                real_grid(*a, **k))[3])
     monkeypatch.setattr(scores_mod, "score_layers",
                         # the last profile's: the tiny model's (tfidf's one layer has no windows to shortlist)
                         lambda *a, **k: (seen.__setitem__("shortlist", k["window_shortlist"]), real_scores(*a, **k))[1])
@@ -148,12 +149,15 @@ def test_choose_by_and_window_shortlist_reach_the_grid_and_the_profile(capsys, t
     train = tmp_path / "t.csv"
     train.write_text("text,label\n" + "".join(f"{t},{lab}\n" for t, lab in zip(X, y)))
     code = main(["fuse", "--models", f"tfidf,{tiny_model}", "--train", str(train), "--choose-by", "cv-1se",
-                 "--search", "greedy", "--window-shortlist", "2", "--folds", "3", "--windows", "3", "--heads", "logreg", "--seeds", "1", "--max-epochs", "3",
+                 "--choose-metric", "accuracy", "--search", "greedy", "--window-shortlist", "2", "--folds", "3", "--windows", "3", "--heads", "logreg", "--seeds", "1", "--max-epochs", "3",
                  "--proj-dim", "8", "--no-progress", "--json", "--out", str(tmp_path / "out"),
                  "--cache-dir", str(tmp_path / "c")])
-    assert code == 0 and seen == {"rule": "cv-1se", "search": "greedy", "shortlist": 2}
-    assert json.loads(capsys.readouterr().out)["best"]["cv_f1_mean"] is not None
+    assert code == 0 and seen == {"rule": "cv-1se", "search": "greedy", "metric": "accuracy", "shortlist": 2}
+    assert json.loads(capsys.readouterr().out)["best"]["cv_acc_se"] is not None
     assert merge_config({"fusion": {"search": "greedy"}})["fusion"]["search"] == "greedy"
     assert merge_config({"fusion": {"choose_by": "cv"}, "profile": {"window_shortlist": 4}})["fusion"]["choose_by"] == "cv"
     with pytest.raises(LayerfuseError, match="fusion.choose_by"):
         merge_config({"fusion": {"choose_by": "test-accuracy"}}, "my.yaml")
+    assert merge_config({"fusion": {"choose_metric": "accuracy"}})["fusion"]["choose_metric"] == "accuracy"
+    with pytest.raises(LayerfuseError, match="my.yaml: .*fusion.choose_metric"):
+        merge_config({"fusion": {"choose_metric": "auc"}}, "my.yaml")

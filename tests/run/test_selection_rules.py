@@ -8,7 +8,7 @@ import pytest
 
 from layerfuse.errors import LayerfuseError
 from layerfuse.run.search import greedy_configs, greedy_model_sets, greedy_paths, oof_complementarity
-from layerfuse.run.selection_rules import choose, compare_rules, cv_scores, stratified_folds
+from layerfuse.run.selection_rules import choose, compare_rules, complete_cv, cv_metric, cv_scores, stratified_folds
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -51,20 +51,68 @@ def test_rules_pick_as_documented():
         choose(rows, "test")
 
 
+def test_rules_rank_by_the_metric_asked_for():
+    """On imbalanced data macro-F1 and accuracy can disagree: each rule follows its metric."""
+    rows = [{"n_models": 1, "val_f1_mean": 0.77, "val_acc_mean": 0.950, "cv_f1_mean": 0.77, "cv_f1_se": 0.01,
+             "cv_acc_mean": 0.950, "cv_acc_se": 0.002},
+            {"n_models": 2, "val_f1_mean": 0.73, "val_acc_mean": 0.962, "cv_f1_mean": 0.73, "cv_f1_se": 0.02,
+             "cv_acc_mean": 0.962, "cv_acc_se": 0.002}]
+    for rule in ("validation", "cv", "cv-1se"):
+        assert choose(rows, rule, "macro-f1") == 0
+        assert choose(rows, rule, "accuracy") == 1
+    rows[1]["cv_acc_mean"] = 0.951  # within one SE of the single source: cv-1se keeps the single one
+    assert choose(rows, "cv", "accuracy") == 1 and choose(rows, "cv-1se", "accuracy") == 0
+    with pytest.raises(LayerfuseError, match="unknown selection metric"):
+        choose(rows, "cv", "auc")
+
+
+def test_cv_scores_give_accuracy_with_its_error_and_old_checkpoints_are_completed():
+    srcs, y = sources(120, 3)
+    cv = cv_scores(srcs[1], y, n_classes=2, folds=4, **FAST)
+    accs = [float((cv["oof_pred"][h] == y[h]).mean()) for _, h in stratified_folds(y, 4)]
+    assert cv["fold_acc"] == pytest.approx(accs) and cv["acc_mean"] == pytest.approx(np.mean(accs))
+    assert cv_metric(cv, "accuracy") == (pytest.approx(cv["acc_mean"]), pytest.approx(np.std(accs, ddof=1) / 2))
+    assert cv_metric(cv, "macro-f1") == (cv["f1_mean"], cv["f1_se"])
+    old = {k: v for k, v in cv.items() if k not in ("acc_se", "acc_std", "fold_acc")}
+    assert complete_cv(old, y)["acc_se"] == pytest.approx(cv["acc_se"])
+    assert complete_cv(cv, y) is cv
+
+
+def test_greedy_search_follows_the_metric():
+    f1 = {(0,): 0.77, (1,): 0.70, (0, 1): 0.73}
+    acc = {(0,): 0.950, (1,): 0.951, (0, 1): 0.962}
+
+    def score(s):
+        return {"f1_mean": f1[s], "f1_se": 0.006, "acc_mean": acc[s], "acc_se": 0.002}
+
+    assert greedy_model_sets(2, score, log=lambda *_: None)["chosen"] == (0,)
+    assert greedy_model_sets(2, score, metric="accuracy", log=lambda *_: None)["path"] == [(1,), (0, 1)]
+
+
 def test_compare_rules_counts_picks_beaten_by_the_best_single_source():
     srcs, y = sources(150, 1)
     configs = [((0,), "concat", "logreg"), ((1,), "concat", "logreg"), ((0, 1, 2), "concat", "logreg")]
-    out = compare_rules(configs, srcs, y, n_classes=2, outer_folds=3, inner_folds=3, log=lambda *_: None,
-                        lr=1e-2, max_epochs=30, patience=6)
-    assert set(out["rules"]) == {"validation", "cv", "cv-1se"}
+    out = compare_rules(configs, srcs, y, n_classes=2, metrics=("macro-f1", "accuracy"), outer_folds=3,
+                        inner_folds=3, log=lambda *_: None, lr=1e-2, max_epochs=30, patience=6)
+    assert set(out["rules"]) == {f"{r} by {m}" for r in ("validation", "cv", "cv-1se") for m in ("macro-f1", "accuracy")}
     for r in out["rules"].values():
-        assert r["of"] == 3 and 0 <= r["beaten_by_best_single"] <= 3 and r["regret_mean"] >= 0
+        for m in ("macro-f1", "accuracy"):
+            assert r["of"] == 3 and 0 <= r["beaten_by_best_single"][m] <= 3 and r["regret_mean"][m] >= 0
         assert len(r["picks"]) == 3 and all(0 <= p < 3 for p in r["picks"])
     for fold in out["outer"]:
-        assert len(fold["held_f1"]) == 3 and all("cv_f1_mean" in row for row in fold["rows"])
+        assert len(fold["held_f1"]) == len(fold["held_acc"]) == 3
+        assert all("cv_f1_mean" in row and "cv_acc_se" in row for row in fold["rows"])
+        # Each pick's held-out scores are the ones of the configuration it picked.
+        for r in out["rules"].values():
+            i = r["picks"][fold["fold"]]
+            assert i == choose(fold["rows"], r["rule"], r["metric"])
+    for r in out["rules"].values():
+        assert r["held_acc_mean"] == pytest.approx(np.mean([f["held_acc"][p] for f, p in zip(out["outer"], r["picks"])]))
     # The strong source alone beats the weak one on every held-out part.
     assert all(f["held_f1"][0] > f["held_f1"][1] for f in out["outer"])
-    assert out["rules"]["cv-1se"]["held_f1_mean"] > 0.7
+    assert out["rules"]["cv-1se by macro-f1"]["held_f1_mean"] > 0.7
+    with pytest.raises(LayerfuseError, match="unknown selection metric"):
+        compare_rules(configs, srcs, y, n_classes=2, metrics=("auc",), log=lambda *_: None)
 
 
 def test_greedy_search_adds_while_the_gain_beats_the_noise():
@@ -168,5 +216,12 @@ def test_grid_chooses_by_cv_on_train(tiny_model, cache_dir):
                    cv_folds=3, progress=False, log=lambda *_: None)
     assert all(r["cv_f1_mean"] is not None and r["cv_f1_se"] >= 0 for r in res.rows)
     assert res.best is res.rows[choose(res.rows, "cv-1se")] and res.pipeline.info["chosen_by"].startswith("cv-1se")
+    by_acc = run_grid(ds, preps, ["concat"], heads=["logreg"], seeds=[0], max_epochs=20, lr=1e-2, rule="cv",
+                      cv_folds=3, metric="accuracy", progress=False, log=lambda *_: None)
+    assert all(r["cv_acc_se"] is not None for r in by_acc.rows)
+    assert by_acc.best is by_acc.rows[choose(by_acc.rows, "cv", "accuracy")]
+    assert by_acc.pipeline.info["chosen_by"] == "cv: 3-fold CV accuracy on train"
+    with pytest.raises(LayerfuseError, match="unknown selection metric"):
+        run_grid(ds, preps, ["concat"], heads=["logreg"], seeds=[0], metric="auc", progress=False)
     with pytest.raises(LayerfuseError, match="unknown selection rule"):
         run_grid(ds, preps, ["concat"], heads=["logreg"], seeds=[0], rule="best-on-test", progress=False)

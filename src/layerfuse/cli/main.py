@@ -139,6 +139,9 @@ def _fuse_parser(p: argparse.ArgumentParser) -> None:
                    help="how the saved row is chosen: validation (the seeds' carves from train), cv (k-fold CV on "
                         "train) or cv-1se (fewest sources within one standard error of the best CV score); "
                         f"test is never read (default {C.DEFAULT_CHOOSE_BY}; docs/selection.md)")
+    p.add_argument("--choose-metric", default=C.DEFAULT_CHOOSE_METRIC, choices=["macro-f1", "accuracy"],
+                   help="what --choose-by and --search greedy rank configurations by: macro-f1 (every class "
+                        f"counts alike) or accuracy (every text counts alike) (default {C.DEFAULT_CHOOSE_METRIC})")
     p.add_argument("--search", default=C.DEFAULT_SEARCH, choices=list(C.SEARCHES),
                    help="which model sets are trained: grid (every set, see --combos) or greedy (from the best "
                         "model by CV on train, add the model that raises the CV score most, stop when the gain "

@@ -158,7 +158,8 @@ def cmd_fuse(args) -> int:
                     patience=args.patience, val_fraction=args.val_fraction, lr=args.lr,
                     checkpoint_dir=grid_checkpoint_dir(args.cache_dir), workers=args.workers,
                     engine=cfg["extraction"]["engine"], engine_options=engine_options(cfg["extraction"]),
-                    rule=args.choose_by, search=args.search, progress=progress, log=log)
+                    rule=args.choose_by, metric=args.choose_metric, search=args.search, progress=progress,
+                    log=log)
     out = _out_dir(args, f"out/fuse-{ds.name}")
     summary = report.write_fusion_outputs(grid, preps, out, dataset=ds.name)
     if args.save:
@@ -211,7 +212,7 @@ def cmd_run(args) -> int:
                     val_fraction=f["val_fraction"], lr=f["lr"], batch_size=f["batch_size"],
                     checkpoint_dir=grid_checkpoint_dir(args.cache_dir), workers=args.workers,
                     engine=f["engine"], engine_options=engine_options(cfg["extraction"]), rule=f["choose_by"],
-                    search=f["search"], progress=progress, log=log)
+                    metric=f["choose_metric"], search=f["search"], progress=progress, log=log)
     fused = report.write_fusion_outputs(grid, preps, out, dataset=ds.name)
     if cfg["output"].get("save"):
         grid.pipeline.save(cfg["output"]["save"])

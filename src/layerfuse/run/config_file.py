@@ -44,7 +44,7 @@ def merge_config(user: dict, source: str = "config") -> dict:
     cfg["fusion"]["strategies"] = parse_list(cfg["fusion"]["strategies"], f"{source}: fusion.strategies")
     cfg["fusion"]["heads"] = parse_list(cfg["fusion"]["heads"], f"{source}: fusion.heads")
     validate_choices(cfg["fusion"]["strategies"], cfg["fusion"]["heads"], cfg["selection"]["layers"], source,
-                     rule=cfg["fusion"]["choose_by"])
+                     rule=cfg["fusion"]["choose_by"], metric=cfg["fusion"]["choose_metric"])
     _check_fields(cfg, source)
     check_choice(cfg["fusion"]["search"], SEARCHES, f"{source}: fusion.search")
     from layerfuse.scale.engine import validate_engine_config
@@ -82,6 +82,7 @@ _FIELDS: dict[str, tuple[str, float | None, float | None]] = {
     "profile.eval_test": ("bool", None, None),
     "profile.window_shortlist": ("int", 0, None),
     "fusion.choose_by": ("str", None, None),
+    "fusion.choose_metric": ("str", None, None),
     "fusion.search": ("str", None, None),
     "selection.layers": ("str", None, None),
     "selection.k": ("int", 1, None),

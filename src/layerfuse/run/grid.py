@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, NamedTuple, Sequence
 
 from layerfuse.config import (
     DEFAULT_BATCH_SIZE,
+    DEFAULT_CHOOSE_METRIC,
     DEFAULT_COMBOS,
     DEFAULT_LR,
     DEFAULT_MAX_EPOCHS,
@@ -106,7 +107,8 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
              configs: Sequence[tuple] | None = None, checkpoint_dir=None, workers: int = 1,
              engine: str = "local", engine_options: dict | None = None,
              rule: str = "validation", cv_folds: int = 5, search: str = DEFAULT_SEARCH, beam: int | None = None,
-             min_gain: float = 0.0, progress: bool = True, log=print) -> GridResult:
+             min_gain: float = 0.0, metric: str = DEFAULT_CHOOSE_METRIC, progress: bool = True,
+             log=print) -> GridResult:
     """Train and evaluate every (model set × fusion × head); pick the best by validation only.
     ``configs`` (see :func:`grid_configs`) replaces the full product of sets, fusions and heads.
 
@@ -127,8 +129,10 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
 
     ``rule`` (see :mod:`layerfuse.run.selection_rules`): ``validation`` picks by the seeds' 10 %
     carves; ``cv`` and ``cv-1se`` also score every row by ``cv_folds``-fold CV on train (first
-    seed; ``cv_f1_mean``, ``cv_f1_se``, ``cv_acc_mean`` in the row) and pick by that. CV scores are
-    kept beside the row checkpoints (:func:`cv_scorer`), so a rerun reads them back.
+    seed; ``cv_f1_mean``, ``cv_f1_se``, ``cv_acc_mean``, ``cv_acc_se`` in the row) and pick by that.
+    Every rule and the greedy search rank by ``metric`` (``macro-f1`` or ``accuracy``, see
+    :data:`~layerfuse.run.selection_rules.METRICS`). CV scores are kept beside the row checkpoints
+    (:func:`cv_scorer`), so a rerun reads them back.
 
     ``search="greedy"`` replaces the product of model sets by a greedy search per fusion
     (:func:`~layerfuse.run.search.greedy_paths`: from the best single model by CV, add the model
@@ -139,9 +143,10 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
     Over 80 lines with this docstring; the body is one loop over the rows between the checks
     (:func:`checked_configs`) and the choice (:mod:`layerfuse.run.selection_rules`)."""
     from layerfuse.model.training import fit_seeds
-    from layerfuse.run.selection_rules import RULES
+    from layerfuse.run.selection_rules import METRICS, RULES
 
     check_choice(rule, RULES, "selection rule")
+    check_choice(metric, list(METRICS), "selection metric")
     check_choice(search, SEARCHES, "search")
     y_tr, y_te = ds.splits["train"].labels, ds.splits["test"].labels
     src_tr = [p.sources("train") for p in preps]
@@ -160,7 +165,7 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
             raise LayerfuseError("give either `configs` or search='greedy', not both")
         validate_choices(fusions, heads, "auto")
         paths = greedy_paths([p.ref for p in preps], y_tr, fusions, lambda s, f: score_cv(s, f, heads[0]),
-                             min_gain=min_gain, beam=beam, log=log)
+                             min_gain=min_gain, beam=beam, metric=metric, log=log)
         configs = greedy_configs(len(preps), [], fusions, heads, paths=paths)
     configs = checked_configs(len(preps), fusions, heads, combos, configs)
     from tqdm.auto import tqdm
@@ -206,17 +211,16 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
         log(f"  {row['models']:<40} {row['fusion']:<14} {h:<6} test acc {100 * row['acc_mean']:.2f} ± "
             f"{100 * row['acc_std']:.2f}  (val F1 {100 * (row['val_f1_mean'] or 0):.2f})"
             + ("  [saved earlier, not retrained]" if loaded else ""))
-    # Best configuration by validation macro-F1 (then validation accuracy) or by CV on train: never by test.
+    # Best configuration by validation or by CV on train, ranked by `metric`: never by test.
     from layerfuse.run.selection_rules import add_cv_scores, choose
 
     if rule != "validation" or search == "greedy":
-        add_cv_scores(rows, results, score_cv, cv_folds, log)
-    best_i = choose(rows, rule)
+        add_cv_scores(rows, results, score_cv, cv_folds, log, metric=metric)
+    best_i = choose(rows, rule, metric)
     for i, r in enumerate(rows):
         r["chosen_on_validation"] = i == best_i
-    pipe = _pipeline_for(ds, preps, rows[best_i], *results[best_i])
-    if rule != "validation":
-        pipe.info["chosen_by"] = f"{rule}: {cv_folds}-fold CV macro-F1 on train"
+    pipe = _pipeline_for(ds, preps, rows[best_i], *results[best_i], metric=metric)
+    pipe.info["chosen_by"] = chosen_by_text(rule, metric, cv_folds)
     comp = complementarity(preps, results, y_tr, val_fraction, src_tr)
     if resumed:
         log(f"  {resumed} of {len(rows)} rows read back from {checkpoint_dir} (trained by an earlier run)")
@@ -232,7 +236,7 @@ def cv_scorer(ds, preps: Sequence[ModelPrep], settings: dict, folds: int, checkp
     and the CV rules of a rerun read them back. A single model needs no fusion: it is scored once,
     as ``concat``. ``src_tr`` and ``data_fp`` (``ds.fingerprint()``) may be passed when the caller
     already has them."""
-    from layerfuse.run.selection_rules import cv_scores
+    from layerfuse.run.selection_rules import complete_cv, cv_scores
 
     src_tr = [p.sources("train") for p in preps] if src_tr is None else src_tr
     y = ds.splits["train"].labels
@@ -248,9 +252,9 @@ def cv_scorer(ds, preps: Sequence[ModelPrep], settings: dict, folds: int, checkp
             path = None if checkpoint_dir is None else Path(checkpoint_dir) / (
                 f"{grid_row_key(data_fp, [preps[i] for i in subset], f, h, settings)}-cv{int(folds)}.json")
             arrays = [a for i in subset for a in src_tr[i]]
-            memo[(subset, f, h)] = load_or_score(
+            memo[(subset, f, h)] = complete_cv(load_or_score(
                 path, lambda: cv_scores(arrays, y, n_classes=len(ds.classes), fusion=f, head=h, folds=folds,
-                                        seed=settings["seeds"][0], **fit_kw), log)
+                                        seed=settings["seeds"][0], **fit_kw), log), y, settings["seeds"][0])
         return memo[(subset, f, h)]
 
     return score
@@ -289,16 +293,27 @@ def table_row(preps: Sequence[ModelPrep], fusion: str, head: str, res: SeedResul
     }
 
 
-def validation_key(row: dict) -> tuple[float, float]:
-    """How grid rows are ranked when one is chosen: validation macro-F1, then validation accuracy
-    (both carved from train; a row without validation ranks last). Never test."""
-    return (row["val_f1_mean"] or 0, row["val_acc_mean"] or 0)
+def validation_key(row: dict, metric: str = DEFAULT_CHOOSE_METRIC) -> tuple[float, float]:
+    """How grid rows are ranked by the ``validation`` rule: validation macro-F1, then validation
+    accuracy (``metric="accuracy"``: the other way round; both carved from train; a row without
+    validation ranks last). Never test."""
+    f1, acc = row["val_f1_mean"] or 0, row["val_acc_mean"] or 0
+    return (acc, f1) if metric == "accuracy" else (f1, acc)
 
 
-def _pipeline_for(ds, preps, row: dict, subset, f, h, res) -> FusionPipeline:
+def chosen_by_text(rule: str, metric: str, cv_folds: int) -> str:
+    """How the chosen row was chosen, in words (tables, saved classifiers)."""
+    name = "macro-F1" if metric == "macro-f1" else metric
+    if rule == "validation":
+        return f"validation {name} (validation carved from train)"
+    return f"{rule}: {cv_folds}-fold CV {name} on train"
+
+
+def _pipeline_for(ds, preps, row: dict, subset, f, h, res, metric: str = DEFAULT_CHOOSE_METRIC) -> FusionPipeline:
     """A saved-classifier form of one grid row: the seed whose model did best on validation
     (same order as ``validation_key``)."""
-    j = max(range(len(res.models)), key=lambda k: (res.models[k].val_f1 or 0, res.models[k].val_acc or 0))
+    j = max(range(len(res.models)), key=lambda k: validation_key(
+        {"val_f1_mean": res.models[k].val_f1, "val_acc_mean": res.models[k].val_acc}, metric))
     return FusionPipeline(
         specs=[preps[i].spec for i in subset],
         trained=res.models[j],
@@ -312,7 +327,7 @@ def _pipeline_for(ds, preps, row: dict, subset, f, h, res) -> FusionPipeline:
                  "test_acc_mean_over_seeds": row["acc_mean"], "test_f1_mean_over_seeds": row["f1_mean"],
                  "val_f1": res.models[j].val_f1, "val_acc": res.models[j].val_acc},
         info={"dataset": ds.name, "dataset_fingerprint": ds.fingerprint(), "row": row,
-              "chosen_by": "validation macro-F1 (validation carved from train)"},
+              "chosen_by": chosen_by_text("validation", metric, 0)},
     )
 
 

@@ -23,7 +23,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from layerfuse.config import DEFAULT_CHOOSE_METRIC
 from layerfuse.errors import LayerfuseError
+from layerfuse.run.selection_rules import cv_metric
 
 __all__ = ["greedy_model_sets", "greedy_paths", "greedy_configs", "oof_complementarity"]
 
@@ -36,12 +38,13 @@ def oof_complementarity(wrong_current: np.ndarray, wrong_candidate: np.ndarray) 
 
 def greedy_model_sets(n_sources: int, score: Callable[[tuple[int, ...]], dict], *, min_gain: float = 0.0,
                       beam: int | None = None, max_size: int | None = None, y=None,
-                      log: Callable = print, label: Callable[[tuple[int, ...]], str] = str) -> dict:
-    """Greedy forward selection of a source set.
+                      log: Callable = print, label: Callable[[tuple[int, ...]], str] = str,
+                      metric: str = DEFAULT_CHOOSE_METRIC) -> dict:
+    """Greedy forward selection of a source set, ranked by ``metric`` (``macro-f1`` or ``accuracy``).
 
-    ``score(subset)`` returns at least ``f1_mean`` and ``f1_se`` (and ``oof_pred`` when ``y`` is given,
-    for the complementarity order), e.g. :func:`~layerfuse.run.selection_rules.cv_scores` of the
-    subset's fusion. Returns ``{"path": [subsets], "chosen": subset, "scores": {subset: score},
+    ``score(subset)`` returns at least that metric's mean and standard error (``f1_mean``/``f1_se``
+    or ``acc_mean``/``acc_se``; and ``oof_pred`` when ``y`` is given, for the complementarity
+    order), e.g. :func:`~layerfuse.run.selection_rules.cv_scores` of the subset's fusion. Returns ``{"path": [subsets], "chosen": subset, "scores": {subset: score},
     "stopped": why}``; ``path[0]`` is the best single source. ``label(subset)`` names a set in the log.
     """
     if n_sources < 1:
@@ -52,12 +55,16 @@ def greedy_model_sets(n_sources: int, score: Callable[[tuple[int, ...]], dict], 
     def get(subset):
         if subset not in scores:
             scores[subset] = score(subset)
-            log(f"  {label(subset)}: CV macro-F1 {100 * scores[subset]['f1_mean']:.2f} ± {100 * scores[subset]['f1_se']:.2f}")
+            mean, se = cv_metric(scores[subset], metric)
+            log(f"  {label(subset)}: CV {metric} {100 * mean:.2f} ± {100 * se:.2f}")
         return scores[subset]
+
+    def mean(subset):
+        return cv_metric(get(subset), metric)[0]
 
     for i in range(n_sources):
         get((i,))
-    current = max(((i,) for i in range(n_sources)), key=lambda s: scores[s]["f1_mean"])
+    current = max(((i,) for i in range(n_sources)), key=mean)
     path, stopped = [current], "every source is in the set"
     wrong = {}
     if y is not None:
@@ -70,9 +77,9 @@ def greedy_model_sets(n_sources: int, score: Callable[[tuple[int, ...]], dict], 
             rest.sort(key=lambda c: -oof_complementarity(errs, wrong[c]))
         tried = rest[:beam] if beam else rest
         cand = [tuple(sorted(current + (c,))) for c in tried]
-        best = max(cand, key=lambda s: get(s)["f1_mean"])
-        gain = scores[best]["f1_mean"] - scores[current]["f1_mean"]
-        noise = min_gain + float(scores[current]["f1_se"])
+        best = max(cand, key=mean)
+        gain = mean(best) - mean(current)
+        noise = min_gain + cv_metric(scores[current], metric)[1]
         if gain <= noise:
             stopped = f"best addition {label(best)} gains {100 * gain:+.2f} points, within the noise ({100 * noise:.2f})"
             break
@@ -87,7 +94,8 @@ def greedy_model_sets(n_sources: int, score: Callable[[tuple[int, ...]], dict], 
 
 def greedy_paths(names: Sequence[str], y, fusions: Sequence[str], score: Callable[[tuple[int, ...], str], dict], *,
                  candidates: Sequence[int] | None = None, min_gain: float = 0.0, beam: int | None = None,
-                 max_size: int | None = None, log: Callable = print) -> dict[str, dict]:
+                 max_size: int | None = None, metric: str = DEFAULT_CHOOSE_METRIC,
+                 log: Callable = print) -> dict[str, dict]:
     """:func:`greedy_model_sets` once per fusion, over the sources ``candidates`` (indices into
     ``names``; default all of them).
 
@@ -106,6 +114,7 @@ def greedy_paths(names: Sequence[str], y, fusions: Sequence[str], score: Callabl
             return score(tuple(candidates[i] for i in subset), f)
 
         g = greedy_model_sets(len(candidates), local, min_gain=min_gain, beam=beam, max_size=max_size, y=y, log=log,
+                              metric=metric,
                               label=lambda sub: "+".join(names[candidates[i]] for i in sub))
         glob = [tuple(candidates[i] for i in s) for s in g["path"]]
         out[f] = {"path": glob, "chosen": glob[-1], "stopped": g["stopped"], "scored": len(g["scores"]),
