@@ -90,7 +90,7 @@ def render(level: int = 1) -> str:
         return ""
     h = "#" * level
     lines = [f"{h} Ranking metric for the automatic choice: nested CV on train", "",
-             "Written by `python benchmarks/choose_metric.py` (one JSON per dataset beside this file). "
+             "Written by `python benchmarks/choose_metric.py` (`benchmarks/results/choose_metric/<dataset>.json`). "
              "Each rule ranks the candidates (every source alone, every pair stacked, all sources stacked) "
              "by macro-F1 or by accuracy on the outer training part of a nested CV on train; its pick is "
              "scored on the outer held-out part. No test text is read.", ""]

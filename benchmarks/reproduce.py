@@ -72,6 +72,7 @@ LATENCY_TEXTS = 100  # test texts per prediction-latency measurement
 # Extraction in a child process, so each model's peak memory is its own
 
 
+from layerfuse.config import DEFAULT_CHOOSE_METRIC as C_DEFAULT_CHOOSE_METRIC  # noqa: E402
 from layerfuse.embed.extract import peak_rss_mb  # noqa: E402
 from layerfuse.run.grid import validation_key  # noqa: E402
 
@@ -318,7 +319,7 @@ def grid_settings(seeds: list[int]) -> dict:
 
 
 def greedy_search(ds, preps, fusions, heads, seeds, cv_folds, beam,
-                  metric: str = "macro-f1") -> tuple[list[tuple], dict]:
+                  metric: str = C_DEFAULT_CHOOSE_METRIC) -> tuple[list[tuple], dict]:
     """Model sets by greedy forward selection on CV on train (layerfuse.run.search), once over every
     source and once over the models alone (no lexical source: the paper's question), per fusion.
     Returns the grid configurations (every source alone, each set on each path) and the paths by
@@ -350,7 +351,8 @@ def greedy_search(ds, preps, fusions, heads, seeds, cv_folds, beam,
     return configs, {"folds": cv_folds, "beam": beam, "head": heads[0], "metric": metric, "groups": searched}
 
 
-def models_only_choice(rows: list[dict], lexical: list[str], rule: str, metric: str = "macro-f1") -> dict | None:
+def models_only_choice(rows: list[dict], lexical: list[str], rule: str,
+                       metric: str = C_DEFAULT_CHOOSE_METRIC) -> dict | None:
     """The row ``rule`` picks by ``metric`` among the rows without a lexical source (None when no
     row has one)."""
     from layerfuse.run.selection_rules import choose
@@ -369,7 +371,7 @@ def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[in
                 combos: str = "all", extra: list[str] | None = None, workers: int = 1,
                 heads: list[str] | None = None, search: str = "grid", choose_by: str = "validation",
                 cv_folds: int = 5, max_length: int | None = None, beam: int | None = None,
-                window_shortlist: int | None = None, choose_metric: str = "macro-f1") -> None:
+                window_shortlist: int | None = None, choose_metric: str = C_DEFAULT_CHOOSE_METRIC) -> None:
     from layerfuse import report
     from layerfuse.data.builtin import load_builtin
     from layerfuse.model.fusion import FUSIONS as FUSION_REGISTRY
@@ -448,7 +450,7 @@ def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[in
                             + ([f"--search {search}"] if search != "grid" else [])
                             + ([f"--beam {beam}"] if beam else [])
                             + ([f"--choose-by {choose_by}"] if choose_by != "validation" else [])
-                            + ([f"--choose-metric {choose_metric}"] if choose_metric != "macro-f1" else [])
+                            + ([f"--choose-metric {choose_metric}"] if choose_metric != C_DEFAULT_CHOOSE_METRIC else [])
                             + ([f"--cv-folds {cv_folds}"] if cv_folds != 5 and (search != "grid"
                                                                                or choose_by != "validation") else [])
                             + ([f"--max-length {max_length}"] if max_length != MAX_LENGTH[name] else [])
@@ -885,8 +887,8 @@ def main() -> None:
                     help="greedy search: candidates tried per step, most complementary first (default all)")
     ap.add_argument("--choose-by", default="validation", choices=["validation", "cv", "cv-1se"],
                     help="how the reported configuration is chosen (default validation; docs/selection.md)")
-    ap.add_argument("--choose-metric", default="macro-f1", choices=["macro-f1", "accuracy"],
-                    help="what the choice and the greedy search rank by (default macro-f1; "
+    ap.add_argument("--choose-metric", default=C_DEFAULT_CHOOSE_METRIC, choices=["macro-f1", "accuracy"],
+                    help=f"what the choice and the greedy search rank by (default {C_DEFAULT_CHOOSE_METRIC}; "
                          "benchmarks/choose_metric.py compares them by nested CV on train)")
     ap.add_argument("--cv-folds", type=int, default=5, help="folds of the CV on train (greedy search, CV rules)")
     ap.add_argument("--max-length", type=int, default=None,

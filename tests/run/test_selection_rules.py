@@ -42,11 +42,11 @@ def test_rules_pick_as_documented():
     rows = [{"n_models": 1, "val_f1_mean": 0.80, "val_acc_mean": 0.8, "cv_f1_mean": 0.850, "cv_f1_se": 0.01},
             {"n_models": 2, "val_f1_mean": 0.90, "val_acc_mean": 0.9, "cv_f1_mean": 0.855, "cv_f1_se": 0.01},
             {"n_models": 3, "val_f1_mean": 0.70, "val_acc_mean": 0.7, "cv_f1_mean": 0.840, "cv_f1_se": 0.02}]
-    assert choose(rows, "validation") == 1
-    assert choose(rows, "cv") == 1
-    assert choose(rows, "cv-1se") == 0  # within one SE of the best, with fewer sources
+    assert choose(rows, "validation", "macro-f1") == 1
+    assert choose(rows, "cv", "macro-f1") == 1
+    assert choose(rows, "cv-1se", "macro-f1") == 0  # within one SE of the best, with fewer sources
     rows[1]["cv_f1_mean"] = 0.90  # a gain beyond the noise: the fusion wins
-    assert choose(rows, "cv-1se") == 1
+    assert choose(rows, "cv-1se", "macro-f1") == 1
     with pytest.raises(LayerfuseError, match="unknown selection rule"):
         choose(rows, "test")
 
@@ -85,8 +85,8 @@ def test_greedy_search_follows_the_metric():
     def score(s):
         return {"f1_mean": f1[s], "f1_se": 0.006, "acc_mean": acc[s], "acc_se": 0.002}
 
-    assert greedy_model_sets(2, score, log=lambda *_: None)["chosen"] == (0,)
-    assert greedy_model_sets(2, score, metric="accuracy", log=lambda *_: None)["path"] == [(1,), (0, 1)]
+    assert greedy_model_sets(2, score, metric="macro-f1", log=lambda *_: None)["chosen"] == (0,)
+    assert greedy_model_sets(2, score, log=lambda *_: None)["path"] == [(1,), (0, 1)]  # accuracy: the default
 
 
 def test_compare_rules_counts_picks_beaten_by_the_best_single_source():
@@ -123,11 +123,11 @@ def test_greedy_search_adds_while_the_gain_beats_the_noise():
         seen.append(s)
         return {"f1_mean": table[s], "f1_se": 0.01}
 
-    out = greedy_model_sets(3, score, log=lambda *_: None)
+    out = greedy_model_sets(3, score, metric="macro-f1", log=lambda *_: None)
     assert out["path"] == [(1,), (0, 1)] and out["chosen"] == (0, 1)
     assert "within the noise" in out["stopped"]  # (0, 1, 2) gains 0.5 points < 1 SE
     assert len(seen) == len(set(seen)) == 6  # each subset scored once
-    assert greedy_model_sets(3, score, max_size=1, log=lambda *_: None)["chosen"] == (1,)
+    assert greedy_model_sets(3, score, max_size=1, metric="macro-f1", log=lambda *_: None)["chosen"] == (1,)
     configs = greedy_configs(3, out["path"], ["concat", "stack"], ["mlp"])
     assert configs == [((0,), "concat", "mlp"), ((1,), "concat", "mlp"), ((2,), "concat", "mlp"),
                        ((0, 1), "concat", "mlp"), ((0, 1), "stack", "mlp")]
@@ -143,7 +143,7 @@ def test_greedy_search_orders_candidates_by_complementarity():
         tried.append(s)
         return {"f1_mean": table[s], "f1_se": 0.0, "oof_pred": preds.get(s, y)}
 
-    out = greedy_model_sets(3, score, beam=1, y=y, log=lambda *_: None)
+    out = greedy_model_sets(3, score, beam=1, y=y, metric="macro-f1", log=lambda *_: None)
     # Source 2 errs on rows 6-9; source 1 gets all of them right, source 0 none: only 1 is tried.
     assert out["path"][:2] == [(2,), (1, 2)] and (0, 2) not in tried
     assert oof_complementarity(preds[(2,)] != y, preds[(1,)] != y) == 1.0
@@ -157,7 +157,8 @@ def test_greedy_paths_map_candidates_back_to_source_indices():
         calls.append((s, f))
         return {"f1_mean": table[s] + (0.01 if f == "stack" else 0), "f1_se": 0.0}
 
-    out = greedy_paths(["a", "b", "c", "d"], None, ["concat", "stack"], score, candidates=[1, 3], log=lambda *_: None)
+    out = greedy_paths(["a", "b", "c", "d"], None, ["concat", "stack"], score, candidates=[1, 3], metric="macro-f1",
+                       log=lambda *_: None)
     assert out["concat"]["path"] == [(3,), (1, 3)] and out["stack"]["chosen"] == (1, 3)
     assert out["concat"]["exhaustive"] == 3 and {s for s, _ in calls} == {(1,), (3,), (1, 3)}
     configs = greedy_configs(4, [], ["concat", "stack"], ["mlp"], paths=out)

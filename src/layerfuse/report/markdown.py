@@ -40,13 +40,14 @@ def write_markdown_report(out) -> Path:
     if fus.exists():
         s = json.loads(fus.read_text())
         parts += [f"## Fusion — {s['dataset']}", "", f"Chosen by {s['chosen_by']}.", ""]
-        parts += ["| models | fusion | head | test acc | test macro-F1 | val F1 | params | train s |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        parts += ["| models | fusion | head | test acc | test macro-F1 | val acc | val F1 | params | train s |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in sorted(s["rows"], key=lambda r: -r["acc_mean"]):
             star = " **(chosen)**" if r.get("chosen_on_validation") else ""
             parts.append(f"| {r['models']}{star} | {r['fusion']} | {r['head']} | {pct(r['acc_mean'])} ± "
                          f"{pct(r['acc_std'])} | {pct(r['f1_mean'])} ± {pct(r['f1_std'])} | "
-                         f"{pct(r['val_f1_mean'])} | {r['params']:,} | {r['train_seconds']:.1f} |")
+                         f"{pct(r['val_acc_mean'])} | {pct(r['val_f1_mean'])} | {r['params']:,} | "
+                         f"{r['train_seconds']:.1f} |")
         parts += ["", "![fusion results](fusion_results.png)", ""]
         if (out / "complementarity.png").exists():
             parts += ["![complementarity](complementarity.png)", ""]

@@ -134,8 +134,10 @@ def fusion_text(summary: dict) -> str:
             "head": r["head"],
             "test acc": f"{pct(r['acc_mean'])} ± {pct(r['acc_std'])}",
             "test macro-F1": f"{pct(r['f1_mean'])} ± {pct(r['f1_std'])}",
+            "val acc": pct(r["val_acc_mean"]),
             "val F1": pct(r["val_f1_mean"]),
-            **({"CV F1": pct(r["cv_f1_mean"])} if r.get("cv_f1_mean") is not None else {}),
+            **({"CV acc": pct(r["cv_acc_mean"]), "CV F1": pct(r["cv_f1_mean"])}
+               if r.get("cv_f1_mean") is not None else {}),
             "params": f"{r['params']:,}",
             "train s": f"{r['train_seconds']:.1f}",
             "": "◀ chosen" if r.get("chosen_on_validation") else "",

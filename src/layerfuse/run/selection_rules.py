@@ -29,6 +29,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from layerfuse.config import DEFAULT_CHOOSE_METRIC
 from layerfuse.errors import LayerfuseError
 
 __all__ = ["RULES", "METRICS", "cv_scores", "cv_metric", "complete_cv", "add_cv_scores", "choose", "compare_rules",
@@ -97,7 +98,7 @@ def complete_cv(cv: dict, y, seed: int = 0) -> dict:
     return {**cv, **_fold_summary("acc", accs)}
 
 
-def cv_metric(cv: dict, metric: str = "macro-f1") -> tuple[float, float]:
+def cv_metric(cv: dict, metric: str = DEFAULT_CHOOSE_METRIC) -> tuple[float, float]:
     """``(mean, standard error)`` of one metric (:data:`METRICS`) over a :func:`cv_scores` dict."""
     p = _prefix(metric)
     return float(cv[f"{p}_mean"]), float(cv.get(f"{p}_se") or 0.0)
@@ -110,7 +111,7 @@ def _prefix(metric: str) -> str:
 
 
 def add_cv_scores(rows: list[dict], results: list, score: Callable[[tuple, str, str], dict], folds: int,
-                  log: Callable = print, metric: str = "macro-f1") -> None:
+                  log: Callable = print, metric: str = DEFAULT_CHOOSE_METRIC) -> None:
     """Add ``cv_f1_mean``, ``cv_f1_se``, ``cv_acc_mean``, ``cv_acc_se`` to every grid row
     (``results[i]`` is its ``(subset, fusion, head, SeedResult)``); ``score(subset, fusion, head)``
     gives the row's CV scores on train (e.g. :func:`layerfuse.run.grid.cv_scorer`, which keeps them
@@ -124,7 +125,7 @@ def add_cv_scores(rows: list[dict], results: list, score: Callable[[tuple, str, 
             f"{100 * mean:.2f} ± {100 * se:.2f}")
 
 
-def choose(rows: Sequence[dict], rule: str, metric: str = "macro-f1") -> int:
+def choose(rows: Sequence[dict], rule: str, metric: str = DEFAULT_CHOOSE_METRIC) -> int:
     """Index of the row ``rule`` picks by ``metric`` (:data:`METRICS`). ``validation`` reads
     ``val_f1_mean`` / ``val_acc_mean`` (the metric first, the other breaking ties); the CV rules
     read ``cv_<m>_mean``, ``cv_<m>_se`` and ``n_models`` (rows without CV scores rank last). Ties
@@ -149,7 +150,7 @@ def choose(rows: Sequence[dict], rule: str, metric: str = "macro-f1") -> int:
 
 
 def compare_rules(configs: Sequence[tuple], sources: list[list[np.ndarray]], y, *, n_classes: int,
-                  rules: Sequence[str] = RULES, metrics: Sequence[str] = ("macro-f1",), outer_folds: int = 3,
+                  rules: Sequence[str] = RULES, metrics: Sequence[str] = ("macro-f1", "accuracy"), outer_folds: int = 3,
                   inner_folds: int = 3, seed: int = 0, log: Callable = print, **fit_kw) -> dict:
     """Nested CV on train: how each rule's pick does on held-out training data.
 
