@@ -88,7 +88,7 @@ def svm_baseline(ds) -> dict:
 
     tr, te = ds.splits["train"], ds.splits["test"]
     vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
-    g = GridSearchCV(LinearSVC(max_iter=10000), {"C": [0.1, 1, 10, 100]}, cv=StratifiedKFold(5, shuffle=True,
+    g = GridSearchCV(LinearSVC(max_iter=10000, random_state=0), {"C": [0.1, 1, 10, 100]}, cv=StratifiedKFold(5, shuffle=True,
                      random_state=0), scoring="accuracy").fit(vec.fit_transform(tr.texts), tr.labels)
     acc = float((g.best_estimator_.predict(vec.transform(te.texts)) == te.labels).mean())
     return {"method": "TF-IDF 1-2g + linear SVM", "test_acc": acc, "C": g.best_params_["C"]}

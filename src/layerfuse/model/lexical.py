@@ -150,7 +150,7 @@ def fit_tfidf_source(texts: Sequence[str], y, n_classes: int, *, folds: int = 5,
     for c in c_grid:
         oof = np.zeros((len(y), 1 if n_classes == 2 else n_classes), dtype=np.float32)
         for tr, va, Xtr, Xva in fold_data:
-            svm = LinearSVC(C=c, max_iter=10000).fit(Xtr, y[tr])
+            svm = LinearSVC(C=c, max_iter=10000, random_state=seed).fit(Xtr, y[tr])
             oof[va] = _scores(svm, Xva, n_classes)
         pred = (oof[:, 0] > 0).astype(int) if n_classes == 2 else oof.argmax(1)
         f1 = f1_score(y, pred, average="macro")
@@ -159,7 +159,7 @@ def fit_tfidf_source(texts: Sequence[str], y, n_classes: int, *, folds: int = 5,
     f1, c, oof = best
     vec = _vectorizer()
     X = vec.fit_transform(texts)
-    svm = LinearSVC(C=c, max_iter=10000).fit(X, y)
+    svm = LinearSVC(C=c, max_iter=10000, random_state=seed).fit(X, y)
     if n_classes == 2:
         coef, intercept = svm.coef_.astype(np.float32), svm.intercept_.astype(np.float32)
     else:

@@ -2,9 +2,9 @@
 
 A grid row is one configuration (model set × fusion × head). The rules, all on training data only:
 
-* ``validation``: the row with the best mean validation macro-F1 over its seeds, each seed a 10 %
-  carve of train (:func:`layerfuse.run.grid.validation_key`; the rule used so far);
-* ``cv``: the best mean macro-F1 over a stratified k-fold CV on train (:func:`cv_scores`: each
+* ``validation``: the row with the best mean validation score over its seeds, each seed a 10 %
+  carve of train (:func:`layerfuse.run.grid.validation_key`; the first rule);
+* ``cv``: the best mean score over a stratified k-fold CV on train (:func:`cv_scores`: each
   fold's model is trained on the other folds, with its own inner carve for early stopping, and
   scores the held-out fold, so every training text is scored once);
 * ``cv-1se``: the one-standard-error rule on those CV scores: among the rows within one standard
@@ -17,9 +17,10 @@ source there. It answers "how often is each rule's pick beaten by the best singl
 no test data at all.
 
 Every rule ranks by one **metric** (:data:`METRICS`): ``macro-f1`` (each class counts alike) or
-``accuracy`` (each text counts alike), the other breaking ties for ``validation``. The CV rules and
-the greedy search (:mod:`layerfuse.run.search`) read the chosen metric's fold mean and standard
-error (:func:`cv_metric`).
+``accuracy`` (each text counts alike; the default, chosen by this nested CV on R8 and R52:
+benchmarks/choose_metric.py), the other breaking ties for ``validation``. The CV rules and the
+greedy search (:mod:`layerfuse.run.search`) read the chosen metric's fold mean and standard error
+(:func:`cv_metric`).
 """
 
 from __future__ import annotations
