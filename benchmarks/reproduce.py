@@ -438,7 +438,7 @@ def run_dataset(name: str, models: list[str], fusions: list[str], seeds: list[in
                                          if workers > 1 else {})},
         "resources": resources, "profile": prof, "best_vs_last": bvl, "fusion": fused, "baselines": baselines,
         "prediction_latency_s_per_text": latency, "configuration_resources": per_set,
-        "seconds_after_extraction": round(time.perf_counter() - t0, 1),
+        "seconds_after_extraction": round(time.perf_counter() - t0, 1), "grid_rows_resumed": grid.resumed,
         "command": " ".join(["python benchmarks/reproduce.py --datasets", name]
                             + ([f"--models {','.join(models)}"] if models != MODELS else [])
                             + ([f"--fusions {','.join(fusions)}"] if fusions != FUSIONS else [])
@@ -560,6 +560,8 @@ def render_docs() -> str:
         lines += [f"## {name}", "", f"Command: `{s['command']}` ({s['date']}, {s['dtype']}, max length "
                   f"{s['max_length']}, seeds {s['seeds']}, {s['machine']['cores']} cores"
                   + (f"; {took / 60:.0f} min after extraction: profiles, grid, baselines, latency" if took else "")
+                  + (f", {s['grid_rows_resumed']} of {len(rows)} grid rows read back from an earlier run's checkpoints"
+                     if took and s.get("grid_rows_resumed") else "")
                   + ").", ""]
         mach = s["machine"]
         if mach.get("memory_gb"):
