@@ -665,7 +665,9 @@ def chosen_by(s: dict) -> str:
 
 
 def metric_name(metric: str) -> str:
-    return "macro-F1" if metric == "macro-f1" else metric
+    from layerfuse.run.selection_rules import metric_label
+
+    return metric_label(metric)
 
 
 def search_lines(s: dict) -> list[str]:

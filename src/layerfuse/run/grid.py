@@ -303,7 +303,9 @@ def validation_key(row: dict, metric: str = DEFAULT_CHOOSE_METRIC) -> tuple[floa
 
 def chosen_by_text(rule: str, metric: str, cv_folds: int) -> str:
     """How the chosen row was chosen, in words (tables, saved classifiers)."""
-    name = "macro-F1" if metric == "macro-f1" else metric
+    from layerfuse.run.selection_rules import metric_label
+
+    name = metric_label(metric)
     if rule == "validation":
         return f"validation {name} (validation carved from train)"
     return f"{rule}: {cv_folds}-fold CV {name} on train"

@@ -33,7 +33,7 @@ import numpy as np
 from layerfuse.config import DEFAULT_CHOOSE_METRIC
 from layerfuse.errors import LayerfuseError
 
-__all__ = ["RULES", "METRICS", "cv_scores", "cv_metric", "complete_cv", "add_cv_scores", "choose", "compare_rules",
+__all__ = ["RULES", "METRICS", "cv_scores", "cv_metric", "metric_label", "complete_cv", "add_cv_scores", "choose", "compare_rules",
            "stratified_folds"]
 
 RULES = ("validation", "cv", "cv-1se")
@@ -103,6 +103,11 @@ def cv_metric(cv: dict, metric: str = DEFAULT_CHOOSE_METRIC) -> tuple[float, flo
     """``(mean, standard error)`` of one metric (:data:`METRICS`) over a :func:`cv_scores` dict."""
     p = _prefix(metric)
     return float(cv[f"{p}_mean"]), float(cv.get(f"{p}_se") or 0.0)
+
+
+def metric_label(metric: str) -> str:
+    """A metric as tables and messages name it (``macro-F1``, ``accuracy``)."""
+    return "macro-F1" if metric == "macro-f1" else metric
 
 
 def _prefix(metric: str) -> str:
