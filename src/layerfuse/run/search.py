@@ -44,8 +44,9 @@ def greedy_model_sets(n_sources: int, score: Callable[[tuple[int, ...]], dict], 
 
     ``score(subset)`` returns at least that metric's mean and standard error (``f1_mean``/``f1_se``
     or ``acc_mean``/``acc_se``; and ``oof_pred`` when ``y`` is given, for the complementarity
-    order), e.g. :func:`~layerfuse.run.selection_rules.cv_scores` of the subset's fusion. Returns ``{"path": [subsets], "chosen": subset, "scores": {subset: score},
-    "stopped": why}``; ``path[0]`` is the best single source. ``label(subset)`` names a set in the log.
+    order), e.g. :func:`~layerfuse.run.selection_rules.cv_scores` of the subset's fusion.
+    Returns ``{"path": [subsets], "chosen": subset, "scores": {subset: score}, "stopped": why}``;
+    ``path[0]`` is the best single source. ``label(subset)`` names a set in the log.
     """
     if n_sources < 1:
         raise LayerfuseError("greedy search needs at least one source")
