@@ -75,6 +75,7 @@ LATENCY_TEXTS = 100  # test texts per prediction-latency measurement
 from layerfuse.config import DEFAULT_CHOOSE_METRIC as C_DEFAULT_CHOOSE_METRIC  # noqa: E402
 from layerfuse.embed.extract import peak_rss_mb  # noqa: E402
 from layerfuse.run.grid import validation_key  # noqa: E402
+from layerfuse.run.selection_rules import metric_label  # noqa: E402
 
 
 def _child_main(target, args, parent, q):
@@ -658,16 +659,11 @@ def chosen_row(rows: list[dict]) -> dict:
 def chosen_by(s: dict) -> str:
     """How a summary's configuration was chosen, as the docs say it."""
     rule = s.get("choose_by", "validation")
-    metric = metric_name(s.get("choose_metric", "macro-f1"))
+    metric = metric_label(s.get("choose_metric", "macro-f1"))
     if rule == "validation":
         return f"chosen on validation {metric}"
     return f"chosen by {s.get('cv_folds', 5)}-fold CV {metric} on train" + (" (one-SE rule)" if rule == "cv-1se" else "")
 
-
-def metric_name(metric: str) -> str:
-    from layerfuse.run.selection_rules import metric_label
-
-    return metric_label(metric)
 
 
 def search_lines(s: dict) -> list[str]:
@@ -675,7 +671,7 @@ def search_lines(s: dict) -> list[str]:
     g = s["fusion"].get("search")
     if not g:
         return []
-    metric = metric_name(g.get("metric", "macro-f1"))
+    metric = metric_label(g.get("metric", "macro-f1"))
     out = [f"Model sets searched greedily ({g['folds']}-fold CV {metric} on train, {g['head']} head"
            + (f", beam {g['beam']}" if g.get("beam") else "") + "; a set is kept while it gains more than the CV "
            "standard error):", "", f"| sources | fusion | path (CV {metric} on train) | sets scored | why it stopped |",
@@ -816,7 +812,7 @@ def findings(s: dict) -> list[str]:
         from layerfuse.run.selection_rules import METRICS, RULES, choose
 
         metrics = [m for m in METRICS if all(r.get(f"cv_{METRICS[m]}_mean") is not None for r in rows)]
-        picks = [(f"{rule} by {metric_name(m)}", rows[choose(rows, rule, m)]) for m in metrics for rule in RULES]
+        picks = [(f"{rule} by {metric_label(m)}", rows[choose(rows, rule, m)]) for m in metrics for rule in RULES]
         out.append("Each selection rule on these rows (test accuracy for analysis only; the rules read validation or "
                    "CV on train): " + "; ".join(f"{rule} → {r['models']} ({fusion_label(r)}) {100 * r['acc_mean']:.2f}"
                                                 for rule, r in picks) + ".")

@@ -91,11 +91,14 @@ def complete_cv(cv: dict, y, seed: int = 0) -> dict:
     """``cv`` with the accuracy fold scores filled in from its ``oof_pred`` when it lacks them (CV
     checkpoints written before accuracy had a standard error): the folds are the same
     :func:`stratified_folds` ``(y, cv["folds"], seed)`` that produced the predictions."""
+    from layerfuse.model.metrics import classification_metrics
+
     if "acc_se" in cv or "oof_pred" not in cv:
         return cv
     y = np.asarray(y)
     pred = np.asarray(cv["oof_pred"])
-    accs = [float((pred[held] == y[held]).mean()) for _, held in stratified_folds(y, int(cv.get("folds", 5)), seed)]
+    accs = [classification_metrics(y[held], pred[held])["acc"]
+            for _, held in stratified_folds(y, int(cv.get("folds", 5)), seed)]
     return {**cv, **_fold_summary("acc", accs)}
 
 
