@@ -25,8 +25,10 @@ from layerfuse.cache.layout import cache_root
 from layerfuse.config import (
     DEFAULT_BATCH_TOKENS,
     DEFAULT_CHUNK_TEXTS,
+    DEFAULT_CPUS_PER_WORKER,
     DEFAULT_DEVICE,
     DEFAULT_DTYPE,
+    DEFAULT_ENGINE,
     DEFAULT_MAX_LENGTH,
     DEFAULT_POOLINGS,
     DEFAULT_STORAGE,
@@ -339,10 +341,10 @@ def extract(
     cache_dir: str | os.PathLike | None = None,
     splits: Sequence[str] | None = None,
     progress: bool = True,
-    engine: str = "local",
+    engine: str = DEFAULT_ENGINE,
     ray_address: str | None = None,
     num_workers: int | None = None,
-    cpus_per_worker: float = 1.0,
+    cpus_per_worker: float = DEFAULT_CPUS_PER_WORKER,
     gpus_per_worker: float | None = None,
     **data_kw,
 ) -> Embeddings:
@@ -386,8 +388,8 @@ def extract(
 
 def _extract_splits(model, dataset, train, test, data, poolings, max_length, batch_tokens, dtype, device, layers,
                     limit, storage, cache_dir, splits, progress, runner, data_kw, asked_dtype, why) -> Embeddings:
-    """The body of :func:`extract` once the engine, device and dtype are settled (kept whole, as it
-    was in ``extract``, so the split loop and the stats it gathers read in one place). ``asked_dtype``
+    """The body of :func:`extract` once the engine, device and dtype are settled: one backbone
+    (loaded on first need) runs every split, then :func:`_extraction_stats` sums them. ``asked_dtype``
     ``auto`` lets an unfinished entry of an earlier auto run decide the dtype; ``why`` holds the line
     saying what auto chose, printed when the model is loaded."""
     from layerfuse.data.loading import load_dataset
@@ -431,10 +433,32 @@ def _extract_splits(model, dataset, train, test, data, poolings, max_length, bat
         per_split[split] = st
         n_layers, width = st["n_layers"], st["width"]
     bb = holder.get("bb")
+    stats = _extraction_stats(model, ds, use_splits, per_split, time.perf_counter() - t0, bb,
+                              dtype=dtype, device=device, max_length=max_length,
+                              batch_tokens=batch_tokens, storage=storage, runner=runner)
+    depth_used = next(iter(arrays.values())).shape[0] - 1
+    return Embeddings(
+        model=model,
+        fingerprint=(bb.fingerprint if bb is not None else per_split[use_splits[0]]["model_fingerprint"]) or "",
+        n_layers=n_layers,
+        width=width,
+        depth=depth_used,
+        poolings=poolings,
+        classes=list(ds.classes),
+        labels={s: ds.splits[s].labels for s in use_splits},
+        arrays=arrays,
+        keys=keys,
+        stats=stats,
+    )
+
+
+def _extraction_stats(model, ds, use_splits, per_split, total_seconds, bb, *, dtype, device, max_length,
+                      batch_tokens, storage, runner) -> dict:
+    """The ``stats`` of an :class:`Embeddings`: the per-split statistics summed, with the settings used."""
     seconds = sum(s["seconds"] for s in per_split.values())
     computed = sum(s["computed_texts"] for s in per_split.values())
     tokens = sum(s["tokens"] for s in per_split.values() if not s["cache_hit"])
-    stats = {
+    return {
         "model": model,
         "dataset": ds.name,
         "splits": {k: {kk: vv for kk, vv in v.items()} for k, v in per_split.items()},
@@ -442,7 +466,7 @@ def _extract_splits(model, dataset, train, test, data, poolings, max_length, bat
         "computed_texts": computed,
         "cache_hits": sum(bool(s["cache_hit"]) for s in per_split.values()),
         "extract_seconds": seconds,
-        "total_seconds": time.perf_counter() - t0,
+        "total_seconds": total_seconds,
         "load_seconds": bb.load_seconds if bb is not None else 0.0,
         "tokens_computed": tokens,
         "tokens_per_second": tokens / seconds if seconds > 0 else None,
@@ -460,17 +484,3 @@ def _extract_splits(model, dataset, train, test, data, poolings, max_length, bat
         "storage": storage,
         "engine": "local" if runner is None else dict(runner.stats),
     }
-    depth_used = next(iter(arrays.values())).shape[0] - 1
-    return Embeddings(
-        model=model,
-        fingerprint=(bb.fingerprint if bb is not None else per_split[use_splits[0]]["model_fingerprint"]) or "",
-        n_layers=n_layers,
-        width=width,
-        depth=depth_used,
-        poolings=poolings,
-        classes=list(ds.classes),
-        labels={s: ds.splits[s].labels for s in use_splits},
-        arrays=arrays,
-        keys=keys,
-        stats=stats,
-    )

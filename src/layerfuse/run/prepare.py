@@ -75,90 +75,106 @@ def prepare_models(ds, models: Sequence[str], *, poolings=DEFAULT_POOLINGS, laye
     process (same numbers as one after another: the workers keep this process's thread count).
     None: one per core when the profile is large enough to repay starting a process
     (:data:`PARALLEL_PROFILE_VALUES`), else in this process."""
+    from layerfuse.scoring.features import label_digest
+
+    y_train = ds.splits["train"].labels
+    digests = {"train": label_digest(np.asarray(y_train)),
+               # The per-layer test column (analysis only) needs the test labels: hashed once, like train's.
+               "test": (label_digest(np.asarray(ds.splits["test"].labels))
+                        if eval_test and "test" in ds.splits else None)}
+    score_kw = {"folds": folds, "windows": windows, "window_shortlist": window_shortlist or None,
+                "saved_profiles": saved_profiles, "profile_dir": profile_dir, "profile_workers": profile_workers,
+                "progress": progress, "log": log}
+    return [_prepare_model(ref, ds, digests, poolings=poolings, layers=layers, k=k, extraction=dict(extraction or {}),
+                           cache_dir=cache_dir, **score_kw)
+            for ref in models]
+
+
+def _prepare_model(ref: str, ds, digests: dict, *, poolings, layers: str, k: int, extraction: dict, cache_dir,
+                   progress: bool, log, **score_kw) -> ModelPrep:
+    """One model of :func:`prepare_models`: its embeddings, its profiles, its pooling and layers."""
     from layerfuse.embed.extract import extract
     from layerfuse.model.lexical import is_lexical, lexical_embeddings
-    from layerfuse.scoring.features import label_digest
-    from layerfuse.scoring.layer_profile import ANALYSIS_COLUMN
-    from layerfuse.scoring.layer_scores import effective_shortlist
-    from layerfuse.run.workers import profile_job, score_profiles_in_workers
     from layerfuse.scoring.selection import select_layers
 
-    extraction = dict(extraction or {})
-    window_shortlist = window_shortlist or None
-    preps = []
-    y_train = ds.splits["train"].labels
-    train_digest = label_digest(np.asarray(y_train))
-    # The per-layer test column (analysis only) needs the test labels: hashed once, like train's.
-    test_digest = (label_digest(np.asarray(ds.splits["test"].labels))
-                   if eval_test and "test" in ds.splits else None)
-    for ref in models:
-        t0 = time.perf_counter()
-        if is_lexical(ref):  # tfidf: fitted on train, scored like a one-layer model
-            emb = lexical_embeddings(ref, ds, extraction, folds=folds)
-        else:
-            emb = extract(ref, data=ds, poolings=poolings, cache_dir=cache_dir, progress=progress, **extraction)
-        t_extract = time.perf_counter() - t0
-        profiles, todo = {}, {}
-        # A shortlist holding every window is no shortlist: same profile, same key.
-        shortlist = effective_shortlist(window_shortlist, emb.depth + 1, windows)
-        for p in emb.poolings:
-            old = (saved_profiles or {}).get(ref, {}).get(p)
-            # Profiles saved before the scored embeddings were recorded lack "features".
-            features = _scored_features(emb, "train", p)
-            with_test = test_digest is not None and "test" in emb.splits
+    t0 = time.perf_counter()
+    if is_lexical(ref):  # tfidf: fitted on train, scored like a one-layer model
+        emb = lexical_embeddings(ref, ds, extraction, folds=score_kw["folds"])
+    else:
+        emb = extract(ref, data=ds, poolings=poolings, cache_dir=cache_dir, progress=progress, **extraction)
+    t_extract = time.perf_counter() - t0
+    profiles = _model_profiles(ref, emb, ds.splits["train"].labels, digests, progress=progress, log=log, **score_kw)
+    # The pooling whose best layer has the highest CV probe accuracy on train.
+    pooling = max(profiles, key=lambda p: profiles[p].best("probe_acc")["probe_acc"])
+    # A lexical source has one "layer": nothing to choose.
+    sel = (select_layers(profiles[pooling], "best", k=1) if is_lexical(ref)
+           else select_layers(profiles[pooling], layers, k=k))
+    spec = sel.source(ref, pooling, emb.fingerprint)
+    t_total = time.perf_counter() - t0
+    log(f"{ref}: pooling {pooling}, layers {spec.label()} ({sel.reason})")
+    return ModelPrep(ref, emb, profiles, pooling, sel, spec, {"extract": t_extract, "profile": t_total - t_extract})
 
-            def fits(prof) -> bool:
-                return (prof is not None and prof.n_layers == emb.depth and prof.n_samples == len(y_train)
-                        and prof.settings.get("label_digest") == train_digest
-                        and prof.settings.get("features", features) == features
-                        and prof.settings.get("window_shortlist") == shortlist
-                        and (not with_test or any(ANALYSIS_COLUMN in r for r in prof.rows)))
 
-            if fits(old):
-                profiles[p] = old
+def _model_profiles(ref: str, emb: Embeddings, y_train, digests: dict, *, folds: int, windows: int,
+                    window_shortlist: int | None, saved_profiles: dict | None, profile_dir, profile_workers,
+                    progress: bool, log) -> dict[str, LayerProfile]:
+    """One profile per pooling of ``emb``: a saved one that fits, else one read back from
+    ``profile_dir``, else scored now (and saved there at once)."""
+    from layerfuse.run.workers import profile_job, score_profiles_in_workers
+    from layerfuse.scoring.layer_profile import ANALYSIS_COLUMN
+    from layerfuse.scoring.layer_scores import effective_shortlist
+
+    train_digest, test_digest = digests["train"], digests["test"]
+    profiles, todo = {}, {}
+    # A shortlist holding every window is no shortlist: same profile, same key.
+    shortlist = effective_shortlist(window_shortlist, emb.depth + 1, windows)
+    for p in emb.poolings:
+        old = (saved_profiles or {}).get(ref, {}).get(p)
+        # Profiles saved before the scored embeddings were recorded lack "features".
+        features = _scored_features(emb, "train", p)
+        with_test = test_digest is not None and "test" in emb.splits
+
+        def fits(prof) -> bool:
+            return (prof is not None and prof.n_layers == emb.depth and prof.n_samples == len(y_train)
+                    and prof.settings.get("label_digest") == train_digest
+                    and prof.settings.get("features", features) == features
+                    and prof.settings.get("window_shortlist") == shortlist
+                    and (not with_test or any(ANALYSIS_COLUMN in r for r in prof.rows)))
+
+        if fits(old):
+            profiles[p] = old
+            continue
+        path = None
+        if profile_dir is not None:
+            key = profile_key(emb, p, train_digest, folds, windows, test_digest if with_test else None, shortlist)
+            path = Path(profile_dir) / f"{key}.json"
+            cached = _read_profile(path, log)
+            if fits(cached):
+                log(f"{ref}/{p}: layer profile read back from {path}")
+                profiles[p] = cached
                 continue
-            path = None
-            if profile_dir is not None:
-                key = profile_key(emb, p, train_digest, folds, windows, test_digest if with_test else None,
-                                  shortlist)
-                path = Path(profile_dir) / f"{key}.json"
-                cached = _read_profile(path, log)
-                if fits(cached):
-                    log(f"{ref}/{p}: layer profile read back from {path}")
-                    profiles[p] = cached
-                    continue
-            todo[p] = (path, features, with_test)
-        workers = _profile_workers(profile_workers, emb, todo)
-        jobs = {p: {"X": emb.array("train", p), "y": y_train,
-                    "score_kw": {"folds": folds, "windows": windows, "name": f"{ref}/{p}",
-                                 "window_shortlist": shortlist, "progress": progress and workers == 1},
-                    **({"X_test": emb.array("test", p), "y_test": emb.labels["test"]} if with_test else {})}
-                for p, (_, _, with_test) in todo.items()}
+        todo[p] = (path, features, with_test)
+    workers = _profile_workers(profile_workers, emb, todo)
+    jobs = {p: {"X": emb.array("train", p), "y": y_train,
+                "score_kw": {"folds": folds, "windows": windows, "name": f"{ref}/{p}",
+                             "window_shortlist": shortlist, "progress": progress and workers == 1},
+                **({"X_test": emb.array("test", p), "y_test": emb.labels["test"]} if with_test else {})}
+            for p, (_, _, with_test) in todo.items()}
 
-        def keep(p, prof):  # saved as soon as it is scored, so an interrupted run keeps it
-            path, features, _ = todo[p]
-            prof.settings["features"] = features
-            if path is not None:
-                prof.to_json(path)
-            profiles[p] = prof
+    def keep(p, prof):  # saved as soon as it is scored, so an interrupted run keeps it
+        path, features, _ = todo[p]
+        prof.settings["features"] = features
+        if path is not None:
+            prof.to_json(path)
+        profiles[p] = prof
 
-        if workers > 1:
-            score_profiles_in_workers(jobs, workers, log, on_done=keep)
-        else:
-            for p, job in jobs.items():
-                keep(p, profile_job(**job))
-        # The pooling whose best layer has the highest CV probe accuracy on train.
-        pooling = max(profiles, key=lambda p: profiles[p].best("probe_acc")["probe_acc"])
-        # A lexical source has one "layer": nothing to choose.
-        sel = (select_layers(profiles[pooling], "best", k=1) if is_lexical(ref)
-               else select_layers(profiles[pooling], layers, k=k))
-        spec = sel.source(ref, pooling, emb.fingerprint)
-        t_total = time.perf_counter() - t0
-        log(f"{ref}: pooling {pooling}, layers {spec.label()} ({sel.reason})")
-        preps.append(ModelPrep(ref, emb, profiles, pooling, sel, spec,
-                               {"extract": t_extract, "profile": t_total - t_extract}))
-    return preps
-
+    if workers > 1:
+        score_profiles_in_workers(jobs, workers, log, on_done=keep)
+    else:
+        for p, job in jobs.items():
+            keep(p, profile_job(**job))
+    # Keep the poolings' order whatever was read back or scored first.
+    return {p: profiles[p] for p in emb.poolings}
 
 #: Profiles of fewer values (layers x texts x width) than this are scored in this process: starting
 #: a worker (importing torch) costs a few seconds, more than such a profile takes.
