@@ -13,6 +13,8 @@ DEFAULT_TEXT_COLUMN = "text"
 DEFAULT_LABEL_COLUMN = "label"
 DEFAULT_TEST_FRACTION = 0.2  # held out of a user's train file when no test file is given
 DEFAULT_SPLIT_SEED = 0
+#: The seed of one fit, one validation carve or one set of CV folds when none is given.
+DEFAULT_SEED = 0
 DEFAULT_ENCODING = "utf-8"
 
 # ---- extraction -----------------------------------------------------------------------------
@@ -57,6 +59,15 @@ DEFAULT_VAL_FRACTION = 0.1
 DEFAULT_LR = 1e-3
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_WORKERS = 1
+#: Folds of the CV on train that the ``cv`` / ``cv-1se`` rules and the greedy search score rows by.
+DEFAULT_CV_FOLDS = 5
+#: Folds of each level of the nested CV that compares selection rules (``compare_rules``).
+DEFAULT_NESTED_FOLDS = 3
+#: What a greedy step must gain (metric fraction) beyond the CV standard error to be taken.
+DEFAULT_SEARCH_MIN_GAIN = 0.0
+#: ``stack`` fusion: folds of its out-of-fold probabilities and the L2 of its meta-learner.
+DEFAULT_STACK_FOLDS = 5
+DEFAULT_STACK_L2 = 1e-2
 #: How the grid's row is chosen: ``validation`` (the seeds' carves), ``cv`` or ``cv-1se`` (k-fold CV on train).
 DEFAULT_CHOOSE_BY = "validation"
 #: What that choice (and the greedy search) ranks rows by: ``accuracy`` or ``macro-f1``. Accuracy,
@@ -69,6 +80,8 @@ SEARCHES = ("grid", "greedy")
 DEFAULT_SEARCH = "grid"
 #: Where forward passes and grid rows run: ``local`` (this process and its workers) or ``ray``.
 DEFAULT_ENGINE = "local"
+#: CPUs each Ray worker declares (and uses as its torch thread count).
+DEFAULT_CPUS_PER_WORKER = 1
 
 # ---------------------------------------------------------------------------------------------
 # Configuration of a whole run (CLI flags and `layerfuse run CONFIG.yaml` both end up here)
@@ -79,7 +92,8 @@ DEFAULT_CONFIG: dict = {
     "extraction": {"pooling": list(DEFAULT_POOLINGS), "max_length": DEFAULT_MAX_LENGTH, "dtype": DEFAULT_DTYPE,
                    "batch_tokens": RUN_BATCH_TOKENS, "device": DEFAULT_DEVICE, "storage": DEFAULT_STORAGE,
                    # where the forward passes run (layerfuse.scale): local, or ray with these resources
-                   "engine": DEFAULT_ENGINE, "ray_address": None, "num_workers": None, "cpus_per_worker": 1,
+                   "engine": DEFAULT_ENGINE, "ray_address": None, "num_workers": None,
+                   "cpus_per_worker": DEFAULT_CPUS_PER_WORKER,
                    "gpus_per_worker": None},
     "profile": {"folds": DEFAULT_FOLDS, "windows": DEFAULT_WINDOWS, "eval_test": True,
                 "window_shortlist": DEFAULT_WINDOW_SHORTLIST},

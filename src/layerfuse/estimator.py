@@ -39,6 +39,7 @@ from layerfuse.config import (
     DEFAULT_PATIENCE,
     DEFAULT_POOLINGS,
     DEFAULT_PROJ_DIM,
+    DEFAULT_SEED,
     DEFAULT_SELECT,
     DEFAULT_TEXT_COLUMN,
     DEFAULT_TOPK,
@@ -139,7 +140,7 @@ class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
                  pooling=",".join(DEFAULT_POOLINGS), k=DEFAULT_TOPK, folds=DEFAULT_FOLDS, windows=DEFAULT_WINDOWS,
                  window_shortlist=DEFAULT_WINDOW_SHORTLIST, proj_dim=DEFAULT_PROJ_DIM, max_length=DEFAULT_MAX_LENGTH, dtype=DEFAULT_DTYPE,
                  batch_tokens=DEFAULT_BATCH_TOKENS, max_epochs=DEFAULT_MAX_EPOCHS, patience=DEFAULT_PATIENCE,
-                 val_fraction=DEFAULT_VAL_FRACTION, lr=DEFAULT_LR, batch_size=DEFAULT_BATCH_SIZE, seed=0,
+                 val_fraction=DEFAULT_VAL_FRACTION, lr=DEFAULT_LR, batch_size=DEFAULT_BATCH_SIZE, seed=DEFAULT_SEED,
                  device=DEFAULT_DEVICE,
                  cache_dir=None, progress=False, text_column=DEFAULT_TEXT_COLUMN, label_column=DEFAULT_LABEL_COLUMN):
         self.models = models

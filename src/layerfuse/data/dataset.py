@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from layerfuse.config import DEFAULT_SPLIT_SEED
 from layerfuse.data.sampling import allocate, pick, seeded_rng
 from layerfuse.errors import LayerfuseError
 
@@ -178,7 +179,7 @@ class Dataset:
 
     # -- derived datasets --------------------------------------------------------------------
 
-    def subsample(self, n: int, seed: int = 0) -> "Dataset":
+    def subsample(self, n: int, seed: int = DEFAULT_SPLIT_SEED) -> "Dataset":
         """At most ``n`` texts per split, stratified by label, deterministic in ``seed``.
 
         Per-class quotas are proportional to the class sizes (largest remainder); when ``n`` is

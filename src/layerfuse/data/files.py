@@ -25,7 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from layerfuse.config import DEFAULT_ENCODING, DEFAULT_LABEL_COLUMN, DEFAULT_TEST_FRACTION, DEFAULT_TEXT_COLUMN
+from layerfuse.config import (
+    DEFAULT_ENCODING,
+    DEFAULT_LABEL_COLUMN,
+    DEFAULT_SPLIT_SEED,
+    DEFAULT_TEST_FRACTION,
+    DEFAULT_TEXT_COLUMN,
+)
 from layerfuse.data.dataset import Dataset, Split
 from layerfuse.data.sampling import holdout
 from layerfuse.errors import LayerfuseError
@@ -344,7 +350,7 @@ def load_files(
     text_column: str = DEFAULT_TEXT_COLUMN,
     label_column: str = DEFAULT_LABEL_COLUMN,
     test_fraction: float = DEFAULT_TEST_FRACTION,
-    seed: int = 0,
+    seed: int = DEFAULT_SPLIT_SEED,
     encoding: str = DEFAULT_ENCODING,
     format: str | None = None,  # noqa: A002 -- public keyword, mirrors --format
 ) -> Dataset:

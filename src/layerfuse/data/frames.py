@@ -25,6 +25,13 @@ from typing import Any
 
 import numpy as np
 
+from layerfuse.config import (
+    DEFAULT_ENCODING,
+    DEFAULT_LABEL_COLUMN,
+    DEFAULT_SPLIT_SEED,
+    DEFAULT_TEST_FRACTION,
+    DEFAULT_TEXT_COLUMN,
+)
 from layerfuse.data.dataset import Dataset, Split
 from layerfuse.data.files import Table, add_row, read_file, sort_classes
 from layerfuse.data.sampling import holdout
@@ -182,7 +189,7 @@ def _describe(obj: Any, role: str) -> str:
     return f"{role} ({type(obj).__name__})"
 
 
-def table_texts(obj: Any, text_column: str = "text", what: str = "X") -> list[str]:
+def table_texts(obj: Any, text_column: str = DEFAULT_TEXT_COLUMN, what: str = "X") -> list[str]:
     """The texts of a DataFrame, Dataset or saved-dataset folder, in order (no labels read)."""
     if _kind(obj) == "datasetdict" or (_kind(obj) == "saved" and _kind(_load_saved(obj)) == "datasetdict"):
         d = obj if _kind(obj) == "datasetdict" else _load_saved(obj)
@@ -191,7 +198,7 @@ def table_texts(obj: Any, text_column: str = "text", what: str = "X") -> list[st
     return list(_read_table(obj, text_column, None, _describe(obj, what)).texts)
 
 
-def table_texts_labels(obj: Any, text_column: str = "text", label_column: str | None = "label",
+def table_texts_labels(obj: Any, text_column: str = DEFAULT_TEXT_COLUMN, label_column: str | None = DEFAULT_LABEL_COLUMN,
                        what: str = "X") -> tuple[list[str], list[str]]:
     """Texts and label strings of a DataFrame, Dataset (a DatasetDict: its ``train`` split) or folder.
 
@@ -217,11 +224,11 @@ def load_frames(
     train: Any,
     test: Any = None,
     *,
-    text_column: str = "text",
-    label_column: str = "label",
-    test_fraction: float = 0.2,
-    seed: int = 0,
-    encoding: str = "utf-8",
+    text_column: str = DEFAULT_TEXT_COLUMN,
+    label_column: str = DEFAULT_LABEL_COLUMN,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    seed: int = DEFAULT_SPLIT_SEED,
+    encoding: str = DEFAULT_ENCODING,
     format: str | None = None,  # noqa: A002 -- mirrors load_files; used when test is a file
 ) -> Dataset:
     """A :class:`Dataset` from a DataFrame, ``datasets`` object or saved folder (``test`` may also be a file).

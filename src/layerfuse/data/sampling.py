@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from layerfuse.config import DEFAULT_SEED, DEFAULT_VAL_FRACTION
 from layerfuse.errors import LayerfuseError
 from layerfuse.validation import as_labels
 
@@ -71,7 +72,7 @@ def holdout(labels: np.ndarray, n_classes: int, fraction: float, seed: int) -> t
     return np.flatnonzero(mask), test
 
 
-def stratified_validation_split(y, fraction: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def stratified_validation_split(y, fraction: float = DEFAULT_VAL_FRACTION, seed: int = DEFAULT_SEED) -> tuple[np.ndarray, np.ndarray]:
     """Split indices into (train_idx, val_idx), stratified by class and deterministic in ``seed``.
 
     About ``round(fraction * N)`` examples go to validation, shared among classes in proportion to

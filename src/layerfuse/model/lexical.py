@@ -27,6 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
+from layerfuse.config import DEFAULT_FOLDS, DEFAULT_SEED
 from layerfuse.errors import LayerfuseError
 
 __all__ = ["LEXICAL_SOURCES", "is_lexical", "TfidfSource", "fit_tfidf_source", "lexical_embeddings",
@@ -118,7 +119,7 @@ class TfidfSource:
                    arrays["intercept"], int(meta["n_classes"]), meta.get("settings", {}), meta.get("fingerprint", ""))
 
 
-def fit_tfidf_source(texts: Sequence[str], y, n_classes: int, *, folds: int = 5, seed: int = 0,
+def fit_tfidf_source(texts: Sequence[str], y, n_classes: int, *, folds: int = DEFAULT_FOLDS, seed: int = DEFAULT_SEED,
                      c_grid: Sequence[float] = C_GRID) -> tuple[TfidfSource, np.ndarray]:
     """Fit the source on training texts only.
 
@@ -209,7 +210,7 @@ class LexicalEmbeddings:
         return self.array(split, pooling)[0]
 
 
-def lexical_embeddings(ref: str, ds, extraction: dict | None = None, folds: int = 5) -> LexicalEmbeddings:
+def lexical_embeddings(ref: str, ds, extraction: dict | None = None, folds: int = DEFAULT_FOLDS) -> LexicalEmbeddings:
     """Fit ``ref`` (``tfidf``) on ``ds``'s train split and score every split: out-of-fold on train,
     the all-train SVM elsewhere. ``extraction`` (the models' settings) is kept in ``stats`` so a
     classifier whose first source is lexical still records how its models were run."""

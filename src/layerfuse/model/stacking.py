@@ -30,17 +30,18 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from layerfuse.config import DEFAULT_SEED, DEFAULT_STACK_FOLDS, DEFAULT_STACK_L2
 from layerfuse.errors import LayerfuseError
 from layerfuse.model.fusion import Fusion, register_fusion
 
 __all__ = ["StackFusion", "fit_stacked", "out_of_fold_probabilities"]
 
 #: L2 of the per-source heads (the layer probes' default: scikit-learn's C = 1 / (l2 * n)).
-STACK_L2 = 1e-2
 
 
 def out_of_fold_probabilities(x: np.ndarray, y: np.ndarray, n_classes: int, train_idx: np.ndarray,
-                              val_idx: np.ndarray, *, folds: int = 5, seed: int = 0, l2: float = STACK_L2
+                              val_idx: np.ndarray, *, folds: int = DEFAULT_STACK_FOLDS, seed: int = DEFAULT_SEED,
+                              l2: float = DEFAULT_STACK_L2
                               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One source's stacking features and its final head.
 
@@ -114,7 +115,7 @@ def fit_stacked(arrays: list[np.ndarray], y: np.ndarray, *, n_classes: int, head
     """Train a ``stack`` fusion + meta-head (see the module docstring); returns a
     :class:`~layerfuse.model.training.TrainedModel` like :func:`fit_head` does.
 
-    ``fusion_kwargs`` may set ``folds`` (default 5) and ``l2`` (default :data:`STACK_L2`);
+    ``fusion_kwargs`` may set ``folds`` (default ``config.DEFAULT_STACK_FOLDS``) and ``l2`` (default ``config.DEFAULT_STACK_L2``);
     ``train_kw`` (lr, batch size, epochs, patience, ...) trains the meta-classifier.
     """
     import time
@@ -124,7 +125,7 @@ def fit_stacked(arrays: list[np.ndarray], y: np.ndarray, *, n_classes: int, head
     from layerfuse.model.training import TrainedModel, fit_head
 
     kw = dict(fusion_kwargs or {})
-    folds, l2 = int(kw.pop("folds", 5)), float(kw.pop("l2", STACK_L2))
+    folds, l2 = int(kw.pop("folds", DEFAULT_STACK_FOLDS)), float(kw.pop("l2", DEFAULT_STACK_L2))
     if kw:
         raise LayerfuseError(f"fusion 'stack' got unknown option(s) {', '.join(sorted(kw))}: it accepts folds, l2")
     t0 = time.perf_counter()

@@ -28,10 +28,13 @@ from torch import Tensor, nn
 
 from layerfuse.config import (
     DEFAULT_BATCH_SIZE,
+    DEFAULT_FUSION,
+    DEFAULT_HEAD,
     DEFAULT_LR,
     DEFAULT_MAX_EPOCHS,
     DEFAULT_PATIENCE,
     DEFAULT_PROJ_DIM,
+    DEFAULT_SEED,
     DEFAULT_SEEDS,
     DEFAULT_VAL_FRACTION,
 )
@@ -166,11 +169,11 @@ def fit_head(
     y_train,
     *,
     n_classes: int,
-    fusion: str = "concat",
-    head: str = "mlp",
+    fusion: str = DEFAULT_FUSION,
+    head: str = DEFAULT_HEAD,
     proj_dim: int = DEFAULT_PROJ_DIM,
     val_fraction: float = DEFAULT_VAL_FRACTION,
-    seed: int = 0,
+    seed: int = DEFAULT_SEED,
     lr: float = DEFAULT_LR,
     weight_decay: float = 0.0,
     batch_size: int = DEFAULT_BATCH_SIZE,

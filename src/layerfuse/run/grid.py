@@ -15,15 +15,21 @@ from typing import TYPE_CHECKING, NamedTuple, Sequence
 
 from layerfuse.config import (
     DEFAULT_BATCH_SIZE,
+    DEFAULT_CHOOSE_BY,
     DEFAULT_CHOOSE_METRIC,
     DEFAULT_COMBOS,
+    DEFAULT_CV_FOLDS,
+    DEFAULT_ENGINE,
+    DEFAULT_HEAD,
     DEFAULT_LR,
     DEFAULT_MAX_EPOCHS,
     DEFAULT_PATIENCE,
     DEFAULT_PROJ_DIM,
     DEFAULT_SEARCH,
+    DEFAULT_SEARCH_MIN_GAIN,
     DEFAULT_SEEDS,
     DEFAULT_VAL_FRACTION,
+    DEFAULT_WORKERS,
     SEARCHES,
 )
 from layerfuse.errors import LayerfuseError
@@ -88,7 +94,7 @@ def model_sets(n: int, combos: str) -> list[tuple[int, ...]]:
     raise LayerfuseError(f"unknown `combos` '{combos}': choose all or full")
 
 
-def grid_configs(n: int, fusions: Sequence[str], heads: Sequence[str] = ("mlp",), combos: str = "all",
+def grid_configs(n: int, fusions: Sequence[str], heads: Sequence[str] = (DEFAULT_HEAD,), combos: str = DEFAULT_COMBOS,
                  ) -> list[tuple[tuple[int, ...], str, str]]:
     """The (model indices, fusion, head) triples a grid trains. A single model needs no fusion:
     its row is the head on its own sources (recorded as concat)."""
@@ -104,10 +110,10 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
              seeds: Sequence[int] = DEFAULT_SEEDS, combos: str = DEFAULT_COMBOS, proj_dim: int = DEFAULT_PROJ_DIM,
              max_epochs: int = DEFAULT_MAX_EPOCHS, patience: int = DEFAULT_PATIENCE,
              val_fraction: float = DEFAULT_VAL_FRACTION, lr: float = DEFAULT_LR, batch_size: int = DEFAULT_BATCH_SIZE,
-             configs: Sequence[tuple] | None = None, checkpoint_dir=None, workers: int = 1,
-             engine: str = "local", engine_options: dict | None = None,
-             rule: str = "validation", cv_folds: int = 5, search: str = DEFAULT_SEARCH, beam: int | None = None,
-             min_gain: float = 0.0, metric: str = DEFAULT_CHOOSE_METRIC, progress: bool = True,
+             configs: Sequence[tuple] | None = None, checkpoint_dir=None, workers: int = DEFAULT_WORKERS,
+             engine: str = DEFAULT_ENGINE, engine_options: dict | None = None,
+             rule: str = DEFAULT_CHOOSE_BY, cv_folds: int = DEFAULT_CV_FOLDS, search: str = DEFAULT_SEARCH, beam: int | None = None,
+             min_gain: float = DEFAULT_SEARCH_MIN_GAIN, metric: str = DEFAULT_CHOOSE_METRIC, progress: bool = True,
              log=print) -> GridResult:
     """Train and evaluate every (model set × fusion × head); pick the best by validation only.
     ``configs`` (see :func:`grid_configs`) replaces the full product of sets, fusions and heads.

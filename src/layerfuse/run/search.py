@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from layerfuse.config import DEFAULT_CHOOSE_METRIC
+from layerfuse.config import DEFAULT_CHOOSE_METRIC, DEFAULT_SEARCH_MIN_GAIN
 from layerfuse.errors import LayerfuseError
 from layerfuse.run.selection_rules import cv_metric
 
@@ -36,7 +36,7 @@ def oof_complementarity(wrong_current: np.ndarray, wrong_candidate: np.ndarray) 
     return float((wrong_current & ~wrong_candidate).sum() / n) if n else 0.0
 
 
-def greedy_model_sets(n_sources: int, score: Callable[[tuple[int, ...]], dict], *, min_gain: float = 0.0,
+def greedy_model_sets(n_sources: int, score: Callable[[tuple[int, ...]], dict], *, min_gain: float = DEFAULT_SEARCH_MIN_GAIN,
                       beam: int | None = None, max_size: int | None = None, y=None,
                       log: Callable = print, label: Callable[[tuple[int, ...]], str] = str,
                       metric: str = DEFAULT_CHOOSE_METRIC) -> dict:
@@ -94,7 +94,7 @@ def greedy_model_sets(n_sources: int, score: Callable[[tuple[int, ...]], dict], 
 
 
 def greedy_paths(names: Sequence[str], y, fusions: Sequence[str], score: Callable[[tuple[int, ...], str], dict], *,
-                 candidates: Sequence[int] | None = None, min_gain: float = 0.0, beam: int | None = None,
+                 candidates: Sequence[int] | None = None, min_gain: float = DEFAULT_SEARCH_MIN_GAIN, beam: int | None = None,
                  max_size: int | None = None, metric: str = DEFAULT_CHOOSE_METRIC,
                  log: Callable = print) -> dict[str, dict]:
     """:func:`greedy_model_sets` once per fusion, over the sources ``candidates`` (indices into

@@ -30,7 +30,14 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from layerfuse.config import DEFAULT_CHOOSE_METRIC
+from layerfuse.config import (
+    DEFAULT_CHOOSE_METRIC,
+    DEFAULT_CV_FOLDS,
+    DEFAULT_FUSION,
+    DEFAULT_HEAD,
+    DEFAULT_NESTED_FOLDS,
+    DEFAULT_SEED,
+)
 from layerfuse.errors import LayerfuseError
 
 __all__ = ["RULES", "METRICS", "cv_scores", "cv_metric", "metric_label", "complete_cv", "add_cv_scores", "choose", "compare_rules",
@@ -41,7 +48,7 @@ RULES = ("validation", "cv", "cv-1se")
 METRICS = {"macro-f1": "f1", "accuracy": "acc"}
 
 
-def stratified_folds(y: np.ndarray, folds: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+def stratified_folds(y: np.ndarray, folds: int, seed: int = DEFAULT_SEED) -> list[tuple[np.ndarray, np.ndarray]]:
     """``(fit_rows, held_rows)`` per stratified fold (shuffled with ``seed``); classes rarer than
     ``folds`` only warn, as in scikit-learn."""
     from sklearn.model_selection import StratifiedKFold
@@ -54,8 +61,8 @@ def stratified_folds(y: np.ndarray, folds: int, seed: int = 0) -> list[tuple[np.
         return list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
 
 
-def cv_scores(sources: list[np.ndarray], y, *, n_classes: int, fusion: str = "concat", head: str = "mlp",
-              folds: int = 5, seed: int = 0, **fit_kw) -> dict:
+def cv_scores(sources: list[np.ndarray], y, *, n_classes: int, fusion: str = DEFAULT_FUSION, head: str = DEFAULT_HEAD,
+              folds: int = DEFAULT_CV_FOLDS, seed: int = DEFAULT_SEED, **fit_kw) -> dict:
     """Stratified k-fold CV of one configuration on training arrays.
 
     Returns per metric (``f1``: macro-F1, ``acc``: accuracy) ``*_mean``, ``*_std``, ``*_se``
@@ -87,7 +94,7 @@ def _fold_summary(prefix: str, values) -> dict:
             f"fold_{prefix}": [float(x) for x in v]}
 
 
-def complete_cv(cv: dict, y, seed: int = 0) -> dict:
+def complete_cv(cv: dict, y, seed: int = DEFAULT_SEED) -> dict:
     """``cv`` with the accuracy fold scores filled in from its ``oof_pred`` when it lacks them (CV
     checkpoints written before accuracy had a standard error): the folds are the same
     :func:`stratified_folds` ``(y, cv["folds"], seed)`` that produced the predictions."""
@@ -159,8 +166,8 @@ def choose(rows: Sequence[dict], rule: str, metric: str = DEFAULT_CHOOSE_METRIC)
 
 
 def compare_rules(configs: Sequence[tuple], sources: list[list[np.ndarray]], y, *, n_classes: int,
-                  rules: Sequence[str] = RULES, metrics: Sequence[str] = ("macro-f1", "accuracy"), outer_folds: int = 3,
-                  inner_folds: int = 3, seed: int = 0, log: Callable = print, **fit_kw) -> dict:
+                  rules: Sequence[str] = RULES, metrics: Sequence[str] = ("macro-f1", "accuracy"), outer_folds: int = DEFAULT_NESTED_FOLDS,
+                  inner_folds: int = DEFAULT_NESTED_FOLDS, seed: int = DEFAULT_SEED, log: Callable = print, **fit_kw) -> dict:
     """Nested CV on train: how each rule's pick does on held-out training data.
 
     ``configs``: ``(source indices, fusion, head)`` triples; ``sources[i]``: source ``i``'s

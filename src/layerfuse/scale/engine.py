@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from layerfuse.config import DEFAULT_CPUS_PER_WORKER
 from layerfuse.errors import LayerfuseError
 
 __all__ = ["ENGINES", "RAY_INSTALL", "RayOptions", "check_engine", "require_ray", "connect", "ray_options",
@@ -44,7 +45,7 @@ class RayOptions:
 
     address: str | None = None
     num_workers: int | None = None
-    cpus_per_worker: float = 1.0
+    cpus_per_worker: float = DEFAULT_CPUS_PER_WORKER
     gpus_per_worker: float | None = None
 
     def __post_init__(self) -> None:
@@ -70,9 +71,10 @@ class RayOptions:
         return max(1, int(self.cpus_per_worker))
 
 
-def ray_options(ray_address=None, num_workers=None, cpus_per_worker=1.0, gpus_per_worker=None) -> RayOptions:
+def ray_options(ray_address=None, num_workers=None, cpus_per_worker=DEFAULT_CPUS_PER_WORKER,
+                gpus_per_worker=None) -> RayOptions:
     """A :class:`RayOptions` from the keyword parameters of ``extract``/``run_grid``."""
-    return RayOptions(ray_address, num_workers, 1.0 if cpus_per_worker is None else cpus_per_worker,
+    return RayOptions(ray_address, num_workers, DEFAULT_CPUS_PER_WORKER if cpus_per_worker is None else cpus_per_worker,
                       gpus_per_worker)
 
 
@@ -126,7 +128,7 @@ def connect(options: RayOptions):
 
 
 def extraction_runner(engine: str, model: str, *, dtype: str, device: str, cache_dir=None, ray_address=None,
-                      num_workers=None, cpus_per_worker=1.0, gpus_per_worker=None):
+                      num_workers=None, cpus_per_worker=DEFAULT_CPUS_PER_WORKER, gpus_per_worker=None):
     """The chunk runner of ``extract(engine=...)`` for an engine other than ``local``.
 
     Returns
@@ -171,7 +173,7 @@ def engine_options(extraction: dict) -> dict:
     """The Ray keyword parameters of ``run_grid`` (``engine_options``) from an extraction section:
     the grid uses the same cluster and per-worker CPUs as extraction."""
     return {"ray_address": extraction.get("ray_address"), "num_workers": extraction.get("num_workers"),
-            "cpus_per_worker": extraction.get("cpus_per_worker", 1.0)}
+            "cpus_per_worker": extraction.get("cpus_per_worker", DEFAULT_CPUS_PER_WORKER)}
 
 
 def user_error(e) -> BaseException:

@@ -55,6 +55,7 @@ from layerfuse.config import (
     DEFAULT_PROBE_L2,
     DEFAULT_PROBE_MAX_ITER,
     DEFAULT_PROBE_TOL,
+    DEFAULT_SEED,
     DEFAULT_TOPK,
     DEFAULT_WINDOWS,
 )
@@ -151,7 +152,7 @@ def score_layers(
     y: Any,
     *,
     folds: int = DEFAULT_FOLDS,
-    seed: int = 0,
+    seed: int = DEFAULT_SEED,
     scores: Sequence[str] | str = SCORES,
     windows: int = DEFAULT_WINDOWS,
     window_scores: Sequence[str] | str | None = None,
@@ -347,7 +348,7 @@ def effective_shortlist(window_shortlist: int | None, n_rows: int, windows: int)
 
 
 def cv_probe(
-    features: Any, y: Any, *, folds: int = DEFAULT_FOLDS, seed: int = 0, l2: float = DEFAULT_PROBE_L2
+    features: Any, y: Any, *, folds: int = DEFAULT_FOLDS, seed: int = DEFAULT_SEED, l2: float = DEFAULT_PROBE_L2
 ) -> dict:
     """CV probe accuracy / macro-F1 of one ``[N, d]`` feature matrix (same probe as the profile)."""
     a = np.asarray(features, dtype=np.float32)

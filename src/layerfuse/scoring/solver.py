@@ -8,6 +8,7 @@ import math
 
 import torch
 
+from layerfuse.config import DEFAULT_PROBE_MAX_ITER, DEFAULT_PROBE_TOL
 from layerfuse.scoring.threads import torch_threads
 
 __all__ = ["fit_logistic"]
@@ -24,8 +25,8 @@ def fit_logistic(
     train_mask: torch.Tensor,
     *,
     l2: float,
-    max_iter: int = 100,
-    tol: float = 1e-4,
+    max_iter: int = DEFAULT_PROBE_MAX_ITER,
+    tol: float = DEFAULT_PROBE_TOL,
     gram: torch.Tensor | None = None,
     eig: tuple[torch.Tensor, torch.Tensor] | None = None,
     threads: int | None = None,
