@@ -83,6 +83,19 @@ DEFAULT_ENGINE = "local"
 #: CPUs each Ray worker declares (and uses as its torch thread count).
 DEFAULT_CPUS_PER_WORKER = 1
 
+# ---- serving (`layerfuse serve`, layerfuse.serve) ----------------------------------------------
+DEFAULT_SERVE_HOST = "127.0.0.1"
+DEFAULT_SERVE_PORT = 8000
+#: Most texts the model runs at once, and the longest a request waits for others to join its batch.
+DEFAULT_SERVE_MAX_BATCH = 32
+DEFAULT_SERVE_MAX_WAIT_MS = 10.0
+#: Request limits: texts per request, UTF-8 bytes per text, texts waiting for the model (then 503).
+DEFAULT_SERVE_MAX_TEXTS = 256
+DEFAULT_SERVE_MAX_TEXT_BYTES = 16384
+DEFAULT_SERVE_MAX_QUEUE = 4096
+#: Seconds in-flight requests get to finish after SIGTERM / Ctrl-C.
+DEFAULT_SERVE_SHUTDOWN_TIMEOUT = 30.0
+
 # ---------------------------------------------------------------------------------------------
 # Configuration of a whole run (CLI flags and `layerfuse run CONFIG.yaml` both end up here)
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from layerfuse.cache.atomic import atomic_folder
+from layerfuse.config import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_LENGTH
 from layerfuse.errors import LayerfuseError
 from layerfuse.model.sources import SourceSpec, build_sources
 
@@ -104,8 +105,8 @@ class FusionPipeline:
         for ref, m in per_model.items():
             bb = self._backbone(ref, m["fingerprint"], device, cache_dir)
             arrays[ref] = embed_texts(bb, texts, m["poolings"], depth=m["depth"],
-                                      max_length=self.extraction.get("max_length", 512),
-                                      batch_tokens=self.extraction.get("batch_tokens", 1024),
+                                      max_length=self.extraction.get("max_length", DEFAULT_MAX_LENGTH),
+                                      batch_tokens=self.extraction.get("batch_tokens", DEFAULT_BATCH_TOKENS),
                                       round_to=self.extraction.get("storage"))
         out = []
         for s in self.specs:

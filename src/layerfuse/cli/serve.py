@@ -10,6 +10,7 @@ import socket
 import sys
 from pathlib import Path
 
+from layerfuse import config as C
 from layerfuse.errors import LayerfuseError
 
 __all__ = ["add_serve_command", "cmd_serve"]
@@ -28,20 +29,26 @@ def add_serve_command(sub, examples) -> argparse.ArgumentParser:
                        "pip install 'layerfuse[serve]'.", epilog=examples(_EXAMPLES),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("classifier", help="folder written by --save (fuse) or by run")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one, printed at start)")
-    p.add_argument("--max-batch", type=int, default=32,
-                   help="most texts the model runs at once; concurrent requests are grouped up to this (default 32; "
+    p.add_argument("--host", default=C.DEFAULT_SERVE_HOST,
+                   help=f"address to listen on (default {C.DEFAULT_SERVE_HOST}; 0.0.0.0 for all)")
+    p.add_argument("--port", type=int, default=C.DEFAULT_SERVE_PORT,
+                   help=f"port (default {C.DEFAULT_SERVE_PORT}; 0 picks a free one, printed at start)")
+    p.add_argument("--max-batch", type=int, default=C.DEFAULT_SERVE_MAX_BATCH,
+                   help="most texts the model runs at once; concurrent requests are grouped up to this "
+                        f"(default {C.DEFAULT_SERVE_MAX_BATCH}; "
                         "1 turns batching off)")
-    p.add_argument("--max-wait-ms", type=float, default=10.0,
-                   help="longest a request waits for others to join its batch (default 10)")
-    p.add_argument("--max-texts", type=int, default=256, help="most texts per request (default 256)")
-    p.add_argument("--max-text-bytes", type=int, default=16384, help="most UTF-8 bytes per text (default 16384)")
-    p.add_argument("--max-queue", type=int, default=4096,
-                   help="most texts waiting for the model; beyond it requests get 503 busy (default 4096)")
-    p.add_argument("--shutdown-timeout", type=float, default=30.0,
-                   help="seconds in-flight requests get to finish after SIGTERM/Ctrl-C (default 30)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument("--max-wait-ms", type=float, default=C.DEFAULT_SERVE_MAX_WAIT_MS,
+                   help=f"longest a request waits for others to join its batch (default {C.DEFAULT_SERVE_MAX_WAIT_MS:g})")
+    p.add_argument("--max-texts", type=int, default=C.DEFAULT_SERVE_MAX_TEXTS,
+                   help=f"most texts per request (default {C.DEFAULT_SERVE_MAX_TEXTS})")
+    p.add_argument("--max-text-bytes", type=int, default=C.DEFAULT_SERVE_MAX_TEXT_BYTES,
+                   help=f"most UTF-8 bytes per text (default {C.DEFAULT_SERVE_MAX_TEXT_BYTES})")
+    p.add_argument("--max-queue", type=int, default=C.DEFAULT_SERVE_MAX_QUEUE,
+                   help=f"most texts waiting for the model; beyond it requests get 503 busy (default {C.DEFAULT_SERVE_MAX_QUEUE})")
+    p.add_argument("--shutdown-timeout", type=float, default=C.DEFAULT_SERVE_SHUTDOWN_TIMEOUT,
+                   help="seconds in-flight requests get to finish after SIGTERM/Ctrl-C "
+                        f"(default {C.DEFAULT_SERVE_SHUTDOWN_TIMEOUT:g})")
+    p.add_argument("--device", default=C.DEFAULT_DEVICE, help=f"auto, cpu or cuda (default {C.DEFAULT_DEVICE})")
     p.add_argument("--cache-dir", help="cache root (for dequantised GGUF models)")
     p.add_argument("--access-log", action="store_true", help="log every request (off by default)")
     p.set_defaults(func=cmd_serve)

@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-from layerfuse.config import DEFAULT_FOLDS, DEFAULT_SEED
+from layerfuse.config import DEFAULT_BATCH_TOKENS, DEFAULT_FOLDS, DEFAULT_MAX_LENGTH, DEFAULT_SEED
 from layerfuse.errors import LayerfuseError
 
 __all__ = ["LEXICAL_SOURCES", "is_lexical", "TfidfSource", "fit_tfidf_source", "lexical_embeddings",
@@ -230,7 +230,7 @@ def lexical_embeddings(ref: str, ds, extraction: dict | None = None, folds: int 
     ex = dict(extraction or {})
     dtype = ex.get("dtype") if ex.get("dtype") in ("float32", "bfloat16", "float16") else "float32"
     stats = {"model": ref, "dataset": ds.name, "extract_seconds": time.perf_counter() - t0, "lexical": True,
-             "max_length": ex.get("max_length", 512), "dtype": dtype,
-             "storage": ex.get("storage", "float32"), "batch_tokens": ex.get("batch_tokens", 1024),
+             "max_length": ex.get("max_length", DEFAULT_MAX_LENGTH), "dtype": dtype,
+             "storage": ex.get("storage", "float32"), "batch_tokens": ex.get("batch_tokens", DEFAULT_BATCH_TOKENS),
              "peak_rss_mb": 0.0, "tokens_per_second": None, "truncated": 0, "cache_bytes": 0}
     return LexicalEmbeddings(ref, source, list(ds.classes), labels, arrays, keys, stats)

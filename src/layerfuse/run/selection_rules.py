@@ -105,7 +105,7 @@ def complete_cv(cv: dict, y, seed: int = DEFAULT_SEED) -> dict:
     y = np.asarray(y)
     pred = np.asarray(cv["oof_pred"])
     accs = [classification_metrics(y[held], pred[held])["acc"]
-            for _, held in stratified_folds(y, int(cv.get("folds", 5)), seed)]
+            for _, held in stratified_folds(y, int(cv.get("folds", DEFAULT_CV_FOLDS)), seed)]
     return {**cv, **_fold_summary("acc", accs)}
 
 

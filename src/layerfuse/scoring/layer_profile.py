@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from layerfuse.config import DEFAULT_FOLDS, DEFAULT_SEED
 from layerfuse.errors import LayerfuseError
 
 __all__ = ["ANALYSIS_COLUMN", "SCORES", "CHEAP_SCORES", "SCORE_COLUMN", "nan_to_none", "LayerProfile", "train_side_rows", "check_score_column", "score_value", "best_row", "top_layers"]
@@ -139,8 +140,8 @@ class LayerProfile:
             n_samples=int(d.get("n_samples", 0)),
             n_features=int(d.get("n_features", 0)),
             classes=list(d.get("classes", [])),
-            folds=int(d.get("folds", 5)),
-            seed=int(d.get("seed", 0)),
+            folds=int(d.get("folds", DEFAULT_FOLDS)),
+            seed=int(d.get("seed", DEFAULT_SEED)),
             name=d.get("name"),
             settings=dict(d.get("settings", {})),
         )

@@ -32,6 +32,13 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
+from layerfuse.config import (
+    DEFAULT_SERVE_MAX_BATCH,
+    DEFAULT_SERVE_MAX_QUEUE,
+    DEFAULT_SERVE_MAX_TEXT_BYTES,
+    DEFAULT_SERVE_MAX_TEXTS,
+    DEFAULT_SERVE_MAX_WAIT_MS,
+)
 from layerfuse.serve.batcher import Busy, MicroBatcher
 from layerfuse.serve.metrics import ServerMetrics
 
@@ -61,11 +68,11 @@ class ServeSettings:
         Cache root (dequantised GGUF models).
     """
 
-    max_batch: int = 32
-    max_wait_ms: float = 10.0
-    max_texts: int = 256
-    max_text_bytes: int = 16384
-    max_queue: int = 4096
+    max_batch: int = DEFAULT_SERVE_MAX_BATCH
+    max_wait_ms: float = DEFAULT_SERVE_MAX_WAIT_MS
+    max_texts: int = DEFAULT_SERVE_MAX_TEXTS
+    max_text_bytes: int = DEFAULT_SERVE_MAX_TEXT_BYTES
+    max_queue: int = DEFAULT_SERVE_MAX_QUEUE
     device: str = "cpu"
     cache_dir: str | None = None
 

@@ -24,6 +24,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from layerfuse.config import (
+    DEFAULT_SERVE_MAX_BATCH,
+    DEFAULT_SERVE_MAX_QUEUE,
+    DEFAULT_SERVE_MAX_WAIT_MS,
+    DEFAULT_SERVE_SHUTDOWN_TIMEOUT,
+)
+
 __all__ = ["Busy", "BatchStats", "MicroBatcher"]
 
 _STOP = object()
@@ -86,8 +93,8 @@ class MicroBatcher:
         If it raises, the exception is kept in :attr:`startup_error` and the worker stops.
     """
 
-    def __init__(self, predict: Callable[[Sequence[str]], np.ndarray], *, max_batch: int = 32,
-                 max_wait_ms: float = 5.0, max_queue: int = 4096,
+    def __init__(self, predict: Callable[[Sequence[str]], np.ndarray], *, max_batch: int = DEFAULT_SERVE_MAX_BATCH,
+                 max_wait_ms: float = DEFAULT_SERVE_MAX_WAIT_MS, max_queue: int = DEFAULT_SERVE_MAX_QUEUE,
                  on_batch: Callable[[BatchStats], None] | None = None,
                  startup: Callable[[], None] | None = None):
         if max_batch < 1:
@@ -140,7 +147,7 @@ class MicroBatcher:
         self._queue.put(req)
         return await req.future
 
-    def stop(self, timeout: float | None = 30.0) -> None:
+    def stop(self, timeout: float | None = DEFAULT_SERVE_SHUTDOWN_TIMEOUT) -> None:
         """Finish every queued request, then end the worker thread."""
         self._stopping = True
         self._queue.put(_STOP)
