@@ -15,7 +15,9 @@ the same cores as the server (asyncio + httpx, one process), as a caller on the 
 
 Before the servers start, the same classifier is timed in process, without HTTP: 32 texts one
 ``predict_proba`` call each against one call for all 32. That ratio is the most batching can give
-on this machine (the model's own cost per text at batch 1 and at batch 32).
+on this machine (the model's own cost per text at batch 1 and at batch 32). The call for all 32 is
+also timed with the former greedy batches (``batch_cost=0``), to show what the padding-aware
+planner of ``layerfuse.embed.forward.plan_batches`` gives.
 
 Results go to ``benchmarks/results/serve_load.{json,md}``.
 """
@@ -24,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
 import json
 import os
 import platform
@@ -41,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from layerfuse.data.builtin import load_builtin  # noqa: E402
+from layerfuse.embed.device import bf16_instructions  # noqa: E402
 
 
 def start_server(classifier: str, *flags: str) -> tuple[subprocess.Popen, str, list[str]]:
@@ -89,14 +94,50 @@ def batch_counts(url: str) -> np.ndarray:
                      val("layerfuse_batch_seconds_sum")])
 
 
+@contextlib.contextmanager
+def batch_cost(cost: int):
+    """Prediction's batch planner with another per-batch cost (0: the former greedy batches)."""
+    from layerfuse.embed import forward
+
+    original = forward.embed_texts
+    forward.embed_texts = functools.partial(original, batch_cost=cost)
+    try:
+        yield
+    finally:
+        forward.embed_texts = original
+
+
+def padding_ratios(pipe, chunks: list[list[str]], cost: int) -> dict:
+    """Padded tokens / real tokens of each backbone's model batches for each group of texts, with
+    the greedy cut and with the padding-aware one (mean over the groups)."""
+    from layerfuse.config import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_LENGTH
+    from layerfuse.embed.forward import plan_batches, tokenize
+
+    max_length = pipe.extraction.get("max_length", DEFAULT_MAX_LENGTH)
+    budget = pipe.extraction.get("batch_tokens", DEFAULT_BATCH_TOKENS)
+    out = {}
+    for ref, bb in pipe._backbones.items():
+        ratios = {"greedy": [], "planned": []}
+        for chunk in chunks:
+            enc, _ = tokenize(bb, chunk, max_length)
+            lengths = np.sort([len(e) for e in enc])[::-1]
+            for name, c in (("greedy", 0), ("planned", cost)):
+                batches = plan_batches(lengths, budget, batch_cost=c)
+                ratios[name].append(sum(len(b) * lengths[b].max() for b in batches) / lengths.sum())
+        out[ref] = {k: round(float(np.mean(v)), 2) for k, v in ratios.items()}
+    return out
+
+
 def in_process_ceiling(classifier: str, texts: list[str], n: int = 32, reps: int = 3) -> dict:
     """What batching can give at best here, without HTTP: ``n`` texts one call each against one
-    call for all ``n`` (the same pipeline, interleaved, best of ``reps``)."""
+    call for all ``n`` (the same pipeline, interleaved, best of ``reps``), the call for all timed
+    with prediction's padding-aware batches and with the former greedy batches."""
     import layerfuse
+    from layerfuse.config import PREDICT_BATCH_COST
 
     pipe = layerfuse.load(classifier)
     pipe.predict_proba(texts[:n])
-    single, batch = [], []
+    single, batch, greedy = [], [], []
     for r in range(reps):
         chunk = texts[n * (r + 1): n * (r + 2)]
         t0 = time.perf_counter()
@@ -106,17 +147,27 @@ def in_process_ceiling(classifier: str, texts: list[str], n: int = 32, reps: int
         t0 = time.perf_counter()
         pipe.predict_proba(chunk)
         batch.append(time.perf_counter() - t0)
+        with batch_cost(0):
+            t0 = time.perf_counter()
+            pipe.predict_proba(chunk)
+            greedy.append(time.perf_counter() - t0)
+    chunks = [texts[n * (r + 1): n * (r + 2)] for r in range(reps)]
     return {"texts": n, "one_call_each_s": round(min(single), 3), "one_call_for_all_s": round(min(batch), 3),
-            "ratio": round(min(single) / min(batch), 2)}
+            "padded_over_real_tokens": padding_ratios(pipe, chunks, PREDICT_BATCH_COST),
+            "ratio": round(min(single) / min(batch), 2), "batch_cost": PREDICT_BATCH_COST,
+            "one_call_for_all_greedy_s": round(min(greedy), 3), "greedy_ratio": round(min(single) / min(greedy), 2),
+            "planner_speedup": round(min(greedy) / min(batch), 2)}
 
 
 async def load(url: str, texts: list[str], clients: int, requests: int, seconds: float, warmup: int,
                offset: int) -> dict:
-    """Closed-loop load: ``clients`` clients, single-text requests back to back; raw latencies."""
+    """Closed-loop load: ``clients`` clients, single-text requests back to back; raw latencies, and
+    the server's batch counters taken after the warm-up (so its lone requests are not counted)."""
     limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as c:
         for i in range(warmup):
             (await c.post("/v1/predict", json={"texts": [texts[(offset + i) % len(texts)]]})).raise_for_status()
+        counts_before = batch_counts(url)  # nothing else runs yet: a blocking call is fine here
         latencies: list[float] = []
         errors = 0
         counter = iter(range(offset, offset + requests))
@@ -136,7 +187,7 @@ async def load(url: str, texts: list[str], clients: int, requests: int, seconds:
         t0 = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(clients)))
         wall = time.perf_counter() - t0
-    return {"latencies": latencies, "errors": errors, "seconds": wall}
+    return {"latencies": latencies, "errors": errors, "seconds": wall, "counts_before": counts_before}
 
 
 def summarise(parts: list[dict]) -> dict:
@@ -167,7 +218,12 @@ def markdown(res: dict) -> str:
     if c:
         lines += ["", f"In process, without HTTP (the most batching can give here): {c['texts']} texts one "
                   f"`predict_proba` call each took {c['one_call_each_s']} s, one call for all "
-                  f"{c['one_call_for_all_s']} s: {c['ratio']}×."]
+                  f"{c['one_call_for_all_s']} s: {c['ratio']}× (with the former greedy batches "
+                  f"{c['one_call_for_all_greedy_s']} s, {c['greedy_ratio']}×; padding-aware batches, cost "
+                  f"{c['batch_cost']} tokens per batch, {c['planner_speedup']}× faster than greedy)."]
+        lines += ["", "Padded tokens / real tokens of a group of " + str(c["texts"]) + " texts (greedy → padding-aware): "
+                  + "; ".join(f"{ref} {r['greedy']} → {r['planned']}" for ref, r in c["padded_over_real_tokens"].items())
+                  + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -201,7 +257,8 @@ def main() -> None:
     ceiling = in_process_ceiling(args.classifier, texts) if args.ceiling else None
     if ceiling:
         print(f"in process, no HTTP: {ceiling['texts']} texts one call each {ceiling['one_call_each_s']} s, "
-              f"one call for all {ceiling['one_call_for_all_s']} s: {ceiling['ratio']}x", flush=True)
+              f"one call for all {ceiling['one_call_for_all_s']} s: {ceiling['ratio']}x "
+              f"(greedy batches {ceiling['one_call_for_all_greedy_s']} s: {ceiling['greedy_ratio']}x)", flush=True)
     running = {name: start_server(args.classifier, *flags) for name, flags in servers.items()}
     rows = []
     try:
@@ -210,11 +267,10 @@ def main() -> None:
             sums: dict[str, np.ndarray] = {name: np.zeros(3) for name in running}
             for r in range(args.rounds):  # the servers take turns, round by round
                 for name, (proc, url, _) in running.items():
-                    before = batch_counts(url)
-                    parts[name].append(asyncio.run(load(url, texts, clients, args.requests // args.rounds,
-                                                        args.seconds / args.rounds, args.warmup,
-                                                        offset=r * args.requests)))
-                    sums[name] += batch_counts(url) - before
+                    part = asyncio.run(load(url, texts, clients, args.requests // args.rounds,
+                                            args.seconds / args.rounds, args.warmup, offset=r * args.requests))
+                    parts[name].append(part)
+                    sums[name] += batch_counts(url) - part["counts_before"]
             for name in running:
                 row = summarise(parts[name])
                 texts_done, batches, model_s = sums[name]
@@ -237,7 +293,8 @@ def main() -> None:
     res = {
         "command": "python benchmarks/serve_load.py " + " ".join(sys.argv[1:]),
         "when": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": f"{os.cpu_count()} cores, {platform.machine()}, torch {torch.__version__}",
+        "machine": f"{os.cpu_count()} cores, {platform.machine()}, bf16 instructions: {bf16_instructions()}, "
+                   f"torch {torch.__version__}; classifier dtype {man.get('extraction', {}).get('dtype', '?')}",
         "classifier": args.classifier, "backbones": list(man.get("backbones", {})),
         "mean_words": float(np.mean([len(t.split()) for t in texts])),
         "requests": args.requests, "seconds": args.seconds, "rounds": args.rounds,

@@ -24,6 +24,9 @@ DEFAULT_MAX_LENGTH = 512
 DEFAULT_BATCH_TOKENS = 1024
 #: The built-in run's token budget per batch (larger batches; same numbers within float tolerance).
 RUN_BATCH_TOKENS = 2048
+#: Prediction's batch planner charges each batch this many tokens of overhead, so a request of
+#: mixed lengths is split where padding would cost more than a batch does (docs/serve.md).
+PREDICT_BATCH_COST = 64
 DEFAULT_CHUNK_TEXTS = 512  # texts per checksummed cache chunk: the unit an interrupted run resumes from
 DEFAULT_DTYPE = "auto"
 DEFAULT_DEVICE = "auto"

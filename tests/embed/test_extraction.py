@@ -71,6 +71,39 @@ def test_plan_batches_respects_token_budget():
     assert plan_batches([500, 3], batch_tokens=100)[0].tolist() == [0]  # a long text is its own batch
 
 
+def _padded_cost(batches, lengths, per_batch):
+    return sum(len(b) * int(lengths[b].max()) + per_batch for b in batches)
+
+
+def test_plan_batches_with_batch_cost_pads_less_than_greedy():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        lengths = np.sort(rng.integers(1, 60, size=int(rng.integers(1, 40))))[::-1]
+        greedy = plan_batches(lengths, batch_tokens=2048)
+        cut = plan_batches(lengths, batch_tokens=2048, batch_cost=64)
+        assert np.concatenate(cut).tolist() == list(range(len(lengths)))
+        assert all(len(b) == 1 or len(b) * lengths[b].max() <= 2048 for b in cut)
+        assert _padded_cost(cut, lengths, 64) <= _padded_cost(greedy, lengths, 64)
+    # One long text among short ones goes alone instead of padding them all to its length.
+    lengths = np.array([55] + [10] * 31)
+    assert [len(b) for b in plan_batches(lengths, 2048, batch_cost=64)] == [1, 31]
+    assert [len(b) for b in plan_batches(lengths, 2048)] == [32]
+    # Equal lengths stay one batch: the per-batch cost never splits without saving padding.
+    assert [len(b) for b in plan_batches(np.full(20, 7), 2048, batch_cost=64)] == [20]
+
+
+def test_embed_texts_same_vectors_whatever_the_batch_cuts(tiny_model):
+    from layerfuse.embed.backbones import load_backbone
+    from layerfuse.embed.forward import embed_texts
+
+    bb = load_backbone(tiny_model)
+    texts = ["a much longer text than the others, with many words in it to pad"] + ["short"] * 6
+    cut = embed_texts(bb, texts, ["mean", "last"], depth=2, batch_cost=64)
+    greedy = embed_texts(bb, texts, ["mean", "last"], depth=2, batch_cost=0)
+    for p in ("mean", "last"):
+        np.testing.assert_allclose(cut[p], greedy[p], atol=1e-5)
+
+
 def test_depth_stops_forward_pass_and_matches_full(tiny_model, cache_dir):
     full, _ = extract_texts(tiny_model, TEXTS, text_fingerprint="d", poolings=["mean"], storage="float32",
                             progress=False)

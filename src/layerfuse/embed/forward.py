@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from layerfuse.config import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_LENGTH
+from layerfuse.config import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_LENGTH, PREDICT_BATCH_COST
 from layerfuse.embed.backbones import Backbone, find_layer_list
 from layerfuse.embed.pooling import LayerPooler, pool
 from layerfuse.errors import LayerfuseError
@@ -28,18 +28,42 @@ FLOAT16_LIMIT = 65000.0
 # Batching
 
 
-def plan_batches(lengths: Sequence[int], batch_tokens: int, max_batch: int | None = None) -> list[np.ndarray]:
+def plan_batches(lengths: Sequence[int], batch_tokens: int, max_batch: int | None = None,
+                 batch_cost: int = 0) -> list[np.ndarray]:
     """Cut positions ``0..n-1`` (already sorted by length, longest first) into padded batches of at
-    most ``batch_tokens`` tokens (batch size × longest length); a single longer text is its own batch."""
-    batches, start, n = [], 0, len(lengths)
-    while start < n:
-        longest = max(int(lengths[start]), 1)
-        size = max(1, batch_tokens // longest)
-        if max_batch:
-            size = min(size, max_batch)
-        batches.append(np.arange(start, min(n, start + size)))
-        start += size
-    return batches
+    most ``batch_tokens`` tokens (batch size × longest length); a single longer text is its own batch.
+
+    ``batch_cost=0`` fills each batch greedily (extraction: long sorted runs of similar lengths,
+    where padding is small). ``batch_cost=c > 0`` chooses the cuts that minimise the padded tokens
+    plus ``c`` per batch (an exact dynamic programme over the sorted positions): a short group of
+    mixed lengths, as a prediction request or a served batch brings, is then split where one long
+    text would pad many short ones, without falling apart into one-text batches.
+    """
+    n = len(lengths)
+    lens = np.maximum(np.asarray(lengths, dtype=np.int64), 1)
+    sizes = np.maximum(1, batch_tokens // lens)
+    if max_batch:
+        sizes = np.minimum(sizes, max_batch)
+    if batch_cost <= 0 or n == 0:
+        batches, start = [], 0
+        while start < n:
+            batches.append(np.arange(start, min(n, start + int(sizes[start]))))
+            start += int(sizes[start])
+        return batches
+    best = np.full(n + 1, np.inf)  # best[j]: least cost of cutting positions 0..j-1
+    best[0] = 0.0
+    cut = np.zeros(n + 1, dtype=np.int64)  # cut[j]: where the last batch ending at j starts
+    for i in range(n):
+        ends = np.arange(i + 1, min(n, i + int(sizes[i])) + 1)
+        cost = best[i] + (ends - i) * lens[i] + batch_cost
+        better = cost < best[ends]
+        best[ends[better]] = cost[better]
+        cut[ends[better]] = i
+    batches, end = [], n
+    while end > 0:
+        batches.append(np.arange(cut[end], end))
+        end = int(cut[end])
+    return batches[::-1]
 
 
 def _pad(seqs: list[list[int]], pad_id: int, side: str):
@@ -197,13 +221,14 @@ def _pooled_batch(backbone: Backbone, ids, mask, depth: int, poolings, streaming
 
 def embed_sorted(backbone: Backbone, enc: list[list[int]], poolings: Sequence[str], depth: int, *,
                  batch_tokens: int = DEFAULT_BATCH_TOKENS, padding_side: str = "right", out_dtype=np.float32,
-                 on_batch=None, streaming: bool = True) -> dict[str, np.ndarray]:
+                 on_batch=None, streaming: bool = True, batch_cost: int = 0) -> dict[str, np.ndarray]:
     """Pooled layers 0..depth for token-id lists given longest first: ``{pooling: [depth+1, n, d]}``.
 
     ``out_dtype=float16`` stores each pooling in float16 unless one of its values exceeds
     :data:`FLOAT16_LIMIT`; that pooling's array is then float32 (no infinities; rows stored before
     the widening keep their float16 rounding).
-    ``streaming=False`` takes the former all-hidden-states path (benchmarks and tests)."""
+    ``streaming=False`` takes the former all-hidden-states path (benchmarks and tests);
+    ``batch_cost`` is :func:`plan_batches`'s (0: greedy batches, as extraction uses)."""
     import torch
 
     tok = backbone.tokenizer
@@ -211,7 +236,7 @@ def embed_sorted(backbone: Backbone, enc: list[list[int]], poolings: Sequence[st
     dev = next(backbone.model.parameters()).device
     outs = {p: np.empty((depth + 1, len(enc), backbone.width), dtype=out_dtype) for p in poolings}
     lengths = np.array([len(ids) for ids in enc])
-    for b in plan_batches(lengths, batch_tokens):
+    for b in plan_batches(lengths, batch_tokens, batch_cost=batch_cost):
         ids, mask = _pad([enc[j] for j in b], pad_id, padding_side)
         ids, mask = ids.to(dev), mask.to(dev)
         with torch.inference_mode():
@@ -230,8 +255,11 @@ def embed_sorted(backbone: Backbone, enc: list[list[int]], poolings: Sequence[st
 
 def embed_texts(backbone: Backbone, texts: Sequence[str], poolings: Sequence[str], depth: int, *,
                 max_length: int = DEFAULT_MAX_LENGTH, batch_tokens: int = DEFAULT_BATCH_TOKENS,
-                round_to: str | None = None) -> dict[str, np.ndarray]:
+                round_to: str | None = None, batch_cost: int = PREDICT_BATCH_COST) -> dict[str, np.ndarray]:
     """In memory, no cache: ``{pooling: [depth+1, N, d]}`` float32 in the texts' own order.
+
+    Batches are cut by :func:`plan_batches` with ``batch_cost`` (a few dozen texts of mixed lengths,
+    as prediction and serving bring, pad far less than in greedy batches).
 
     ``round_to="float16"`` rounds through float16, to match embeddings that a classifier was
     trained on when they came from a float16 cache.
@@ -241,7 +269,7 @@ def embed_texts(backbone: Backbone, texts: Sequence[str], poolings: Sequence[str
     side = getattr(backbone.tokenizer, "padding_side", "right") or "right"
     out_dtype = np.float16 if round_to == "float16" else np.float32
     sorted_out = embed_sorted(backbone, [enc[j] for j in order], poolings, depth, batch_tokens=batch_tokens,
-                              padding_side=side, out_dtype=out_dtype)
+                              padding_side=side, out_dtype=out_dtype, batch_cost=batch_cost)
     result = {}
     for p, arr in sorted_out.items():
         full = np.empty(arr.shape, dtype=np.float32)
