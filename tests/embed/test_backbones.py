@@ -53,3 +53,16 @@ def test_local_folder_loads_with_shape_and_stable_fingerprint(tiny_model, tmp_pa
     b = load_backbone(tiny_model, root=tmp_path, progress=False)
     assert (a.n_layers, a.width, a.is_decoder) == (3, 32, True)
     assert a.fingerprint == b.fingerprint and len(a.fingerprint) == 16
+
+
+def test_no_progress_silences_the_gguf_readers_bar():
+    import transformers.modeling_gguf_pytorch_utils as reader
+
+    from layerfuse.embed.backbones import _quiet_gguf_reader
+
+    original = reader.tqdm
+    with _quiet_gguf_reader(True):
+        assert reader.tqdm(range(3)).disable
+    assert reader.tqdm is original
+    with _quiet_gguf_reader(False):
+        assert reader.tqdm is original

@@ -16,6 +16,8 @@ copy is rebuilt, never used.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -200,6 +202,25 @@ def _dequantise(gguf: Path):
     return model, tok
 
 
+@contextlib.contextmanager
+def _quiet_gguf_reader(quiet: bool):
+    """Without progress, silence the tensor progress bar transformers' GGUF reader draws (a plain
+    tqdm, which ``transformers.utils.logging.disable_progress_bar`` does not reach)."""
+    try:
+        import transformers.modeling_gguf_pytorch_utils as reader
+    except ImportError:  # pragma: no cover - an older transformers: nothing to silence
+        reader = None
+    if not quiet or reader is None or not hasattr(reader, "tqdm"):
+        yield
+        return
+    original = reader.tqdm
+    reader.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        reader.tqdm = original
+
+
 def _materialise_gguf(gguf: Path, root: Path, progress: bool) -> Path:
     """Dequantise a GGUF file once into a safetensors folder under the cache root.
 
@@ -220,7 +241,8 @@ def _materialise_gguf(gguf: Path, root: Path, progress: bool) -> Path:
         shutil.rmtree(target, ignore_errors=True)
     if progress:
         print(f"dequantising {gguf.name} once (cached under {target}) …", file=sys.stderr, flush=True)
-    model, tok = _dequantise(gguf)
+    with _quiet_gguf_reader(not progress):
+        model, tok = _dequantise(gguf)
     with cache_writes(root), atomic_folder(target) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
