@@ -23,6 +23,9 @@ its start. A memory panel then runs one batch of ``--memory-tokens`` tokens thro
 every layer kept (``output_hidden_states``, with the model's default key/value cache as the former
 path ran it), streaming every layer, and the last layer only (a plain forward pass without a
 key/value cache), to show that streaming's peak does not grow with the layer count.
+bf16 rows run only where the CPU has bf16 instructions (AMX or AVX-512 BF16) unless ``--dtypes
+float32,bfloat16`` asks for them: elsewhere bf16 is emulated, orders of magnitude slower, and
+``--dtype auto`` never picks it.
 Results: ``benchmarks/results/extract_throughput[_<model>].{json,md}``.
 """
 
@@ -182,6 +185,9 @@ def main() -> None:
                     "benchmarks/results/extract_throughput[_<model>])")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice); "
                     "1 on a machine shared with other jobs, where two threads wait on busy cores")
+    ap.add_argument("--dtypes", default="auto",
+                    help="dtypes to run: float32,bfloat16 (default auto: bfloat16 only where the CPU has bf16 "
+                         "instructions)")
     ap.add_argument("--memory-tokens", type=int, default=8192, help="tokens in the memory panel's one batch")
     ap.add_argument("--sweep", help="instead: compare batch-token budgets, e.g. 512,1024,2048,4096,8192, for fp32 and "
                     "bf16 side by side; writes benchmarks/results/extract_batch_sweep[_<model>].json")
@@ -198,10 +204,14 @@ def run_all(args) -> None:
     texts = load_builtin("sst2").splits["train"].texts[: args.n]
     print(f"machine: {_cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}", flush=True)
+    dtypes = _dtypes(args.dtypes)
     ceiling = {"float32": matmul_ceiling(torch.float32), "bfloat16": matmul_ceiling(torch.bfloat16)}
     print(f"matmul ceiling: fp32 {ceiling['float32']:.0f} GFLOP/s, bf16 {ceiling['bfloat16']:.0f} GFLOP/s", flush=True)
-    bbs = {dt: load_backbone(args.model, dtype=dt, progress=True) for dt in ("float32", "bfloat16")}
-    bb32, bb16 = bbs["float32"], bbs["bfloat16"]
+    if "bfloat16" not in dtypes:
+        print("bf16 rows skipped: this CPU has no bf16 instructions (bf16 is emulated there, and --dtype auto "
+              "never chooses it); --dtypes float32,bfloat16 runs them anyway", flush=True)
+    bbs = {dt: load_backbone(args.model, dtype=dt, progress=True) for dt in dtypes}
+    bb32, bb16 = bbs["float32"], bbs.get("bfloat16")
     flops_per_token = 2 * non_embedding_params(bb32.model)
     # Warm up each path on a few texts so one-time costs are not counted.
     run_reference(bb32, texts[:4])
@@ -209,7 +219,7 @@ def run_all(args) -> None:
         run_hidden_states(bb, texts[:16], args.batch_tokens)
         run_layerfuse(bb, texts[:16], args.batch_tokens)
     n_tokens = sum(len(e) for e in tokenize(bb32, texts, 512)[0])
-    plan = [
+    plan = [row for row in [
         ("reference (batch 2, unsorted, last layer)", lambda: run_reference(bb32, texts), "float32"),
         ("output_hidden_states (sorted batches, all layers)", lambda: run_hidden_states(bb32, texts, args.batch_tokens),
          "float32"),
@@ -221,7 +231,7 @@ def run_all(args) -> None:
          lambda: run_hidden_states(bb16, texts, args.batch_tokens, streaming=True), "bfloat16"),
         ("layerfuse (streaming, all layers)", lambda: run_layerfuse(bb32, texts, args.batch_tokens), "float32"),
         ("layerfuse (streaming, all layers)", lambda: run_layerfuse(bb16, texts, args.batch_tokens), "bfloat16"),
-    ]
+    ] if row[2] in dtypes]
     if not bb32.is_decoder:
         src = str(resolve(args.model)[0])
         plan.append(("sentence-transformers encode (last layer)",
@@ -242,6 +252,16 @@ def run_all(args) -> None:
     write_results(args, texts, rows, mem, ceiling, flops_per_token)
 
 
+def _dtypes(spec: str) -> list[str]:
+    """``auto``: float32, and bfloat16 where the CPU has bf16 instructions; else a comma list."""
+    if spec == "auto":
+        return ["float32"] + (["bfloat16"] if bf16_instructions() != "none" else [])
+    dts = [d.strip() for d in spec.split(",") if d.strip()]
+    if "float32" not in dts or not set(dts) <= {"float32", "bfloat16"}:
+        raise SystemExit("--dtypes: float32 (needed: the reference row is float32), optionally bfloat16")
+    return dts
+
+
 def _row(rows, prefix, dt):
     return next((r for r in rows if r["name"].startswith(prefix) and r["dtype"] == dt), None)
 
@@ -252,15 +272,16 @@ def write_results(args, texts, rows, mem, ceiling, flops_per_token) -> None:
     hs = {dt: _row(rows, "output_hidden_states", dt) for dt in ("float32", "bfloat16")}
     lf = {dt: _row(rows, "layerfuse", dt) for dt in ("float32", "bfloat16")}
     sd = {dt: _row(rows, "streaming, same driver", dt) for dt in ("float32", "bfloat16")}
-    ratios = {
-        "bf16_vs_output_hidden_states_bf16": lf["bfloat16"]["texts_per_s"] / hs["bfloat16"]["texts_per_s"],
-        "bf16_vs_output_hidden_states_fp32": lf["bfloat16"]["texts_per_s"] / hs["float32"]["texts_per_s"],
-        "fp32_vs_output_hidden_states_fp32": lf["float32"]["texts_per_s"] / hs["float32"]["texts_per_s"],
-        "bf16_vs_fp32": lf["bfloat16"]["texts_per_s"] / lf["float32"]["texts_per_s"],
-        "streaming_vs_output_hidden_states_same_driver_fp32": sd["float32"]["texts_per_s"] / hs["float32"]["texts_per_s"],
-        "streaming_vs_output_hidden_states_same_driver_bf16": sd["bfloat16"]["texts_per_s"] / hs["bfloat16"]["texts_per_s"],
-        "default_vs_reference": lf[default_dtype]["texts_per_s"] / ref["texts_per_s"],
-    }
+    pairs = {
+        "bf16_vs_output_hidden_states_bf16": (lf["bfloat16"], hs["bfloat16"]),
+        "bf16_vs_output_hidden_states_fp32": (lf["bfloat16"], hs["float32"]),
+        "fp32_vs_output_hidden_states_fp32": (lf["float32"], hs["float32"]),
+        "bf16_vs_fp32": (lf["bfloat16"], lf["float32"]),
+        "streaming_vs_output_hidden_states_same_driver_fp32": (sd["float32"], hs["float32"]),
+        "streaming_vs_output_hidden_states_same_driver_bf16": (sd["bfloat16"], hs["bfloat16"]),
+        "default_vs_reference": (lf[default_dtype], ref),
+    }  # a pair with a row not run (bf16 rows on a CPU without bf16 instructions) has no ratio
+    ratios = {k: a["texts_per_s"] / b["texts_per_s"] for k, (a, b) in pairs.items() if a and b}
     st = _row(rows, "sentence-transformers", "float32")
     if st:
         ratios["layerfuse_fp32_all_layers_vs_sentence_transformers"] = lf["float32"]["texts_per_s"] / st["texts_per_s"]
@@ -270,7 +291,9 @@ def write_results(args, texts, rows, mem, ceiling, flops_per_token) -> None:
     command = ("python benchmarks/extract_throughput.py" + _model_flag(args.model)
                + ("" if args.n == 300 else f" --n {args.n}")
                + ("" if args.batch_tokens == DEFAULT_BATCH_TOKENS else f" --batch-tokens {args.batch_tokens}")
-               + (f" --threads {args.threads}" if args.threads else "") + (f" --out {args.out}" if args.out else ""))
+               + (f" --threads {args.threads}" if args.threads else "")
+               + ("" if args.dtypes == "auto" else f" --dtypes {args.dtypes}")
+               + (f" --out {args.out}" if args.out else ""))
     result = {
         "command": command, "date": time.strftime("%Y-%m-%d %H:%M"), "model": args.model, "texts": len(texts),
         "batch_tokens": args.batch_tokens, "load_average_1min": os.getloadavg()[0],
