@@ -143,7 +143,7 @@ def memory_panel(bbs: dict, n_tokens: int) -> list[dict]:
 
 def sweep(budgets: list[int], args) -> None:
     texts = load_builtin("sst2").splits["train"].texts[: args.n]
-    bbs = {dt: load_backbone(args.model, dtype=dt, progress=True) for dt in ("float32", "bfloat16")}
+    bbs = {dt: load_backbone(args.model, dtype=dt, progress=True) for dt in _dtypes(args.dtypes)}
     for bb in bbs.values():
         run_layerfuse(bb, texts[:16], budgets[0])
     rows = []
@@ -154,13 +154,14 @@ def sweep(budgets: list[int], args) -> None:
             row[f"{dt}_tokens_per_s"] = r["tokens"] / r["seconds"]
             row[f"{dt}_peak_above_start_mb"] = r["peak_above_start_mb"]
         rows.append(row)
-        print(f"batch tokens {b:>6}: fp32 {row['float32_tokens_per_s']:6.0f} tok/s   "
-              f"bf16 {row['bfloat16_tokens_per_s']:6.0f} tok/s", flush=True)
+        print(f"batch tokens {b:>6}: " + "   ".join(f"{dt} {row[f'{dt}_tokens_per_s']:6.0f} tok/s" for dt in bbs),
+              flush=True)
     out = (Path(args.out).with_suffix(".json") if args.out
            else ROOT / "benchmarks" / "results" / f"extract_batch_sweep{_suffix(args.model)}.json")
     out.write_text(json.dumps({"command": f"python benchmarks/extract_throughput.py --sweep {args.sweep}"
                                + _model_flag(args.model) + ("" if args.n == 300 else f" --n {args.n}")
                                + (f" --threads {args.threads}" if args.threads else "")
+                               + ("" if args.dtypes == "auto" else f" --dtypes {args.dtypes}")
                                + (f" --out {args.out}" if args.out else ""),
                                "threads": torch.get_num_threads(),
                                "date": time.strftime("%Y-%m-%d %H:%M"), "model": args.model, "texts": len(texts),

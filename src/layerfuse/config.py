@@ -22,8 +22,10 @@ DEFAULT_MODELS = ("smollm2-135m", "minilm-l6")
 DEFAULT_POOLINGS = ("mean", "last")
 DEFAULT_MAX_LENGTH = 512
 DEFAULT_BATCH_TOKENS = 1024
-#: The built-in run's token budget per batch (larger batches; same numbers within float tolerance).
-RUN_BATCH_TOKENS = 2048
+#: ``batch_tokens: auto`` (the built-in run's default): the token budget per batch for the dtype
+#: the run computes in, from the sweeps in docs/benchmarks.md (float32 peaked at 512-1,024 tokens
+#: on all three CPUs measured, bfloat16 at 2,048 on an AMX CPU). Same numbers within float tolerance.
+BATCH_TOKENS_BY_DTYPE = {"float32": 1024, "bfloat16": 2048}
 #: Prediction's batch planner charges each batch this many tokens of overhead, so a request of
 #: mixed lengths is split where padding would cost more than a batch does (docs/serve.md).
 PREDICT_BATCH_COST = 64
@@ -106,7 +108,7 @@ DEFAULT_CONFIG: dict = {
     "data": {"dataset": DEFAULT_DATASET, "limit": None},
     "models": list(DEFAULT_MODELS),
     "extraction": {"pooling": list(DEFAULT_POOLINGS), "max_length": DEFAULT_MAX_LENGTH, "dtype": DEFAULT_DTYPE,
-                   "batch_tokens": RUN_BATCH_TOKENS, "device": DEFAULT_DEVICE, "storage": DEFAULT_STORAGE,
+                   "batch_tokens": "auto", "device": DEFAULT_DEVICE, "storage": DEFAULT_STORAGE,
                    # where the forward passes run (layerfuse.scale): local, or ray with these resources
                    "engine": DEFAULT_ENGINE, "ray_address": None, "num_workers": None,
                    "cpus_per_worker": DEFAULT_CPUS_PER_WORKER,

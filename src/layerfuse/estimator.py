@@ -100,8 +100,9 @@ class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
         Texts are truncated to this many tokens.
     dtype : {"auto", "float32", "bfloat16"}, default "auto"
         Compute dtype of the backbones.
-    batch_tokens : int, default 1024
-        Padded tokens per forward-pass batch.
+    batch_tokens : int or "auto", default 1024
+        Padded tokens per forward-pass batch; ``"auto"`` takes the budget for the compute dtype
+        (``layerfuse.config.BATCH_TOKENS_BY_DTYPE``).
     max_epochs : int, default 50
         Most epochs of head training.
     patience : int, default 5

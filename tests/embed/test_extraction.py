@@ -382,3 +382,24 @@ def test_values_beyond_float16_are_stored_in_float32_not_an_error(tmp_path):
                                chunk_texts=3, progress=False, cache_dir=tmp_path / "c16")
     assert st2["cache_hit"] and again["mean"].dtype == np.float32
     np.testing.assert_array_equal(again["mean"], half["mean"])
+
+
+def test_batch_tokens_auto_takes_the_budget_of_the_dtype(tiny_model, tmp_path, monkeypatch):
+    from layerfuse.config import BATCH_TOKENS_BY_DTYPE
+    from layerfuse.embed import device
+    from layerfuse.embed.extract import extract
+
+    csv = tmp_path / "train.csv"
+    csv.write_text("text,label\n" + "".join(f"{t},{'ab'[i % 2]}\n" for i, t in enumerate(TEXTS * 4)))
+    for dtype in ("float32", "bfloat16"):
+        emb = extract(tiny_model, train=csv, poolings="mean", dtype=dtype, batch_tokens="auto",
+                      cache_dir=tmp_path / "c", progress=False)
+        assert emb.stats["batch_tokens"] == BATCH_TOKENS_BY_DTYPE[dtype]
+    assert BATCH_TOKENS_BY_DTYPE["float32"] != BATCH_TOKENS_BY_DTYPE["bfloat16"]
+    monkeypatch.setattr(device, "_cpu_flags", lambda: set())  # auto dtype → float32, then auto budget
+    emb = extract(tiny_model, train=csv, poolings="mean", batch_tokens="auto", cache_dir=tmp_path / "c",
+                  progress=False)
+    assert (emb.stats["dtype"], emb.stats["batch_tokens"]) == ("float32", BATCH_TOKENS_BY_DTYPE["float32"])
+    for bad in (0, "lots", 2.5, True):
+        with pytest.raises(LayerfuseError, match="batch_tokens"):
+            extract(tiny_model, train=csv, batch_tokens=bad, cache_dir=tmp_path / "c", progress=False)

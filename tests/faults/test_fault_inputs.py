@@ -91,6 +91,7 @@ def test_cache_dir_that_is_a_file_is_one_line(capsys, tmp_path, texts_csv):
 
 @pytest.mark.parametrize("yaml_text, needles", [
     ("extraction:\n  max_length: long\n", ["extraction.max_length", "'long'"]),
+    ("extraction:\n  batch_tokens: lots\n", ["extraction.batch_tokens", "or auto", "'lots'"]),
     ("data:\n  dataset: sst2\n  limit: lots\n", ["data.limit", "'lots'"]),
     ("fusion:\n  proj_dim: big\n", ["fusion.proj_dim", "'big'"]),
     ("fusion:\n  lr: fast\n", ["fusion.lr", "'fast'"]),

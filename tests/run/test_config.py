@@ -41,6 +41,14 @@ def test_bad_fields_are_named(user, needle):
         merge_config(user, "cfg.yaml")
 
 
+def test_batch_tokens_takes_a_number_or_auto():
+    assert DEFAULT_CONFIG["extraction"]["batch_tokens"] == "auto"
+    assert merge_config({"extraction": {"batch_tokens": "512"}})["extraction"]["batch_tokens"] == 512
+    assert merge_config({"extraction": {"batch_tokens": "auto"}})["extraction"]["batch_tokens"] == "auto"
+    with pytest.raises(LayerfuseError, match="extraction.batch_tokens must be a whole number >= 1 or auto"):
+        merge_config({"extraction": {"batch_tokens": "lots"}}, "cfg.yaml")
+
+
 def test_bad_yaml_names_the_line(tmp_path):
     p = tmp_path / "bad.yaml"
     p.write_text("models:\n  - a\n fusion: [\n")

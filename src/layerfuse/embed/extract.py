@@ -23,6 +23,7 @@ import numpy as np
 from layerfuse import cache as cache_mod
 from layerfuse.cache.layout import cache_root
 from layerfuse.config import (
+    BATCH_TOKENS_BY_DTYPE,
     DEFAULT_BATCH_TOKENS,
     DEFAULT_CHUNK_TEXTS,
     DEFAULT_CPUS_PER_WORKER,
@@ -332,7 +333,7 @@ def extract(
     data=None,
     poolings: str | Sequence[str] = DEFAULT_POOLINGS,
     max_length: int = DEFAULT_MAX_LENGTH,
-    batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    batch_tokens: int | str = DEFAULT_BATCH_TOKENS,
     dtype: str = DEFAULT_DTYPE,
     device: str = DEFAULT_DEVICE,
     layers: Sequence[int] | None = None,
@@ -352,7 +353,9 @@ def extract(
 
     ``dataset`` is a built-in name (``sst2``, ``mr``, ``r8``, ``r52``); or pass ``train=`` (and
     optionally ``test=``) files, or a ready :class:`layerfuse.data.Dataset` as ``data=``.
-    ``layers`` limits the forward pass to the deepest layer listed.
+    ``layers`` limits the forward pass to the deepest layer listed. ``batch_tokens="auto"`` takes
+    the budget for the dtype the pass runs in (:data:`layerfuse.config.BATCH_TOKENS_BY_DTYPE`); the
+    budget used is in ``stats["batch_tokens"]``.
 
     ``engine="ray"`` runs the forward passes on Ray actors (``ray_address``, ``num_workers``,
     ``cpus_per_worker``, ``gpus_per_worker``: see :class:`layerfuse.scale.RayOptions`); the cache
@@ -362,8 +365,8 @@ def extract(
     check_choice(storage, STORAGE, "`storage`")
     if max_length < 2:
         raise LayerfuseError(f"`max_length` must be at least 2, got {max_length}")
-    if batch_tokens < 1:
-        raise LayerfuseError(f"`batch_tokens` must be positive, got {batch_tokens}")
+    if batch_tokens != "auto" and (isinstance(batch_tokens, (bool, str, float)) or not batch_tokens >= 1):
+        raise LayerfuseError(f"`batch_tokens` must be a positive whole number or 'auto', got {batch_tokens!r}")
     asked_dtype = dtype
     why: list[str] = []  # what auto chose and why: said when the model is loaded, not for a cache hit or an error
     runner = None
@@ -377,6 +380,8 @@ def extract(
     else:
         device = resolve_device(device)
         dtype = resolve_dtype(dtype, device, root=cache_dir, announce=why.append)
+    if batch_tokens == "auto":  # after the dtype is known, for the local and the Ray path alike
+        batch_tokens = BATCH_TOKENS_BY_DTYPE[dtype]
     try:
         return _extract_splits(model, dataset, train, test, data, poolings, max_length, batch_tokens, dtype, device,
                                layers, limit, storage, cache_dir, splits, progress, runner, data_kw,

@@ -73,7 +73,7 @@ _FIELDS: dict[str, tuple[str, float | None, float | None]] = {
     "data.label_column": ("str", None, None),
     "data.encoding": ("str", None, None),
     "extraction.max_length": ("int", 2, None),
-    "extraction.batch_tokens": ("int", 1, None),
+    "extraction.batch_tokens": ("int", 1, None),  # or "auto" (by dtype), checked in _check_fields
     "extraction.dtype": ("str", None, None),
     "extraction.device": ("str", None, None),
     "extraction.storage": ("str", None, None),
@@ -94,6 +94,8 @@ _FIELDS: dict[str, tuple[str, float | None, float | None]] = {
     "fusion.lr": ("float", 0.0, None),
     "fusion.batch_size": ("int", 1, None),
 }
+#: Fields that also take the word "auto".
+_AUTO = {"extraction.batch_tokens"}
 _OPTIONAL = {"profile.window_shortlist", "data.limit", "data.test", "data.train", "data.dataset", "data.label_column"}
 _WORDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a text",
           "data": "a file or folder path (or, from Python, a DataFrame or datasets table)"}
@@ -113,11 +115,13 @@ def _check_fields(cfg: dict, source: str) -> None:
         field = f"--{name.replace('_', '-')}" if source == "command line" else dotted
         if value is None and dotted in _OPTIONAL:
             continue
+        if dotted in _AUTO and value == "auto":
+            continue
         bad = LayerfuseError(f"{source}: {field} must be {_WORDS[kind]}"
                              + (f" >= {lo:g}" if lo is not None and kind == "int" else "")
                              + (f" between {lo:g} and {hi:g}" if hi is not None else "")
                              + (f" above {lo:g}" if lo is not None and hi is None and kind == "float" else "")
-                             + f", got {value!r}")
+                             + (" or auto" if dotted in _AUTO else "") + f", got {value!r}")
         if kind == "str":
             if not isinstance(value, str):
                 raise bad
