@@ -55,14 +55,33 @@ def test_local_folder_loads_with_shape_and_stable_fingerprint(tiny_model, tmp_pa
     assert a.fingerprint == b.fingerprint and len(a.fingerprint) == 16
 
 
-def test_no_progress_silences_the_gguf_readers_bar():
+def test_no_progress_silences_transformers_bars_and_restores_them():
     import transformers.modeling_gguf_pytorch_utils as reader
+    from transformers.utils import logging as hf_logging
 
-    from layerfuse.embed.backbones import _quiet_gguf_reader
+    from layerfuse.embed.backbones import _quiet_transformers
 
-    original = reader.tqdm
-    with _quiet_gguf_reader(True):
-        assert reader.tqdm(range(3)).disable
-    assert reader.tqdm is original
-    with _quiet_gguf_reader(False):
-        assert reader.tqdm is original
+    original, was_on = reader.tqdm, hf_logging.is_progress_bar_enabled()
+    hf_logging.enable_progress_bar()  # as in a Python session (the suite's environment turns bars off)
+    try:
+        with _quiet_transformers(True):
+            assert reader.tqdm(range(3)).disable
+            assert not hf_logging.is_progress_bar_enabled()
+        assert reader.tqdm is original and hf_logging.is_progress_bar_enabled()
+        with _quiet_transformers(False):
+            assert reader.tqdm is original and hf_logging.is_progress_bar_enabled()
+    finally:
+        (hf_logging.enable_progress_bar if was_on else hf_logging.disable_progress_bar)()
+
+
+def test_loading_without_progress_draws_no_bar(tiny_model, tmp_path, capfd):
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.enable_progress_bar()
+    try:
+        load_backbone(tiny_model, root=tmp_path, progress=False)
+        assert "Loading weights" not in capfd.readouterr().err
+        assert hf_logging.is_progress_bar_enabled()
+    finally:
+        (hf_logging.enable_progress_bar if was_on else hf_logging.disable_progress_bar)()

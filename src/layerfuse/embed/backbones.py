@@ -24,6 +24,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -203,22 +204,33 @@ def _dequantise(gguf: Path):
 
 
 @contextlib.contextmanager
-def _quiet_gguf_reader(quiet: bool):
-    """Without progress, silence the tensor progress bar transformers' GGUF reader draws (a plain
-    tqdm, which ``transformers.utils.logging.disable_progress_bar`` does not reach)."""
-    try:
-        import transformers.modeling_gguf_pytorch_utils as reader
-    except ImportError:  # pragma: no cover - an older transformers: nothing to silence
-        reader = None
-    if not quiet or reader is None or not hasattr(reader, "tqdm"):
+def _quiet_transformers(quiet: bool):
+    """Without progress, silence transformers' own bars while loading: "Loading weights" (its
+    logging tqdm, switched off and back on) and the GGUF reader's tensor bar (a plain tqdm, which
+    ``disable_progress_bar`` does not reach)."""
+    if not quiet:
         yield
         return
-    original = reader.tqdm
-    reader.tqdm = functools.partial(original, disable=True)
+    from transformers.utils import logging as hf_logging
+
+    try:
+        import transformers.modeling_gguf_pytorch_utils as reader
+    except ImportError:  # pragma: no cover - an older transformers: no GGUF reader bar
+        reader = None
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    original = getattr(reader, "tqdm", None)
+    if original is not None:
+        reader.tqdm = functools.partial(original, disable=True)
     try:
         yield
     finally:
-        reader.tqdm = original
+        if original is not None:
+            reader.tqdm = original
+        if bars_were_on:
+            with warnings.catch_warnings():  # huggingface_hub warns when its env var keeps its bars off
+                warnings.simplefilter("ignore")
+                hf_logging.enable_progress_bar()
 
 
 def _materialise_gguf(gguf: Path, root: Path, progress: bool) -> Path:
@@ -241,7 +253,7 @@ def _materialise_gguf(gguf: Path, root: Path, progress: bool) -> Path:
         shutil.rmtree(target, ignore_errors=True)
     if progress:
         print(f"dequantising {gguf.name} once (cached under {target}) …", file=sys.stderr, flush=True)
-    with _quiet_gguf_reader(not progress):
+    with _quiet_transformers(not progress):
         model, tok = _dequantise(gguf)
     with cache_writes(root), atomic_folder(target) as tmp:
         model.save_pretrained(tmp)
@@ -393,9 +405,10 @@ def load_backbone(
         fp = None
     hub = _hub_kwargs(folder) if isinstance(folder, str) else {}
     try:
-        config = AutoConfig.from_pretrained(str(folder), **hub)
-        tokenizer = AutoTokenizer.from_pretrained(str(folder), **hub)
-        model = AutoModel.from_pretrained(str(folder), dtype=torch_dtype, **hub)
+        with _quiet_transformers(not progress):
+            config = AutoConfig.from_pretrained(str(folder), **hub)
+            tokenizer = AutoTokenizer.from_pretrained(str(folder), **hub)
+            model = AutoModel.from_pretrained(str(folder), dtype=torch_dtype, **hub)
     except OSError as e:
         if isinstance(folder, str):
             raise _offline_error(ref, e) from e
