@@ -2,7 +2,8 @@
 
     python benchmarks/compare_caches.py CACHE_A CACHE_B [--out FILE]
 
-For every embedding entry present in both cache roots, and each pooling, prints the model, the
+For every embedding entry present in both cache roots, and each pooling whose final array is
+complete and verified in both (layerfuse.cache's own checks), prints the model, the
 split size, the largest absolute difference, that difference relative to the array's largest
 magnitude, and the share of stored values that differ at all. Used to show that a change of
 extraction settings outside the cache key (the token budget per batch) moves values only by float
@@ -13,26 +14,33 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from layerfuse.cache.entries import entry  # noqa: E402
+from layerfuse.cache.layout import entries_root  # noqa: E402
+from layerfuse.embed.pooling import POOLINGS  # noqa: E402
+
 
 def compare(a: Path, b: Path) -> list[dict]:
     rows = []
-    for entry in sorted(p for p in (a / "embeddings").iterdir() if p.is_dir() and not p.name.startswith(".")):
-        other = b / "embeddings" / entry.name
-        if not (other / "meta.json").exists() or not (entry / "meta.json").exists():
+    for folder in sorted(p for p in entries_root(a).iterdir() if p.is_dir() and not p.name.startswith(".")):
+        ea, eb = entry(a, folder.name), entry(b, folder.name)
+        meta = ea.read_meta()
+        if meta is None or eb.read_meta() is None:
             continue
-        meta = json.loads((entry / "meta.json").read_text())
-        for pooling in ("mean", "last", "first", "max"):
-            fa, fb = entry / pooling / "final.npy", other / pooling / "final.npy"
-            if not (fa.exists() and fb.exists()):
+        for pooling in POOLINGS:
+            if not (ea.has_final(pooling) and eb.has_final(pooling)):
                 continue
-            x = np.asarray(np.load(fa, mmap_mode="r"), np.float32)
-            y = np.asarray(np.load(fb, mmap_mode="r"), np.float32)
+            x = np.asarray(ea.open_final(pooling), np.float32)
+            y = np.asarray(eb.open_final(pooling), np.float32)
             diff = np.abs(x - y)
-            rows.append({"entry": entry.name, "model": meta.get("model_ref"), "n": meta["fields"]["n"],
+            rows.append({"entry": folder.name, "model": meta.get("model_ref"), "n": meta["fields"]["n"],
                          "pooling": pooling, "max_abs": float(diff.max()),
                          "max_relative_to_largest": float(diff.max() / np.abs(x).max()),
                          "share_differing": float((diff > 0).mean())})

@@ -138,8 +138,8 @@ def in_process_ceiling(classifier: str, texts: list[str], n: int = 32, reps: int
     pipe = layerfuse.load(classifier)
     pipe.predict_proba(texts[:n])
     single, batch, greedy = [], [], []
-    for r in range(reps):
-        chunk = texts[n * (r + 1): n * (r + 2)]
+    chunks = [texts[n * (r + 1): n * (r + 2)] for r in range(reps)]
+    for chunk in chunks:
         t0 = time.perf_counter()
         for t in chunk:
             pipe.predict_proba([t])
@@ -151,7 +151,6 @@ def in_process_ceiling(classifier: str, texts: list[str], n: int = 32, reps: int
             t0 = time.perf_counter()
             pipe.predict_proba(chunk)
             greedy.append(time.perf_counter() - t0)
-    chunks = [texts[n * (r + 1): n * (r + 2)] for r in range(reps)]
     return {"texts": n, "one_call_each_s": round(min(single), 3), "one_call_for_all_s": round(min(batch), 3),
             "padded_over_real_tokens": padding_ratios(pipe, chunks, PREDICT_BATCH_COST),
             "ratio": round(min(single) / min(batch), 2), "batch_cost": PREDICT_BATCH_COST,

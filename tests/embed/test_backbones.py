@@ -64,10 +64,13 @@ def test_no_progress_silences_transformers_bars_and_restores_them():
     original, was_on = reader.tqdm, hf_logging.is_progress_bar_enabled()
     hf_logging.enable_progress_bar()  # as in a Python session (the suite's environment turns bars off)
     try:
-        with _quiet_transformers(True):
+        with _quiet_transformers(True, gguf_reader=True):
             assert reader.tqdm(range(3)).disable
             assert not hf_logging.is_progress_bar_enabled()
         assert reader.tqdm is original and hf_logging.is_progress_bar_enabled()
+        with _quiet_transformers(True):
+            assert reader.tqdm is original and not hf_logging.is_progress_bar_enabled()
+        assert hf_logging.is_progress_bar_enabled()
         with _quiet_transformers(False):
             assert reader.tqdm is original and hf_logging.is_progress_bar_enabled()
     finally:

@@ -204,19 +204,22 @@ def _dequantise(gguf: Path):
 
 
 @contextlib.contextmanager
-def _quiet_transformers(quiet: bool):
+def _quiet_transformers(quiet: bool, gguf_reader: bool = False):
     """Without progress, silence transformers' own bars while loading: "Loading weights" (its
-    logging tqdm, switched off and back on) and the GGUF reader's tensor bar (a plain tqdm, which
-    ``disable_progress_bar`` does not reach)."""
+    logging tqdm, switched off and back on) and, with ``gguf_reader``, the GGUF reader's tensor
+    bar (a plain tqdm, which ``disable_progress_bar`` does not reach; its module is imported only
+    then, not on every load)."""
     if not quiet:
         yield
         return
     from transformers.utils import logging as hf_logging
 
-    try:
-        import transformers.modeling_gguf_pytorch_utils as reader
-    except ImportError:  # pragma: no cover - an older transformers: no GGUF reader bar
-        reader = None
+    reader = None
+    if gguf_reader:
+        try:
+            import transformers.modeling_gguf_pytorch_utils as reader
+        except ImportError:  # pragma: no cover - an older transformers: no GGUF reader bar
+            reader = None
     bars_were_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     original = getattr(reader, "tqdm", None)
@@ -253,7 +256,7 @@ def _materialise_gguf(gguf: Path, root: Path, progress: bool) -> Path:
         shutil.rmtree(target, ignore_errors=True)
     if progress:
         print(f"dequantising {gguf.name} once (cached under {target}) …", file=sys.stderr, flush=True)
-    with _quiet_transformers(not progress):
+    with _quiet_transformers(not progress, gguf_reader=True):
         model, tok = _dequantise(gguf)
     with cache_writes(root), atomic_folder(target) as tmp:
         model.save_pretrained(tmp)
