@@ -88,3 +88,25 @@ def test_loading_without_progress_draws_no_bar(tiny_model, tmp_path, capfd):
         assert hf_logging.is_progress_bar_enabled()
     finally:
         (hf_logging.enable_progress_bar if was_on else hf_logging.disable_progress_bar)()
+
+
+def test_gguf_file_parsed_once_while_dequantising_and_originals_restored(tmp_path):
+    import gguf
+
+    from layerfuse.embed.backbones import _gguf_read_once
+
+    path = tmp_path / "tiny.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(2)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    reader_cls, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    with _gguf_read_once():
+        first = gguf.GGUFReader(path)
+        assert gguf.GGUFReader(str(path)) is first  # one parse for config, tokenizer and weights
+        assert isinstance(first, reader_cls) and first.fields["general.architecture"] is not None
+        assert gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 2) is gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 2)
+    assert gguf.GGUFReader is reader_cls and gguf.get_tensor_name_map is name_map
+    assert gguf.GGUFReader(path) is not first

@@ -236,6 +236,40 @@ def _quiet_transformers(quiet: bool, gguf_reader: bool = False):
                 hf_logging.enable_progress_bar()
 
 
+@contextlib.contextmanager
+def _gguf_read_once():
+    """While transformers reads one GGUF file: parse it once, not once per reader.
+
+    transformers builds a fresh ``gguf.GGUFReader`` for the config, the tokenizer and the weights
+    (each parses every vocabulary string of the file in Python, ~4 s for SmolLM2's 49k tokens on
+    2 cores), and asks ``gguf.get_tensor_name_map(arch, blocks)`` anew for every tensor (~7 s for
+    SmolLM2's 272). Both are pure functions of their arguments here (the file is opened read-only),
+    so they are memoised for the duration of the block and restored after; the tensors read are the
+    same bytes. Without the ``gguf`` package nothing is patched (loading then says it is needed)."""
+    try:
+        import gguf
+    except ImportError:
+        yield
+        return
+    reader_cls, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    readers: dict = {}
+
+    def reader(path, mode="r"):
+        key = (os.fspath(path), mode)
+        if mode != "r":
+            return reader_cls(path, mode)
+        if key not in readers:
+            readers[key] = reader_cls(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader, gguf.get_tensor_name_map = reader, functools.lru_cache(maxsize=None)(name_map)
+    try:
+        yield
+    finally:
+        gguf.GGUFReader, gguf.get_tensor_name_map = reader_cls, name_map
+        readers.clear()
+
+
 def _materialise_gguf(gguf: Path, root: Path, progress: bool) -> Path:
     """Dequantise a GGUF file once into a safetensors folder under the cache root.
 
@@ -256,7 +290,7 @@ def _materialise_gguf(gguf: Path, root: Path, progress: bool) -> Path:
         shutil.rmtree(target, ignore_errors=True)
     if progress:
         print(f"dequantising {gguf.name} once (cached under {target}) …", file=sys.stderr, flush=True)
-    with _quiet_transformers(not progress, gguf_reader=True):
+    with _quiet_transformers(not progress, gguf_reader=True), _gguf_read_once():
         model, tok = _dequantise(gguf)
     with cache_writes(root), atomic_folder(target) as tmp:
         model.save_pretrained(tmp)
