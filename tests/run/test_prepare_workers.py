@@ -43,3 +43,31 @@ def test_poolings_profiled_in_workers_match_in_process(tiny_model, cache_dir, tm
     logs.clear()
     prepare_models(ds, [tiny_model], profile_workers=2, profile_dir=tmp_path / "profiles", **{**kw, "log": logs.append})
     assert sum("read back" in m for m in logs) == 2 and not any("worker process" in m for m in logs)
+
+
+def test_cached_arrays_travel_to_workers_as_their_file(tmp_path):
+    import pickle
+
+    from layerfuse.run.workers import MappedArray, portable
+
+    a = np.arange(24, dtype=np.float16).reshape(2, 3, 4)
+    np.save(tmp_path / "final.npy", a)
+    mapped = np.load(tmp_path / "final.npy", mmap_mode="r")
+    sent = portable(mapped)
+    assert isinstance(sent, MappedArray) and len(pickle.dumps(sent)) < 300
+    assert np.array_equal(pickle.loads(pickle.dumps(sent)).open(), a)
+    part = mapped[:, 1:]  # a slice is another array: pickled as it is
+    assert portable(part) is part and portable(a) is a
+
+
+def test_run_extracts_only_the_splits_it_reads(tiny_model, cache_dir):
+    from layerfuse.data.dataset import Dataset, Split
+    from layerfuse.run.prepare import prepare_models
+
+    ds = _ds()
+    Xv, yv = make_texts(8, seed=5)
+    ds = Dataset("toy", ds.classes, {"train": ds.splits["train"], "validation": Split(Xv, np.zeros(8, dtype=int)),
+                                     "test": ds.splits["test"]}, "test")
+    (prep,) = prepare_models(ds, [tiny_model], poolings=("mean",), folds=3, windows=2, progress=False,
+                             log=lambda *_: None)
+    assert prep.emb.splits == ["train", "test"]

@@ -56,7 +56,8 @@ def prepare_models(ds, models: Sequence[str], *, poolings=DEFAULT_POOLINGS, laye
                    eval_test: bool = False, saved_profiles: dict | None = None, profile_dir=None,
                    window_shortlist: int | None = DEFAULT_WINDOW_SHORTLIST, profile_workers: int | None = None,
                    progress: bool = True, log=print) -> list[ModelPrep]:
-    """Extract every model, score every layer on train, pick the pooling and layers by CV.
+    """Extract every model (train and test splits), score every layer on train, pick the pooling
+    and layers by CV.
 
     ``saved_profiles`` (model -> pooling -> LayerProfile, e.g. read back with
     ``LayerProfile.from_json``) are reused instead of scoring again when they were made on the
@@ -101,7 +102,11 @@ def _prepare_model(ref: str, ds, digests: dict, *, poolings, layers: str, k: int
     if is_lexical(ref):  # tfidf: fitted on train, scored like a one-layer model
         emb = lexical_embeddings(ref, ds, extraction, folds=score_kw["folds"])
     else:
-        emb = extract(ref, data=ds, poolings=poolings, cache_dir=cache_dir, progress=progress, **extraction)
+        # Only the splits the run reads: train (profiles, heads, its validation carve) and test. A
+        # dataset's own validation split is not used by the run, so it is not extracted either.
+        used = [s for s in ds.splits if s in ("train", "test")]
+        emb = extract(ref, data=ds, poolings=poolings, cache_dir=cache_dir, progress=progress, splits=used,
+                      **extraction)
     t_extract = time.perf_counter() - t0
     profiles = _model_profiles(ref, emb, ds.splits["train"].labels, digests, progress=progress, log=log, **score_kw)
     # The pooling whose best layer has the highest CV probe accuracy on train.

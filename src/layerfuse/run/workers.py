@@ -9,7 +9,34 @@ import time
 
 import numpy as np
 
-__all__ = ["worker_threads", "fit_rows_in_workers", "score_profiles_in_workers", "profile_job", "exit_with_parent"]
+__all__ = ["worker_threads", "fit_rows_in_workers", "score_profiles_in_workers", "profile_job", "exit_with_parent",
+           "MappedArray", "portable"]
+
+
+class MappedArray:
+    """A whole read-only memory-mapped ``.npy`` file, sent to a worker process as its path."""
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+
+    def open(self) -> np.ndarray:
+        return np.load(self.path, mmap_mode="r")
+
+
+def portable(a):
+    """``a`` as it should travel to a spawned worker: a whole memory-mapped ``.npy`` file (as the
+    embedding cache hands out) as its path, so the worker maps the same file instead of receiving a
+    pickled copy (SmolLM2's 31 x 6,920 x 576 float16 training array is 247 MB); anything else as
+    itself. A slice of a mapped file is a different array and travels pickled."""
+    import mmap
+
+    if isinstance(a, np.memmap) and isinstance(a.base, mmap.mmap) and a.filename:
+        return MappedArray(a.filename)
+    return a
+
+
+def _opened(a):
+    return a.open() if isinstance(a, MappedArray) else a
 
 
 def worker_threads(workers: int) -> int:
@@ -84,8 +111,9 @@ def _worker_fit(config, settings):
 def score_profiles_in_workers(jobs: dict, workers: int, log=print, on_done=None) -> dict:
     """Layer profiles scored ``workers`` at a time in spawned processes.
 
-    ``jobs``: name -> keyword arguments of :func:`profile_job` (the arrays travel pickled, so
-    each worker holds a copy of its own pooling's arrays only). Each worker runs with this
+    ``jobs``: name -> keyword arguments of :func:`profile_job` (an array mapped from the cache
+    travels as its file's path, see :func:`portable`; any other array pickled, so each worker
+    holds a copy of its own pooling's arrays only). Each worker runs with this
     process's torch thread count, so ``score_layers``' thread policy, and with it every number,
     is the same as scoring the jobs one after another here. ``on_done(name, profile)`` is called
     as each arrives (e.g. to save it). Returns name -> LayerProfile."""
@@ -99,7 +127,8 @@ def score_profiles_in_workers(jobs: dict, workers: int, log=print, on_done=None)
     out = {}
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("spawn"),
                              initializer=_profile_init, initargs=(torch.get_num_threads(), os.getpid())) as pool:
-        futures = {pool.submit(profile_job, **kw): name for name, kw in jobs.items()}
+        futures = {pool.submit(profile_job, **{k: portable(v) for k, v in kw.items()}): name
+                   for name, kw in jobs.items()}
         try:
             for fut in as_completed(futures):
                 name = futures[fut]
@@ -126,6 +155,7 @@ def profile_job(X, y, score_kw: dict, X_test=None, y_test=None):
     :func:`layerfuse.run.prepare.prepare_models` scores it in process."""
     from layerfuse.scoring.layer_scores import eval_test_column, score_layers
 
+    X, X_test = _opened(X), _opened(X_test)
     prof = score_layers(X, y, **score_kw)
     if X_test is not None:
         eval_test_column(prof, X, y, X_test, y_test)
