@@ -110,3 +110,23 @@ def test_gguf_file_parsed_once_while_dequantising_and_originals_restored(tmp_pat
         assert gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 2) is gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 2)
     assert gguf.GGUFReader is reader_cls and gguf.get_tensor_name_map is name_map
     assert gguf.GGUFReader(path) is not first
+
+
+def test_dequantising_without_progress_draws_no_bar(tiny_model, tmp_path, monkeypatch, capfd):
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    import layerfuse.embed.backbones as backbones
+
+    gguf = tmp_path / "tiny.gguf"
+    gguf.write_bytes(b"stand-in: the reading is replaced below")
+    monkeypatch.setattr(backbones, "_dequantise", lambda _path: (AutoModel.from_pretrained(tiny_model),
+                                                                 AutoTokenizer.from_pretrained(tiny_model)))
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.enable_progress_bar()
+    try:
+        target = backbones._materialise_gguf(gguf, tmp_path / "cache", progress=False)
+        assert (target / "READY").exists()
+        assert "Writing model shards" not in capfd.readouterr().err
+    finally:
+        (hf_logging.enable_progress_bar if was_on else hf_logging.disable_progress_bar)()

@@ -292,8 +292,8 @@ def _materialise_gguf(gguf: Path, root: Path, progress: bool) -> Path:
         print(f"dequantising {gguf.name} once (cached under {target}) …", file=sys.stderr, flush=True)
     with _quiet_transformers(not progress, gguf_reader=True), _gguf_read_once():
         model, tok = _dequantise(gguf)
-    with cache_writes(root), atomic_folder(target) as tmp:
-        model.save_pretrained(tmp)
+    with cache_writes(root), atomic_folder(target) as tmp, _quiet_transformers(not progress):
+        model.save_pretrained(tmp)  # its "Writing model shards" bar is transformers' logging tqdm
         tok.save_pretrained(tmp)
         (tmp / "SOURCE").write_text(str(gguf.resolve()) + "\n")
         record_checksums(tmp)
