@@ -233,3 +233,21 @@ def test_a_backbone_that_cannot_load_ends_the_server_with_one_line_and_exit_2(tm
     assert p.returncode == 2, p.stderr
     assert "Traceback" not in p.stderr
     assert lines[-1].startswith("layerfuse serve: error: ") and "cannot be found" in lines[-1]
+
+
+def test_accepted_connections_send_without_nagle_delay():
+    """Without TCP_NODELAY a response waited ~40 ms for the client's delayed ACK (GET /v1/health
+    took 44.8 ms on loopback, 2.4 ms with it): the listening socket sets it, and accepted
+    connections carry it."""
+    import socket
+
+    from layerfuse.cli.serve import _listen
+
+    listener = _listen("127.0.0.1", 0)
+    client = socket.create_connection(listener.getsockname()[:2])
+    conn, _ = listener.accept()
+    try:
+        assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        for s in (conn, client, listener):
+            s.close()

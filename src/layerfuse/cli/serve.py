@@ -77,6 +77,10 @@ def _listen(host: str, port: int) -> socket.socket:
     family, _, _, _, addr = infos[0]
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # No Nagle delay on the connections accepted from it (Linux copies the option to them): without
+    # it every response waited ~40 ms for the client's delayed ACK of its first segment (GET
+    # /v1/health 44.8 ms -> 2.4 ms on loopback, a one-text predict 96 -> 50 ms; docs/serve.md).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind(addr)
     except OSError as e:
