@@ -251,3 +251,20 @@ def test_accepted_connections_send_without_nagle_delay():
     finally:
         for s in (conn, client, listener):
             s.close()
+
+
+def test_the_classifier_is_loaded_in_a_thread_that_ends():
+    import threading
+
+    from layerfuse.cli.serve import _off_main_thread
+    from layerfuse.errors import LayerfuseError
+
+    seen = []
+    assert _off_main_thread(lambda x: seen.append(threading.current_thread()) or x * 2, 21) == 42
+    assert seen[0] is not threading.current_thread() and not seen[0].is_alive()
+
+    def bad():
+        raise LayerfuseError("no manifest.json in /nowhere")
+
+    with pytest.raises(LayerfuseError, match="no manifest.json"):
+        _off_main_thread(bad)

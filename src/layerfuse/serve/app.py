@@ -260,7 +260,10 @@ def create_app(pipeline, settings: ServeSettings | None = None, *, manifest: dic
     ----------
     pipeline : FusionPipeline
         A loaded classifier (``layerfuse.load(DIR)``); its backbones load in the worker thread
-        when the app starts, and ``/v1/health`` says ``ready`` only after that.
+        when the app starts, and ``/v1/health`` says ``ready`` only after that. Load it in a
+        thread that has ended (as ``layerfuse serve`` does), not in the thread that will run
+        the event loop: torch work in a thread that stays alive keeps an OpenMP team there,
+        which slows the worker's forward passes (docs/serve.md).
     settings : ServeSettings, optional
         Limits and batching (defaults: :class:`ServeSettings`).
     manifest : dict, optional
