@@ -256,15 +256,30 @@ def test_accepted_connections_send_without_nagle_delay():
 def test_the_classifier_is_loaded_in_a_thread_that_ends():
     import threading
 
-    from layerfuse.cli.serve import _off_main_thread
+    from layerfuse.serve.batcher import in_short_lived_thread
     from layerfuse.errors import LayerfuseError
 
     seen = []
-    assert _off_main_thread(lambda x: seen.append(threading.current_thread()) or x * 2, 21) == 42
+    assert in_short_lived_thread(lambda x: seen.append(threading.current_thread()) or x * 2, 21) == 42
     assert seen[0] is not threading.current_thread() and not seen[0].is_alive()
 
     def bad():
         raise LayerfuseError("no manifest.json in /nowhere")
 
     with pytest.raises(LayerfuseError, match="no manifest.json"):
-        _off_main_thread(bad)
+        in_short_lived_thread(bad)
+
+
+def test_create_app_takes_a_classifier_folder(classifier, reference):
+    from fastapi.testclient import TestClient
+
+    from layerfuse.serve import create_app
+
+    texts = make_texts(3, seed=6)[0]
+    with TestClient(create_app(classifier)) as client:
+        end = time.monotonic() + 120
+        while client.get("/v1/health").status_code != 200 and time.monotonic() < end:
+            time.sleep(0.1)  # the backbones load in the worker thread
+        out = client.post("/v1/predict", json={"texts": texts}).json()["predictions"]
+    got = np.array([[p["probabilities"][c] for c in reference.classes] for p in out])
+    np.testing.assert_allclose(got, reference.predict_proba(texts), atol=1e-5)

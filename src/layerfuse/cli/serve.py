@@ -113,39 +113,13 @@ def _server_class(uvicorn):
     return Server
 
 
-def _off_main_thread(fn, *args):
-    """``fn(*args)`` run in a short-lived thread; its result returned, its exception raised here.
-
-    Why: torch's CPU kernels run on an OpenMP thread team per calling thread, and a team stays
-    alive as long as its thread. Loading the classifier (torch work) in the main thread would leave
-    a team there beside the one the batcher's worker thread creates; with more OpenMP threads than
-    cores, libgomp stops spinning between parallel regions, and every forward pass slows down
-    (measured: 32 texts in one request 0.80 -> 0.47-0.58 s, 32 one-text requests in turn 2.8-3.4
-    -> 1.8-1.9 s; docs/serve.md). A thread that ends takes its team with it."""
-    import threading
-
-    box: dict = {}
-
-    def run():
-        try:
-            box["result"] = fn(*args)
-        except BaseException as e:  # noqa: BLE001 - raised again in the calling thread
-            box["error"] = e
-
-    t = threading.Thread(target=run, name="layerfuse-load")
-    t.start()
-    t.join()
-    if "error" in box:
-        raise box["error"]
-    return box["result"]
-
-
 def cmd_serve(args) -> int:
     """Load the classifier, listen, and serve until SIGTERM/SIGINT (in-flight requests finish)."""
     try:
         import uvicorn
 
         from layerfuse.serve.app import ServeSettings, create_app
+        from layerfuse.serve.batcher import in_short_lived_thread
     except ImportError as e:
         raise LayerfuseError(f"layerfuse serve needs the serve extra ({e.name} is missing): "
                              "pip install 'layerfuse[serve]'") from None
@@ -153,7 +127,7 @@ def cmd_serve(args) -> int:
     from layerfuse.pipeline import MANIFEST, load
 
     _check(args)
-    pipe = _off_main_thread(load, args.classifier)
+    pipe = in_short_lived_thread(load, args.classifier)  # see its docstring: torch's OpenMP teams
     manifest = json.loads((Path(args.classifier) / MANIFEST).read_text())
     settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_texts=args.max_texts,
                              max_text_bytes=args.max_text_bytes, max_queue=args.max_queue,

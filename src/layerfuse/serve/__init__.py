@@ -4,9 +4,9 @@ Needs the ``serve`` extra (``pip install 'layerfuse[serve]'``: FastAPI, uvicorn,
 See ``docs/serve.md`` for the endpoints, limits, batching and measured throughput.
 """
 
-from layerfuse.serve.batcher import BatchStats, Busy, MicroBatcher
+from layerfuse.serve.batcher import BatchStats, Busy, MicroBatcher, in_short_lived_thread
 
-__all__ = ["BatchStats", "Busy", "MicroBatcher", "ServeSettings", "create_app"]
+__all__ = ["BatchStats", "Busy", "MicroBatcher", "ServeSettings", "create_app", "in_short_lived_thread"]
 
 
 def __getattr__(name):

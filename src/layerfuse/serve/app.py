@@ -24,6 +24,7 @@ message naming the field: 400 malformed JSON, 413 too many texts or a text over 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
@@ -39,7 +40,7 @@ from layerfuse.config import (
     DEFAULT_SERVE_MAX_TEXTS,
     DEFAULT_SERVE_MAX_WAIT_MS,
 )
-from layerfuse.serve.batcher import Busy, MicroBatcher
+from layerfuse.serve.batcher import Busy, MicroBatcher, in_short_lived_thread
 from layerfuse.serve.metrics import ServerMetrics
 
 __all__ = ["ServeSettings", "PredictRequest", "Prediction", "PredictResponse", "Health", "Metadata",
@@ -292,12 +293,13 @@ def create_app(pipeline, settings: ServeSettings | None = None, *, manifest: dic
 
     Parameters
     ----------
-    pipeline : FusionPipeline
-        A loaded classifier (``layerfuse.load(DIR)``); its backbones load in the worker thread
-        when the app starts, and ``/v1/health`` says ``ready`` only after that. Load it in a
-        thread that has ended (as ``layerfuse serve`` does), not in the thread that will run
-        the event loop: torch work in a thread that stays alive keeps an OpenMP team there,
-        which slows the worker's forward passes (docs/serve.md).
+    pipeline : FusionPipeline or path
+        A saved classifier's folder, loaded here in a short-lived thread
+        (:func:`~layerfuse.serve.batcher.in_short_lived_thread`), or a classifier already loaded
+        (``layerfuse.load(DIR)``; best loaded the same way, not in a thread that stays alive:
+        torch work there keeps an OpenMP team that slows the worker's forward passes,
+        docs/serve.md). Its backbones load in the worker thread when the app starts, and
+        ``/v1/health`` says ``ready`` only after that.
     settings : ServeSettings, optional
         Limits and batching (defaults: :class:`ServeSettings`).
     manifest : dict, optional
@@ -320,6 +322,8 @@ def create_app(pipeline, settings: ServeSettings | None = None, *, manifest: dic
 
     import layerfuse
 
+    if isinstance(pipeline, (str, os.PathLike)):
+        pipeline = in_short_lived_thread(layerfuse.load, pipeline)
     settings = settings or ServeSettings()
     metrics = ServerMetrics()
     kw = {"device": settings.device, "cache_dir": settings.cache_dir}

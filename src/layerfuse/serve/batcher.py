@@ -31,9 +31,35 @@ from layerfuse.config import (
     DEFAULT_SERVE_SHUTDOWN_TIMEOUT,
 )
 
-__all__ = ["Busy", "BatchStats", "MicroBatcher"]
+__all__ = ["Busy", "BatchStats", "MicroBatcher", "in_short_lived_thread"]
 
 _STOP = object()
+
+
+def in_short_lived_thread(fn, *args):
+    """``fn(*args)`` run in a short-lived thread; its result returned, its exception raised here.
+
+    Why: torch's CPU kernels run on an OpenMP thread team per calling thread, and a team stays
+    alive as long as its thread. Loading the classifier (torch work) in the main thread would leave
+    a team there beside the one the batcher's worker thread creates; with more OpenMP threads than
+    cores, libgomp stops spinning between parallel regions, and every forward pass slows down
+    (measured: 32 texts in one request 0.80 -> 0.47-0.58 s, 32 one-text requests in turn 2.8-3.4
+    -> 1.8-1.9 s; docs/serve.md). A thread that ends takes its team with it.
+    :func:`~layerfuse.serve.app.create_app` loads a classifier given as a folder this way."""
+    box: dict = {}
+
+    def run():
+        try:
+            box["result"] = fn(*args)
+        except BaseException as e:  # noqa: BLE001 - raised again in the calling thread
+            box["error"] = e
+
+    t = threading.Thread(target=run, name="layerfuse-load")
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
 
 
 class Busy(Exception):
