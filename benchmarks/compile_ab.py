@@ -42,19 +42,6 @@ def run(bb, enc, batch_tokens: int) -> tuple[float, dict]:
     return time.perf_counter() - t0, out
 
 
-def compile_blocks(bb) -> list:
-    eager = []
-    for block in find_layer_list(bb.model):
-        eager.append(block.forward)
-        block.forward = torch.compile(block.forward, dynamic=True)
-    return eager
-
-
-def restore_blocks(bb, eager: list) -> None:
-    for block, fwd in zip(find_layer_list(bb.model), eager):
-        block.forward = fwd
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
@@ -70,30 +57,24 @@ def main() -> None:
     tokens = int(sum(len(e) for e in enc))
     run(bb, enc[:16], args.batch_tokens)  # warm-up of the eager path
 
-    eager_fwd = [b.forward for b in find_layer_list(bb.model)]
-    compiled_fwd = None
+    blocks = find_layer_list(bb.model)
+    eager = [b.forward for b in blocks]
+    compiled = [torch.compile(f, dynamic=True) for f in eager]  # compiles on first call
 
-    def use(compiled: bool):
-        nonlocal compiled_fwd
-        if not compiled:
-            restore_blocks(bb, eager_fwd)
-        elif compiled_fwd is None:
-            compile_blocks(bb)
-            compiled_fwd = [b.forward for b in find_layer_list(bb.model)]
-        else:
-            for b, f in zip(find_layer_list(bb.model), compiled_fwd):
-                b.forward = f
+    def use(forwards: list) -> None:
+        for block, fwd in zip(blocks, forwards):
+            block.forward = fwd
 
-    use(True)
-    first, out_c = run(bb, enc, args.batch_tokens)  # compiles (dynamic shapes) on the way
+    use(compiled)
+    first, _ = run(bb, enc, args.batch_tokens)  # compiles (dynamic shapes) on the way
     print(f"first compiled pass (compiling included): {first:.1f} s", flush=True)
     times = {"eager": [], "compiled": []}
     diff = 0.0
     for _ in range(args.reps):
-        use(False)
+        use(eager)
         t, out_e = run(bb, enc, args.batch_tokens)
         times["eager"].append(t)
-        use(True)
+        use(compiled)
         t, out_c = run(bb, enc, args.batch_tokens)
         times["compiled"].append(t)
         for p in POOLINGS:
