@@ -6,13 +6,14 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from layerfuse.errors import LayerfuseError
 from layerfuse.scoring.features import average_layers, standardise
 from layerfuse.scoring.layer_profile import ANALYSIS_COLUMN, LayerProfile
 from layerfuse.scoring.layer_scores import cv_probe, eval_test_column, score_layers
 from layerfuse.scoring.selection import LayerSelection, select_layers
-from layerfuse.scoring.solver import fit_logistic
+from layerfuse.scoring.solver import fit_logistic, logits, weight_grad
 
 SIGNAL = 5  # the separable layer in the synthetic array
 N_LAYERS = 8  # L+1
@@ -129,6 +130,20 @@ def test_fast_probe_agrees_with_sklearn():
         m = LogisticRegression(C=1.0 / (l2 * len(tr_i)), max_iter=5000, tol=1e-8)
         accs.append(m.fit(Xs[tr_i], y[tr_i]).score(Xs[te_i], y[te_i]))
     assert abs(cv["probe_acc"] - np.mean(accs)) <= 0.01
+
+
+def test_probe_products_are_the_plain_products():
+    """The solver writes xs @ W + b and xs' R + l2 W in transposed forms (faster with MKL): same values."""
+    g = torch.Generator().manual_seed(0)
+    xs, R = torch.randn(500, 48, generator=g), torch.randn(500, 10, generator=g)
+    W, b = torch.randn(48, 10, generator=g), torch.randn(10, generator=g)
+    for large in (False, True):
+        z = logits(xs, W, b, large)
+        assert z.shape == (500, 10)
+        torch.testing.assert_close(z, xs @ W + b, rtol=1e-5, atol=1e-4)
+    gw = weight_grad(xs, R, W, 0.3)
+    assert gw.shape == (48, 10)
+    torch.testing.assert_close(gw, xs.T @ R + 0.3 * W, rtol=1e-5, atol=1e-4)
 
 
 def test_memmap_input_and_label_values(tmp_path, data):
