@@ -72,6 +72,29 @@ def test_max_wait_bounds_how_long_a_lone_request_waits():
     assert rec.batches == [["only"]]
 
 
+def test_a_lone_client_is_not_delayed_by_max_wait():
+    """One request at a time (nothing else queued, previous batch alone) runs without the wait."""
+    rec = Recorder()
+    b = MicroBatcher(rec, max_batch=64, max_wait_ms=3000)
+
+    async def one_after_another():
+        took = []
+        for text in ("a", "bb", "ccc"):
+            t0 = time.perf_counter()
+            await b.submit([text])
+            took.append(time.perf_counter() - t0)
+        return took
+
+    b.start()
+    assert b.ready.wait(5)
+    try:
+        took = asyncio.run(one_after_another())
+    finally:
+        b.stop()
+    assert max(took) < 1.5, took  # a 3 s wait per request would show here
+    assert rec.batches == [["a"], ["bb"], ["ccc"]]
+
+
 def test_a_failing_batch_is_retried_per_request_so_only_the_bad_one_fails():
     def predict(texts):
         if "poison" in texts:

@@ -38,7 +38,8 @@ def add_serve_command(sub, examples) -> argparse.ArgumentParser:
                         f"(default {C.DEFAULT_SERVE_MAX_BATCH}; "
                         "1 turns batching off)")
     p.add_argument("--max-wait-ms", type=float, default=C.DEFAULT_SERVE_MAX_WAIT_MS,
-                   help=f"longest a request waits for others to join its batch (default {C.DEFAULT_SERVE_MAX_WAIT_MS:g})")
+                   help="longest a request waits for others to join its batch, only when others are queued or the "
+                        f"last batch held several (default {C.DEFAULT_SERVE_MAX_WAIT_MS:g})")
     p.add_argument("--max-texts", type=int, default=C.DEFAULT_SERVE_MAX_TEXTS,
                    help=f"most texts per request (default {C.DEFAULT_SERVE_MAX_TEXTS})")
     p.add_argument("--max-text-bytes", type=int, default=C.DEFAULT_SERVE_MAX_TEXT_BYTES,

@@ -3,8 +3,9 @@
 Requests arrive on the event loop; each gets an :class:`asyncio.Future` and goes into a thread-safe
 queue. One worker thread owns the model (so the backbones never run from two threads at once): it
 takes the oldest request, keeps taking requests until the batch holds ``max_batch`` texts or
-``max_wait_ms`` have passed since that first request, runs the whole batch through one call of
-the predict function (which sorts the texts by length and runs each backbone once, up to its
+``max_wait_ms`` have passed since that first request (no wait when nothing else is queued and
+the previous batch held one request: a lone client is not delayed), runs the whole batch through
+one call of the predict function (which sorts the texts by length and runs each backbone once, up to its
 deepest layer), and hands every request its own slice of the result, in order.
 
 A request is never split: one with more texts than room is left for the next batch (a request
@@ -109,7 +110,8 @@ class MicroBatcher:
     max_batch : int
         Most texts in one batch (a single larger request still runs, alone).
     max_wait_ms : float
-        Longest a request waits for others to join its batch once the worker is free.
+        Longest a request waits for others to join its batch once the worker is free; only when
+        other requests are queued or the previous batch held several (a lone client never waits).
     max_queue : int
         Most texts waiting at once; :meth:`submit` raises :class:`Busy` beyond it.
     on_batch : callable, optional
@@ -139,6 +141,7 @@ class MicroBatcher:
         self._pending = 0  # texts queued and not yet taken into a batch
         self._lock = threading.Lock()
         self._carry: _Request | None = None
+        self._last_requests = 0  # requests in the previous batch
         self._thread = threading.Thread(target=self._run, name="layerfuse-batcher", daemon=True)
         self._stopping = False
 
@@ -200,7 +203,10 @@ class MicroBatcher:
         if first is _STOP:
             return [], True
         batch, n = [first], len(first.texts)
-        deadline = time.perf_counter() + self.max_wait
+        # Waiting pays only under concurrent load: when more requests are queued already, or the
+        # previous batch had company. A lone client's request runs at once (no max_wait added).
+        concurrent = self._carry is not None or not self._queue.empty() or self._last_requests > 1
+        deadline = time.perf_counter() + (self.max_wait if concurrent else 0.0)
         while n < self.max_batch:
             nxt = self._take(deadline if not self._stopping else time.perf_counter())
             if nxt is None:
@@ -216,6 +222,7 @@ class MicroBatcher:
             n += len(nxt.texts)
         with self._lock:
             self._pending -= n
+        self._last_requests = len(batch)
         return batch, False
 
     def _run_batch(self, batch: list[_Request]) -> None:
