@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from layerfuse.data.sampling import stratified_validation_split
 from layerfuse.errors import LayerfuseError
-from layerfuse.model.heads import HEADS, FusionClassifierNet, LinearHead, MLPHead
+from layerfuse.model.heads import HEADS, Dropout, FusionClassifierNet, LinearHead, MLPHead
 from layerfuse.model.metrics import classification_metrics
 from layerfuse.model.saving import load_net, save_net
 from layerfuse.model.training import _flush_denormal_on, evaluate, fit_head, fit_seeds
@@ -45,7 +45,7 @@ def test_heads():
     mlp = MLPHead(40, 5)
     linears = [m for m in mlp.modules() if isinstance(m, torch.nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(40, 1024), (1024, 256), (256, 5)]
-    drops = [m.p for m in mlp.modules() if isinstance(m, torch.nn.Dropout)]
+    drops = [m.p for m in mlp.modules() if isinstance(m, Dropout)]
     assert drops == [0.5, 0.3]
     lin = LinearHead(40, 5)
     assert sum(isinstance(m, torch.nn.Linear) for m in lin.modules()) == 1
@@ -320,3 +320,19 @@ def test_input_errors(task):
         model.predict_proba([xte[0], xte[1][:, :5]])
     with pytest.raises(LayerfuseError, match="2 source"):
         model.predict_proba([xte[0]])
+
+
+def test_dropout_zeroes_p_and_rescales_the_rest_in_training_only():
+    torch.manual_seed(0)
+    x = torch.ones(200, 500, requires_grad=True)
+    d = Dropout(0.3).train()
+    y = d(x)
+    zero = (y == 0).float().mean().item()
+    assert abs(zero - 0.3) < 0.01  # 100k draws: the std of the fraction is ~0.0015
+    kept = y[y != 0]
+    torch.testing.assert_close(kept, torch.full_like(kept, 1 / 0.7))
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, (y != 0).float() / 0.7)  # gradient through the same mask
+    assert torch.equal(d.eval()(x), x)
+    with pytest.raises(ValueError, match="dropout probability"):
+        Dropout(1.0)

@@ -17,6 +17,31 @@ __all__ = ["MLPHead", "LinearHead", "HEADS", "build_head", "FusionClassifierNet"
 # heads
 
 
+class Dropout(nn.Module):
+    """Inverted dropout, as :class:`torch.nn.Dropout`: in training each value is zeroed with
+    probability ``p`` and the rest scaled by ``1 / (1 - p)``; identity in eval mode.
+
+    The mask is drawn as ``rand >= p`` rather than by ``bernoulli_``, which on CPU took 3x as long
+    for a [64, 1024] batch (0.85 vs 0.26 ms, a fifth of a head's training step;
+    docs/benchmarks.md#training-the-heads). Same distribution, another random stream.
+    """
+
+    def __init__(self, p: float):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = float(p)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.rand_like(x) >= self.p
+        return x * keep * (1.0 / (1.0 - self.p))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class MLPHead(nn.Module):
     """The paper's head: Linear(in, 1024) ReLU Dropout(0.5) Linear(1024, 256) ReLU Dropout(0.3) Linear(256, C)."""
 
@@ -26,10 +51,10 @@ class MLPHead(nn.Module):
         self.net = nn.Sequential(
             nn.Linear(in_dim, 1024),
             nn.ReLU(),
-            nn.Dropout(0.5),
+            Dropout(0.5),
             nn.Linear(1024, 256),
             nn.ReLU(),
-            nn.Dropout(0.3),
+            Dropout(0.3),
             nn.Linear(256, n_classes),
         )
 

@@ -1,21 +1,29 @@
-"""Training the default run's heads with Adam's for-loop update vs its fused kernel, side by side.
+"""Training the default run's heads with a former and the current version of one part, side by side.
 
-    python benchmarks/head_adam.py                  # the built-in run's 4 rows x 3 seeds, 2 rounds
+    python benchmarks/head_training.py --compare adam      # Adam's for-loop update vs its fused kernel
+    python benchmarks/head_training.py --compare dropout   # nn.Dropout (bernoulli_) vs layerfuse's Dropout
 
 The rows are those of ``layerfuse run`` on the built-in default: SmolLM2-135M layer 19 (last
 token) and MiniLM-L6 layer 5 (mean) on SST-2, fused by ``concat`` and ``attention``, and each model
-alone, MLP head, seeds 0-2 (``fit_seeds`` with the run's settings). Each row is trained with
-``torch.optim.Adam(...)`` as layerfuse did before (no option: a Python loop over the parameters
-on CPU) and with ``fused=True`` (one kernel per step), in turn, for ``--rounds`` rounds. The
-update is the same algorithm; the fused kernel rounds differently, so epochs and scores move a
-little: both are printed. Embeddings come from the cache (extracted first if missing).
+alone, MLP head, seeds 0-2 (``fit_seeds`` with the run's settings). Each row is trained with the
+former and the current version in turn, for ``--rounds`` rounds:
 
-Results: benchmarks/results/head_adam.{json,md}.
+* ``adam``: ``torch.optim.Adam(...)`` as layerfuse did before (on CPU a Python loop over the
+  parameters) against ``fused=True`` (one kernel per step). Same algorithm, other rounding.
+* ``dropout``: ``torch.nn.Dropout`` (masks from ``bernoulli_``) against
+  ``layerfuse.model.heads.Dropout`` (masks from ``rand >= p``). Same distribution, another random
+  stream.
+
+Both change the numbers a little (early stopping lands on other epochs): the scores are printed
+beside the times. Embeddings come from the cache (extracted first if missing).
+
+Results: benchmarks/results/head_training_<compare>.{json,md}.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import time
@@ -24,12 +32,38 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import layerfuse.model.heads as heads
 import layerfuse.model.training as training
 from layerfuse.embed.extract import extract
 
 HERE = Path(__file__).resolve().parent
 ADAM = torch.optim.Adam
-MODES = {"for-loop (former)": {"fused": False}, "fused (current)": {"fused": True}}
+
+
+@contextlib.contextmanager
+def adam(**kw):
+    training.torch.optim.Adam = lambda *a, **k: ADAM(*a, **{**k, **kw})
+    try:
+        yield
+    finally:
+        training.torch.optim.Adam = ADAM
+
+
+@contextlib.contextmanager
+def dropout(cls):
+    current = heads.Dropout
+    heads.Dropout = cls
+    try:
+        yield
+    finally:
+        heads.Dropout = current
+
+
+COMPARE = {
+    "adam": {"for-loop (former)": lambda: adam(fused=False), "fused (current)": lambda: adam(fused=True)},
+    "dropout": {"nn.Dropout (former)": lambda: dropout(torch.nn.Dropout),
+                "rand >= p (current)": lambda: dropout(heads.Dropout)},
+}
 
 
 def sources(model: str, pooling: str, layer: int):
@@ -38,22 +72,22 @@ def sources(model: str, pooling: str, layer: int):
             np.asarray(emb.get("test", layer, pooling), dtype=np.float32), emb.labels)
 
 
-def fit(mode: str, fusion: str, tr, te, y_tr, y_te):
-    kw = MODES[mode]
-    training.torch.optim.Adam = lambda *a, **k: ADAM(*a, **{**k, **kw})
-    try:
+def fit(variant, fusion: str, tr, te, y_tr, y_te):
+    with variant():
         t = time.perf_counter()
         res = training.fit_seeds(tr, y_tr, te, y_te, n_classes=2, fusion=fusion)
         return time.perf_counter() - t, res
-    finally:
-        training.torch.optim.Adam = ADAM
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--compare", choices=sorted(COMPARE), required=True)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--out", default=str(HERE / "results" / "head_adam"))
+    ap.add_argument("--out", default=None, help="results path without suffix (default "
+                    "benchmarks/results/head_training_<compare>)")
     args = ap.parse_args()
+    args.out = args.out or str(HERE / "results" / f"head_training_{args.compare}")
+    MODES = COMPARE[args.compare]
     s_tr, s_te, labels = sources("smollm2-135m", "last", 19)
     m_tr, m_te, _ = sources("minilm-l6", "mean", 5)
     y_tr, y_te = labels["train"], labels["test"]
@@ -65,10 +99,10 @@ def main() -> None:
         total = dict.fromkeys(MODES, 0.0)
         for name, fusion, tr, te in rows:
             for mode in (list(MODES) if rnd % 2 == 0 else list(MODES)[::-1]):
-                sec, r = fit(mode, fusion, tr, te, y_tr, y_te)
+                sec, r = fit(MODES[mode], fusion, tr, te, y_tr, y_te)
                 total[mode] += sec
                 epochs = [p["epochs_run"] for p in r.per_seed]
-                out.append({"round": rnd + 1, "models": name, "fusion": fusion, "adam": mode, "seconds": sec,
+                out.append({"round": rnd + 1, "models": name, "fusion": fusion, "variant": mode, "seconds": sec,
                             "epochs": epochs, "test_acc_mean": r.acc_mean, "test_acc_std": r.acc_std,
                             "val_acc_mean": r.val_acc_mean})
                 print(f"round {rnd + 1} {name:24s} {fusion:9s} {mode:18s} {sec:6.1f} s ({sum(epochs)} epochs, "
@@ -77,20 +111,21 @@ def main() -> None:
         former, current = list(MODES)
         print(f"round {rnd + 1}: all rows {total[former]:.1f} s -> {total[current]:.1f} s "
               f"({total[former] / total[current]:.2f}x)", flush=True)
-    per_epoch = {m: sum(r["seconds"] for r in out if r["adam"] == m) / sum(sum(r["epochs"]) for r in out if r["adam"] == m)
+    per_epoch = {m: sum(r["seconds"] for r in out if r["variant"] == m) / sum(sum(r["epochs"]) for r in out if r["variant"] == m)
                  for m in MODES}
-    totals = {m: sum(r["seconds"] for r in out if r["adam"] == m) / args.rounds for m in MODES}
-    cmd = "python benchmarks/head_adam.py" + ("" if args.rounds == 2 else f" --rounds {args.rounds}")
-    res = {"command": cmd, "date": time.strftime("%Y-%m-%d %H:%M"), "cores": os.cpu_count(),
+    totals = {m: sum(r["seconds"] for r in out if r["variant"] == m) / args.rounds for m in MODES}
+    cmd = f"python benchmarks/head_training.py --compare {args.compare}" + (
+        "" if args.rounds == 2 else f" --rounds {args.rounds}")
+    res = {"command": cmd, "compare": args.compare, "date": time.strftime("%Y-%m-%d %H:%M"), "cores": os.cpu_count(),
            "torch": torch.__version__, "rows": out, "seconds_per_epoch": per_epoch, "mean_total_seconds": totals}
     Path(args.out + ".json").write_text(json.dumps(res, indent=1))
     former, current = list(MODES)
     lines = [f"Command: `{cmd}` ({res['date']}, {res['cores']} cores, torch {torch.__version__}; the built-in run's "
              "4 rows x 3 seeds, MLP head)", "",
-             "| round | models | fusion | Adam | seconds | epochs (per seed) | s/epoch | test acc | val acc |",
+             f"| round | models | fusion | {args.compare} | seconds | epochs (per seed) | s/epoch | test acc | val acc |",
              "| ---: | --- | --- | --- | ---: | --- | ---: | ---: | ---: |"]
     for r in out:
-        lines.append(f"| {r['round']} | {r['models']} | {r['fusion']} | {r['adam']} | {r['seconds']:.1f} | "
+        lines.append(f"| {r['round']} | {r['models']} | {r['fusion']} | {r['variant']} | {r['seconds']:.1f} | "
                      f"{r['epochs']} | {r['seconds'] / sum(r['epochs']):.2f} | {100 * r['test_acc_mean']:.2f} ± "
                      f"{100 * r['test_acc_std']:.2f} | {100 * r['val_acc_mean']:.2f} |")
     lines += ["", f"All rows, mean of {args.rounds} round(s): {totals[former]:.1f} s → {totals[current]:.1f} s "
