@@ -2,6 +2,7 @@
 
     python benchmarks/head_training.py --compare adam      # Adam's for-loop update vs its fused kernel
     python benchmarks/head_training.py --compare dropout   # nn.Dropout (bernoulli_) vs layerfuse's Dropout
+    python benchmarks/head_training.py --compare precision # float32 vs bfloat16 autocast training steps
 
 The rows are those of ``layerfuse run`` on the built-in default: SmolLM2-135M layer 19 (last
 token) and MiniLM-L6 layer 5 (mean) on SST-2, fused by ``concat`` and ``attention``, and each model
@@ -13,8 +14,10 @@ former and the current version in turn, for ``--rounds`` rounds:
 * ``dropout``: ``torch.nn.Dropout`` (masks from ``bernoulli_``) against
   ``layerfuse.model.heads.Dropout`` (masks from ``rand >= p``). Same distribution, another random
   stream.
+* ``precision``: ``fit_head(precision="float32")`` against ``"bfloat16"`` (each training step's
+  forward and backward under bf16 autocast; weights, Adam state, validation and prediction float32).
 
-Both change the numbers a little (early stopping lands on other epochs): the scores are printed
+Each changes the numbers a little (early stopping lands on other epochs): the scores are printed
 beside the times. Embeddings come from the cache (extracted first if missing).
 
 Results: benchmarks/results/head_training_<compare>.{json,md}.
@@ -59,10 +62,14 @@ def dropout(cls):
         heads.Dropout = current
 
 
+# Per comparison: variant name -> (a context that swaps the part in, fit_seeds keywords).
 COMPARE = {
-    "adam": {"for-loop (former)": lambda: adam(fused=False), "fused (current)": lambda: adam(fused=True)},
-    "dropout": {"nn.Dropout (former)": lambda: dropout(torch.nn.Dropout),
-                "rand >= p (current)": lambda: dropout(heads.Dropout)},
+    "adam": {"for-loop (former)": (lambda: adam(fused=False), {}),
+             "fused (current)": (lambda: adam(fused=True), {})},
+    "dropout": {"nn.Dropout (former)": (lambda: dropout(torch.nn.Dropout), {}),
+                "rand >= p (current)": (lambda: dropout(heads.Dropout), {})},
+    "precision": {"float32": (contextlib.nullcontext, {"precision": "float32"}),
+                  "bfloat16 autocast": (contextlib.nullcontext, {"precision": "bfloat16"})},
 }
 
 
@@ -73,9 +80,10 @@ def sources(model: str, pooling: str, layer: int):
 
 
 def fit(variant, fusion: str, tr, te, y_tr, y_te):
-    with variant():
+    context, kw = variant
+    with context():
         t = time.perf_counter()
-        res = training.fit_seeds(tr, y_tr, te, y_te, n_classes=2, fusion=fusion)
+        res = training.fit_seeds(tr, y_tr, te, y_te, n_classes=2, fusion=fusion, **kw)
         return time.perf_counter() - t, res
 
 

@@ -120,7 +120,10 @@ DEFAULT_CONFIG: dict = {
                "combos": DEFAULT_COMBOS, "proj_dim": DEFAULT_PROJ_DIM, "max_epochs": DEFAULT_MAX_EPOCHS,
                "patience": DEFAULT_PATIENCE, "val_fraction": DEFAULT_VAL_FRACTION, "lr": DEFAULT_LR,
                "batch_size": DEFAULT_BATCH_SIZE, "engine": DEFAULT_ENGINE, "choose_by": DEFAULT_CHOOSE_BY,
-               "choose_metric": DEFAULT_CHOOSE_METRIC, "search": DEFAULT_SEARCH},
+               "choose_metric": DEFAULT_CHOOSE_METRIC, "search": DEFAULT_SEARCH,
+               # heads' training steps: float32, bfloat16 (autocast) or auto (bfloat16 where the CPU
+               # runs it fast, the same decision as extraction's dtype auto)
+               "precision": "auto"},
     "output": {"dir": "out/run-sst2", "save": "out/run-sst2/classifier"},
 }
 

@@ -336,3 +336,14 @@ def test_dropout_zeroes_p_and_rescales_the_rest_in_training_only():
     assert torch.equal(d.eval()(x), x)
     with pytest.raises(ValueError, match="dropout probability"):
         Dropout(1.0)
+
+
+def test_bfloat16_precision_trains_under_autocast_and_keeps_float32_weights(task):
+    xtr, ytr, xte, yte = task
+    m = fit_head(xtr, ytr, n_classes=3, max_epochs=8, patience=3, precision="bfloat16")
+    assert m.config["precision"] == "bfloat16"
+    assert all(p.dtype == torch.float32 for p in m.net.parameters())
+    assert (m.predict(xte) == yte).mean() > 0.6  # it learns the task (chance is 1/3)
+    assert "precision" not in fit_head(xtr, ytr, n_classes=3, max_epochs=1).config  # float32: as before
+    with pytest.raises(LayerfuseError, match="precision"):
+        fit_head(xtr, ytr, n_classes=3, precision="float16")

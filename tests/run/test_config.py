@@ -34,6 +34,7 @@ def test_overrides_and_seed_count():
         ({"models": []}, "models is empty"),
         ({"fusion": {"seeds": ["a"]}}, "fusion.seeds"),
         ({"fusion": {"search": "beam"}}, "unknown cfg.yaml: fusion.search 'beam': choose from grid, greedy"),
+        ({"fusion": {"precision": "fp16"}}, "fusion.precision 'fp16': choose from auto, float32, bfloat16"),
     ],
 )
 def test_bad_fields_are_named(user, needle):
@@ -54,3 +55,16 @@ def test_bad_yaml_names_the_line(tmp_path):
     p.write_text("models:\n  - a\n fusion: [\n")
     with pytest.raises(LayerfuseError, match=r"bad.yaml line \d+"):
         load_config_file(p)
+
+
+def test_head_precision_auto_follows_the_dtype_decision(monkeypatch):
+    import layerfuse.embed.device as device
+    from layerfuse.run.grid import resolve_precision
+
+    assert DEFAULT_CONFIG["fusion"]["precision"] == "auto"
+    assert resolve_precision("float32") == "float32" and resolve_precision("bfloat16") == "bfloat16"
+    for chosen in ("bfloat16", "float32"):
+        monkeypatch.setattr(device, "dtype_decision", lambda dev, root=None, c=chosen: (c, "because"))
+        said = []
+        assert resolve_precision("auto", log=said.append) == chosen
+        assert said == [f"head precision auto → {chosen}: because"]

@@ -179,7 +179,7 @@ def cmd_run(args) -> int:
     from layerfuse import report
     from layerfuse.cache.layout import grid_checkpoint_dir
     from layerfuse.run.config_file import load_config_file, merge_config
-    from layerfuse.run.grid import run_grid
+    from layerfuse.run.grid import resolve_precision, run_grid
     from layerfuse.scale.engine import engine_options
 
     cfg = load_config_file(args.config) if args.config else merge_config({}, "built-in default")
@@ -212,7 +212,9 @@ def cmd_run(args) -> int:
                     val_fraction=f["val_fraction"], lr=f["lr"], batch_size=f["batch_size"],
                     checkpoint_dir=grid_checkpoint_dir(args.cache_dir), workers=args.workers,
                     engine=f["engine"], engine_options=engine_options(cfg["extraction"]), rule=f["choose_by"],
-                    metric=f["choose_metric"], search=f["search"], progress=progress, log=log)
+                    metric=f["choose_metric"], search=f["search"],
+                    precision=resolve_precision(f["precision"], args.cache_dir, log), progress=progress,
+                    log=log)
     fused = report.write_fusion_outputs(grid, preps, out, dataset=ds.name)
     if cfg["output"].get("save"):
         grid.pipeline.save(cfg["output"]["save"])

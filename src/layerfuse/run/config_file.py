@@ -47,6 +47,7 @@ def merge_config(user: dict, source: str = "config") -> dict:
                      rule=cfg["fusion"]["choose_by"], metric=cfg["fusion"]["choose_metric"])
     _check_fields(cfg, source)
     check_choice(cfg["fusion"]["search"], SEARCHES, f"{source}: fusion.search")
+    check_choice(cfg["fusion"]["precision"], ("auto", "float32", "bfloat16"), f"{source}: fusion.precision")
     from layerfuse.scale.engine import validate_engine_config
 
     validate_engine_config(cfg, source)
@@ -84,6 +85,7 @@ _FIELDS: dict[str, tuple[str, float | None, float | None]] = {
     "fusion.choose_by": ("str", None, None),
     "fusion.choose_metric": ("str", None, None),
     "fusion.search": ("str", None, None),
+    "fusion.precision": ("str", None, None),
     "selection.layers": ("str", None, None),
     "selection.k": ("int", 1, None),
     "fusion.combos": ("str", None, None),

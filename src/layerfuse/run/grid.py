@@ -106,6 +106,19 @@ def grid_configs(n: int, fusions: Sequence[str], heads: Sequence[str] = (DEFAULT
     return configs
 
 
+def resolve_precision(precision: str, cache_dir=None, log=print) -> str:
+    """``fusion.precision`` of a run: ``auto`` is bfloat16 where the CPU runs bf16 matrix products
+    fast (the decision ``--dtype auto`` makes, :func:`layerfuse.embed.device.dtype_decision`, kept
+    per CPU model in the cache), else float32; the choice is logged."""
+    if precision != "auto":
+        return precision
+    from layerfuse.embed.device import dtype_decision
+
+    chosen, why = dtype_decision("cpu", cache_dir)
+    log(f"head precision auto → {chosen}: {why}")
+    return chosen
+
+
 def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Sequence[str] = ("mlp",),
              seeds: Sequence[int] = DEFAULT_SEEDS, combos: str = DEFAULT_COMBOS, proj_dim: int = DEFAULT_PROJ_DIM,
              max_epochs: int = DEFAULT_MAX_EPOCHS, patience: int = DEFAULT_PATIENCE,
@@ -114,9 +127,12 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
              engine: str = DEFAULT_ENGINE, engine_options: dict | None = None,
              rule: str = DEFAULT_CHOOSE_BY, cv_folds: int = DEFAULT_CV_FOLDS, search: str = DEFAULT_SEARCH, beam: int | None = None,
              min_gain: float = DEFAULT_SEARCH_MIN_GAIN, metric: str = DEFAULT_CHOOSE_METRIC, progress: bool = True,
-             log=print) -> GridResult:
+             precision: str = "float32", log=print) -> GridResult:
     """Train and evaluate every (model set × fusion × head); pick the best by validation only.
     ``configs`` (see :func:`grid_configs`) replaces the full product of sets, fusions and heads.
+
+    ``precision``: how the heads' training steps compute (``fit_head``'s ``precision``: float32,
+    or bfloat16 autocast).
 
     ``checkpoint_dir`` (e.g. :func:`grid_checkpoint_dir`): each finished row's trained seeds are saved
     there atomically (:func:`~layerfuse.model.saving.save_seeds`) under a key of everything that changes
@@ -148,7 +164,7 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
 
     Over 80 lines with this docstring; the body is one loop over the rows between the checks
     (:func:`checked_configs`) and the choice (:mod:`layerfuse.run.selection_rules`)."""
-    from layerfuse.model.training import fit_seeds
+    from layerfuse.model.training import PRECISIONS, fit_seeds
     from layerfuse.run.selection_rules import METRICS, RULES
 
     check_choice(rule, RULES, "selection rule")
@@ -160,6 +176,9 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
     rows, results = [], []
     settings = {"seeds": [int(x) for x in seeds], "proj_dim": proj_dim, "max_epochs": max_epochs,
                 "patience": patience, "val_fraction": val_fraction, "lr": lr, "batch_size": batch_size}
+    check_choice(precision, PRECISIONS, "precision")
+    if precision != "float32":  # only then part of the settings, so float32 rows keep their checkpoint keys
+        settings["precision"] = precision
     data_fp = ds.fingerprint() if checkpoint_dir is not None else None
     resumed = 0
     score_cv = cv_scorer(ds, preps, settings, cv_folds, checkpoint_dir, log, src_tr=src_tr, data_fp=data_fp)
@@ -246,7 +265,8 @@ def cv_scorer(ds, preps: Sequence[ModelPrep], settings: dict, folds: int, checkp
 
     src_tr = [p.sources("train") for p in preps] if src_tr is None else src_tr
     y = ds.splits["train"].labels
-    fit_kw = {k: settings[k] for k in ("proj_dim", "max_epochs", "patience", "val_fraction", "lr", "batch_size")}
+    fit_kw = {k: settings[k] for k in ("proj_dim", "max_epochs", "patience", "val_fraction", "lr", "batch_size",
+                                        "precision") if k in settings}
     if data_fp is None and checkpoint_dir is not None:
         data_fp = ds.fingerprint()
     memo: dict = {}
