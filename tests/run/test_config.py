@@ -68,3 +68,20 @@ def test_head_precision_auto_follows_the_dtype_decision(monkeypatch):
         said = []
         assert resolve_precision("auto", log=said.append) == chosen
         assert said == [f"head precision auto → {chosen}: because"]
+
+
+def test_grid_workers_auto_uses_the_cores_only_for_grids_worth_a_process(monkeypatch):
+    import os
+
+    import numpy as np
+
+    from layerfuse.run.grid import PARALLEL_GRID_VALUES, grid_workers
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    small = [[np.zeros((40, 16), np.float32)]]
+    big = [[np.zeros((PARALLEL_GRID_VALUES // 100, 60), np.float32)], [np.zeros((PARALLEL_GRID_VALUES // 100, 40))]]
+    assert grid_workers("auto", 12, small) == 1  # a tiny grid: starting processes would cost more
+    assert grid_workers("auto", 12, big) == 4
+    assert grid_workers("auto", 3, big) == 3  # no more workers than rows left to train
+    assert grid_workers("auto", 1, big) == 1
+    assert grid_workers(2, 12, small) == 2  # a number is taken as it is

@@ -105,8 +105,10 @@ def _whole_number(value: str, minimum: int, what: str) -> int:
     return n
 
 
-def workers_arg(value: str) -> int:
-    return _whole_number(value, 1, "a whole number of processes")
+def workers_arg(value: str) -> int | str:
+    if str(value).strip().lower() == "auto":
+        return "auto"
+    return _whole_number(value, 1, "a whole number of processes or auto")
 
 
 def count_arg(value: str) -> int:
@@ -117,7 +119,8 @@ def count_arg(value: str) -> int:
 def add_workers_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=workers_arg, default=C.DEFAULT_WORKERS,
                    help="grid rows trained at a time, each in its own process with a share of the threads "
-                        "(default 1; same numbers as one row at a time with that many threads); finished rows "
+                        "(default auto: one per core when the grid holds enough data, else 1; same numbers as "
+                        "one row at a time with that many threads); finished rows "
                         "are kept under CACHE/grid, so a rerun after an interruption trains only the rest")
 
 

@@ -9,6 +9,7 @@ model, after training, and only reported.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Sequence
@@ -106,6 +107,26 @@ def grid_configs(n: int, fusions: Sequence[str], heads: Sequence[str] = (DEFAULT
     return configs
 
 
+#: ``workers="auto"`` trains rows in parallel processes only when the training arrays hold at least
+#: this many values (rows x summed widths): starting a worker costs ~2-3 s. SST-2 with the built-in
+#: models: 6,920 x 960 = 6.6M, and 2 workers made its fuse stage ~36 -> ~22 s
+#: (benchmarks/results/run_default/README.md).
+PARALLEL_GRID_VALUES = 2_000_000
+
+
+def grid_workers(workers, n_rows: int, src_tr) -> int:
+    """How many grid rows train at a time: ``workers`` itself, or for ``"auto"`` one per core
+    (at most one per row still to train) when the training data is large enough, else 1."""
+    import os
+
+    if workers != "auto":
+        return int(workers)
+    values = sum(math.prod(a.shape) for arrays in src_tr for a in arrays)
+    if n_rows < 2 or values < PARALLEL_GRID_VALUES:
+        return 1
+    return max(1, min(os.cpu_count() or 1, n_rows))
+
+
 def resolve_precision(precision: str, cache_dir=None, log=print) -> str:
     """``fusion.precision`` of a run: ``auto`` is bfloat16 where the CPU runs bf16 matrix products
     fast (the decision ``--dtype auto`` makes, :func:`layerfuse.embed.device.dtype_decision`, kept
@@ -123,7 +144,7 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
              seeds: Sequence[int] = DEFAULT_SEEDS, combos: str = DEFAULT_COMBOS, proj_dim: int = DEFAULT_PROJ_DIM,
              max_epochs: int = DEFAULT_MAX_EPOCHS, patience: int = DEFAULT_PATIENCE,
              val_fraction: float = DEFAULT_VAL_FRACTION, lr: float = DEFAULT_LR, batch_size: int = DEFAULT_BATCH_SIZE,
-             configs: Sequence[tuple] | None = None, checkpoint_dir=None, workers: int = DEFAULT_WORKERS,
+             configs: Sequence[tuple] | None = None, checkpoint_dir=None, workers: int | str = DEFAULT_WORKERS,
              engine: str = DEFAULT_ENGINE, engine_options: dict | None = None,
              rule: str = DEFAULT_CHOOSE_BY, cv_folds: int = DEFAULT_CV_FOLDS, search: str = DEFAULT_SEARCH, beam: int | None = None,
              min_gain: float = DEFAULT_SEARCH_MIN_GAIN, metric: str = DEFAULT_CHOOSE_METRIC, progress: bool = True,
@@ -139,7 +160,7 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
     them (dataset, embedding cache keys, layers, fusion, head, seeds, training settings), and a
     rerun loads them instead of training again, so an interrupted grid resumes after its last row.
 
-    ``workers`` > 1 trains that many rows at a time, each in its own process with
+    ``workers`` > 1 trains that many rows at a time (``"auto"``: :func:`grid_workers`), each in its own process with
     ``torch.get_num_threads() // workers`` threads (at least one): small heads use several cores
     better as separate rows than as threads of one product. Rows, choice and numbers are the same
     as a sequential run with that many threads per row.
@@ -204,6 +225,7 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
 
     # Rows trained by worker processes in this run (already checkpointed where there is a folder).
     trained_now = {}
+    workers = grid_workers(workers, sum(not has_checkpoint(folder_of(*c)) for c in configs), src_tr)
     if workers > 1 or engine != "local":
         jobs = [(c, folder_of(*c), info_of(*c)) for c in configs if not has_checkpoint(folder_of(*c))]
         if engine != "local":
