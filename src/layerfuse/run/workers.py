@@ -5,12 +5,38 @@ parent does.
 from __future__ import annotations
 
 import os
+import sys
 import time
+from contextlib import contextmanager
 
 import numpy as np
 
-__all__ = ["worker_threads", "fit_rows_in_workers", "score_profiles_in_workers", "profile_job", "exit_with_parent",
+__all__ = ["spawning_without_main", "worker_threads", "fit_rows_in_workers", "score_profiles_in_workers", "profile_job", "exit_with_parent",
            "MappedArray", "portable"]
+
+
+@contextmanager
+def spawning_without_main():
+    """Start spawned worker processes inside this block so they do not run this program's main
+    script again.
+
+    A spawned child normally re-imports ``__main__`` (as ``__mp_main__``) before it runs
+    anything, so a user's script without an ``if __name__ == "__main__":`` guard would start its
+    whole job again in every worker (and wait on the cache lock its parent holds). The workers
+    here only run layerfuse's own functions, so they need nothing from ``__main__``: while the
+    block runs, ``__main__`` shows multiprocessing no file and no module spec to re-import.
+    """
+    main = sys.modules.get("__main__")
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__} if main else {}
+    try:
+        if main is not None:
+            main.__dict__.pop("__file__", None)
+            if "__spec__" in saved:
+                main.__spec__ = None
+        yield
+    finally:
+        if main is not None:
+            main.__dict__.update(saved)
 
 
 class MappedArray:
@@ -68,7 +94,9 @@ def fit_rows_in_workers(jobs, src_tr, src_te, y_tr, y_te, n_classes, settings, w
     with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=mp.get_context("spawn"),
                              initializer=_worker_init,
                              initargs=(src_tr, src_te, y_tr, y_te, n_classes, threads, os.getpid())) as pool:
-        futures = {pool.submit(_worker_fit, config, settings): (config, folder, info) for config, folder, info in todo}
+        with spawning_without_main():  # processes start at submit
+            futures = {pool.submit(_worker_fit, config, settings): (config, folder, info)
+                       for config, folder, info in todo}
         bar = tqdm(total=len(futures), desc=f"fuse ({min(workers, len(todo))} workers)", unit="config",
                    disable=not progress, dynamic_ncols=True)
         try:
@@ -127,8 +155,9 @@ def score_profiles_in_workers(jobs: dict, workers: int, log=print, on_done=None)
     out = {}
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("spawn"),
                              initializer=_profile_init, initargs=(torch.get_num_threads(), os.getpid())) as pool:
-        futures = {pool.submit(profile_job, **{k: portable(v) for k, v in kw.items()}): name
-                   for name, kw in jobs.items()}
+        with spawning_without_main():  # processes start at submit
+            futures = {pool.submit(profile_job, **{k: portable(v) for k, v in kw.items()}): name
+                       for name, kw in jobs.items()}
         try:
             for fut in as_completed(futures):
                 name = futures[fut]
