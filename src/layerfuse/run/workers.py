@@ -11,8 +11,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
-__all__ = ["spawning_without_main", "worker_threads", "fit_rows_in_workers", "score_profiles_in_workers", "profile_job", "exit_with_parent",
-           "MappedArray", "portable"]
+__all__ = ["spawning_without_main", "worker_threads", "fit_rows_in_workers", "score_profiles_in_workers",
+           "profile_job", "exit_with_parent", "MappedArray", "portable"]
 
 
 @contextmanager
@@ -27,16 +27,17 @@ def spawning_without_main():
     block runs, ``__main__`` shows multiprocessing no file and no module spec to re-import.
     """
     main = sys.modules.get("__main__")
-    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__} if main else {}
+    if main is None:
+        yield
+        return
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
     try:
-        if main is not None:
-            main.__dict__.pop("__file__", None)
-            if "__spec__" in saved:
-                main.__spec__ = None
+        main.__dict__.pop("__file__", None)
+        if "__spec__" in saved:
+            main.__spec__ = None
         yield
     finally:
-        if main is not None:
-            main.__dict__.update(saved)
+        main.__dict__.update(saved)
 
 
 class MappedArray:
