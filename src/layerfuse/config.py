@@ -29,6 +29,9 @@ BATCH_TOKENS_BY_DTYPE = {"float32": 1024, "bfloat16": 2048}
 #: Prediction's batch planner charges each batch this many tokens of overhead, so a request of
 #: mixed lengths is split where padding would cost more than a batch does (docs/serve.md).
 PREDICT_BATCH_COST = 64
+#: Processes that share a local extraction (``layerfuse.scale.local_extract``). One: on the 2-core
+#: EPYC two processes ran SmolLM2 at 1.01x and MiniLM at 0.86x of one (docs/benchmarks.md).
+DEFAULT_EXTRACT_WORKERS = 1
 DEFAULT_CHUNK_TEXTS = 512  # texts per checksummed cache chunk: the unit an interrupted run resumes from
 DEFAULT_DTYPE = "auto"
 DEFAULT_DEVICE = "auto"
@@ -114,7 +117,9 @@ DEFAULT_CONFIG: dict = {
                    # where the forward passes run (layerfuse.scale): local, or ray with these resources
                    "engine": DEFAULT_ENGINE, "ray_address": None, "num_workers": None,
                    "cpus_per_worker": DEFAULT_CPUS_PER_WORKER,
-                   "gpus_per_worker": None},
+                   "gpus_per_worker": None,
+                   # processes sharing a local extraction, one core's threads each
+                   "workers": DEFAULT_EXTRACT_WORKERS},
     "profile": {"folds": DEFAULT_FOLDS, "windows": DEFAULT_WINDOWS, "eval_test": True,
                 "window_shortlist": DEFAULT_WINDOW_SHORTLIST},
     "selection": {"layers": DEFAULT_SELECT, "k": DEFAULT_TOPK},

@@ -9,8 +9,8 @@ import sys
 from layerfuse import config as C
 from layerfuse.errors import LayerfuseError
 
-__all__ = ["DeprecatedAlias", "add_data_args", "add_extract_args", "config_from_args", "workers_arg", "add_workers_arg",
-           "add_engine_args", "ENGINE_FLAGS"]
+__all__ = ["DeprecatedAlias", "add_data_args", "add_extract_args", "config_from_args", "workers_arg", "positive_arg",
+           "add_workers_arg", "add_engine_args", "ENGINE_FLAGS"]
 
 
 
@@ -59,6 +59,10 @@ def add_extract_args(p: argparse.ArgumentParser) -> None:
                         f"(default {C.DEFAULT_MAX_LENGTH})")
     g.add_argument("--batch-tokens", type=int, default=C.DEFAULT_BATCH_TOKENS,
                    help=f"padded tokens per batch; texts are sorted by length (default {C.DEFAULT_BATCH_TOKENS})")
+    g.add_argument("--extract-workers", type=positive_arg, default=C.DEFAULT_EXTRACT_WORKERS, metavar="N",
+                   help="processes sharing a local CPU extraction, the threads divided among them (default "
+                        f"{C.DEFAULT_EXTRACT_WORKERS}; 2 measured no faster on a 2-core CPU, see docs/benchmarks.md); "
+                        "the cache entry is the same whatever the number")
     g.add_argument("--dtype", default=C.DEFAULT_DTYPE, choices=["auto", "float32", "bfloat16"],
                    help="compute dtype; auto = bfloat16 where it measures faster than float32 (a bf16 GPU, an AMX "
                         "CPU; a quick matmul check), else float32 (default auto)")
@@ -89,7 +93,7 @@ def config_from_args(args, *, models: str) -> dict:
         "models": models,
         "extraction": {"pooling": args.pooling, "max_length": args.max_length, "dtype": args.dtype,
                        "batch_tokens": args.batch_tokens, "device": args.device, "storage": args.storage,
-                       **engine_fields(args)},
+                       "workers": args.extract_workers, **engine_fields(args)},
     }
     return merge_config(user, "command line")
 
@@ -109,6 +113,11 @@ def workers_arg(value: str) -> int | str:
     if str(value).strip().lower() == "auto":
         return "auto"
     return _whole_number(value, 1, "a whole number of processes or auto")
+
+
+def positive_arg(value: str) -> int:
+    """A whole number >= 1."""
+    return _whole_number(value, 1, "a whole number >= 1")
 
 
 def count_arg(value: str) -> int:

@@ -24,6 +24,7 @@ from layerfuse.cli.args import (
     add_engine_args,
     add_extract_args,
     add_workers_arg,
+    positive_arg,
     count_arg,
 )
 from layerfuse.cli.listing import cmd_cache, cmd_datasets, cmd_report
@@ -159,6 +160,8 @@ def _run_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output folder (overrides output.dir; the classifier goes to OUT/classifier)")
     p.add_argument("--cache-dir", help="cache root (default $LAYERFUSE_CACHE or ~/.cache/layerfuse)")
     add_workers_arg(p)
+    p.add_argument("--extract-workers", type=positive_arg, metavar="N",
+                   help="processes sharing a local CPU extraction (overrides extraction.workers; default 1)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_engine_args(p, grid=True)
 

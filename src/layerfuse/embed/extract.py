@@ -30,6 +30,7 @@ from layerfuse.config import (
     DEFAULT_DEVICE,
     DEFAULT_DTYPE,
     DEFAULT_ENGINE,
+    DEFAULT_EXTRACT_WORKERS,
     DEFAULT_MAX_LENGTH,
     DEFAULT_POOLINGS,
     DEFAULT_STORAGE,
@@ -98,6 +99,17 @@ class Embeddings:
 
 # ---------------------------------------------------------------------------------------------
 # Driver
+
+
+def check_extract_workers(workers) -> int:
+    """``workers`` of a local extraction: a whole number >= 1 (else a clear error)."""
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise LayerfuseError(f"extraction workers must be a whole number >= 1, got {workers!r}")
+    return int(workers)
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def peak_rss_mb() -> float:
@@ -347,6 +359,7 @@ def extract(
     num_workers: int | None = None,
     cpus_per_worker: float = DEFAULT_CPUS_PER_WORKER,
     gpus_per_worker: float | None = None,
+    workers: int | str = DEFAULT_EXTRACT_WORKERS,
     **data_kw,
 ) -> Embeddings:
     """Per-layer pooled embeddings of ``model`` over every split of a dataset.
@@ -359,7 +372,10 @@ def extract(
 
     ``engine="ray"`` runs the forward passes on Ray actors (``ray_address``, ``num_workers``,
     ``cpus_per_worker``, ``gpus_per_worker``: see :class:`layerfuse.scale.RayOptions`); the cache
-    entry, its key and its arrays are those of a local run (docs/scale.md).
+    entry, its key and its arrays are those of a local run (docs/scale.md). With the local engine,
+    ``workers`` processes share each split on a CPU (:mod:`layerfuse.scale.local_extract`; 1, the
+    default: this process alone); the entry's key, order and shapes are the same whatever the
+    count, its values the same to the compute dtype's rounding.
     """
     poolings = parse_poolings(poolings)
     check_choice(storage, STORAGE, "`storage`")
@@ -380,12 +396,19 @@ def extract(
     else:
         device = resolve_device(device)
         dtype = resolve_dtype(dtype, device, root=cache_dir, announce=why.append)
+        workers = check_extract_workers(workers)
+        if workers != 1:
+            from layerfuse.scale.local_extract import ProcessExtraction
+
+            runner = ProcessExtraction(model, workers=workers, dtype=dtype, device=device, cache_dir=cache_dir,
+                                       progress=progress, log=_stderr if progress else (lambda s: None))
+            runner.batch_tokens_auto = batch_tokens == "auto"
     if batch_tokens == "auto":  # after the dtype is known, for the local and the Ray path alike
         batch_tokens = BATCH_TOKENS_BY_DTYPE[dtype]
     try:
         return _extract_splits(model, dataset, train, test, data, poolings, max_length, batch_tokens, dtype, device,
                                layers, limit, storage, cache_dir, splits, progress, runner, data_kw,
-                               asked_dtype if runner is None else dtype, why)
+                               asked_dtype if engine == "local" else dtype, why)
     finally:
         if runner is not None:
             runner.close()

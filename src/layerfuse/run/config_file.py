@@ -78,6 +78,7 @@ _FIELDS: dict[str, tuple[str, float | None, float | None]] = {
     "extraction.dtype": ("str", None, None),
     "extraction.device": ("str", None, None),
     "extraction.storage": ("str", None, None),
+    "extraction.workers": ("int", 1, None),
     "profile.folds": ("int", 2, None),
     "profile.windows": ("int", 1, None),
     "profile.eval_test": ("bool", None, None),
