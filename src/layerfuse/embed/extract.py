@@ -218,12 +218,14 @@ def extract_texts(
                 supersets.append((e, meta))
         for e, meta in supersets:
             have = e.read_text_hashes()
-            if have is None or not all(e.has_final(p) for p in poolings):
+            if have is None:
                 continue
             if hashes is None:
                 hashes = cache_mod.text_hashes(texts)
             rows = cache_mod.subset_rows(have, hashes)
-            if rows is None:
+            # The digests first: checking a final array reads all of it (SmolLM2's SST-2 train
+            # entry: 0.5 GB), which a test split looking for its texts there need not pay.
+            if rows is None or not all(e.has_final(p) for p in poolings):
                 continue
             top = (depth if depth is not None else meta["n_layers"]) + 1
             arrays = {p: np.ascontiguousarray(e.open_final(p)[:top, rows]) for p in poolings}
