@@ -117,7 +117,7 @@ def workers_arg(value: str) -> int | str:
 
 def positive_arg(value: str) -> int:
     """A whole number >= 1."""
-    return _whole_number(value, 1, "a whole number >= 1")
+    return _whole_number(value, 1, "a whole number")
 
 
 def count_arg(value: str) -> int:
