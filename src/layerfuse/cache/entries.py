@@ -24,6 +24,7 @@ same extraction share one entry: the second waits, then finds it finished.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -221,32 +222,42 @@ class CacheEntry:
         return np.load(self.final_path(pooling), mmap_mode="r")
 
     def finalise(self, pooling: str, n_chunks: int, order: np.ndarray, shape: tuple, dtype) -> None:
-        """Assemble the chunks into final.npy in the texts' own order, then drop the chunks."""
+        """Assemble the chunks into final.npy in the texts' own order, then drop the chunks.
+
+        Written one layer at a time, front to back, and hashed as it is written: the rows of a
+        layer gathered from the memory-mapped chunks into the texts' order, so the file is neither
+        scattered into row by row nor read back for its checksum."""
         folder = self.path / pooling
+        dtype = np.dtype(dtype)
         tmp = None
         with cache_writes(self.root):
             try:
+                chunks = [np.load(self._chunk_paths(pooling, i)[0], mmap_mode="r") for i in range(n_chunks)]
+                rows = sum(c.shape[1] for c in chunks)
+                if rows != shape[1]:
+                    raise RuntimeError(f"chunks of {self.path / pooling} hold {rows} rows, expected {shape[1]}")
+                source_row = np.empty(shape[1], dtype=np.int64)  # final row r is sorted row source_row[r]
+                source_row[np.asarray(order)] = np.arange(shape[1])
+                digest = hashlib.sha256()
+                header = io.BytesIO()
+                np.lib.format.write_array_header_1_0(
+                    header, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+                             "shape": tuple(int(x) for x in shape)})
                 fd, tmp = tempfile.mkstemp(dir=folder, prefix=temp_prefix(), suffix=".npy")
-                os.close(fd)
-                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
-                start = 0
-                for i in range(n_chunks):
-                    chunk = self.read_chunk(pooling, i)
-                    n = chunk.shape[1]
-                    out[:, order[start : start + n], :] = chunk
-                    start += n
-                if start != shape[1]:
-                    raise RuntimeError(f"chunks of {self.path / pooling} hold {start} rows, expected {shape[1]}")
-                out.flush()
-                del out
-                digest = sha256_file(Path(tmp))
+                with os.fdopen(fd, "wb") as f:
+                    for block in _final_blocks(header.getvalue(), chunks, source_row, shape[0], dtype):
+                        f.write(block)
+                        digest.update(block)
+                    f.flush()
+                    os.fsync(f.fileno())
+                del chunks
                 os.replace(tmp, self.final_path(pooling))
             finally:
                 if tmp is not None and os.path.exists(tmp):
                     os.unlink(tmp)
             atomic_write_bytes(
                 self.final_path(pooling).with_suffix(".json"),
-                json.dumps({"sha256": digest, "shape": list(shape), "dtype": str(np.dtype(dtype))}).encode(),
+                json.dumps({"sha256": digest.hexdigest(), "shape": list(shape), "dtype": str(dtype)}).encode(),
             )
         for p in folder.glob("chunk-*"):
             p.unlink(missing_ok=True)
@@ -265,6 +276,15 @@ class CacheEntry:
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+
+
+def _final_blocks(header: bytes, chunks: list, source_row: np.ndarray, layers: int, dtype):
+    """The bytes of a final array file in order: its header, then each layer's rows in the texts'
+    order (as ``memoryview``s of C-contiguous arrays)."""
+    yield memoryview(header)
+    for layer in range(layers):
+        rows = np.concatenate([c[layer] for c in chunks], axis=0)[source_row]
+        yield memoryview(np.ascontiguousarray(rows, dtype=dtype)).cast("B")
 
 
 def text_hashes(texts) -> np.ndarray:
