@@ -194,6 +194,23 @@ def test_fit_seeds_reports_mean_and_std(task):
     json.dumps(summary)
 
 
+def test_seeds_trained_apart_merge_into_the_same_row(task):
+    """Grid workers train one seed per task; merged, the seeds give fit_seeds' row (times aside)."""
+    from layerfuse.model.training import merge_seed_results
+
+    xtr, ytr, xte, yte = task
+    kw = dict(n_classes=3, head="mlp", max_epochs=6)
+    whole = fit_seeds(xtr, ytr, xte, yte, seeds=(0, 1, 2), **kw)
+    merged = merge_seed_results([fit_seeds(xtr, ytr, xte, yte, seeds=(s,), **kw) for s in (0, 1, 2)])
+
+    def timeless(res):
+        out = {k: v for k, v in res.summary().items() if "seconds" not in k}
+        out["per_seed"] = [{k: v for k, v in r.items() if k != "train_seconds"} for r in out.get("per_seed", [])]
+        return out
+
+    assert timeless(merged) == timeless(whole) and merged.seeds == [0, 1, 2] and len(merged.models) == 3
+
+
 def test_metrics_match_sklearn():
     from sklearn.metrics import accuracy_score, f1_score
 

@@ -18,6 +18,7 @@ import contextlib
 import copy
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +47,7 @@ from layerfuse.model.metrics import classification_metrics, mean_std
 from layerfuse.validation import as_labels, check_choice
 
 __all__ = ["source_dims_of", "TrainedModel", "count_params", "fit_head", "evaluate", "SeedResult", "fit_seeds",
-           "PRECISIONS"]
+           "merge_seed_results", "PRECISIONS"]
 
 _EVAL_BATCH = 2048
 #: How a head's training steps compute: float32, or bfloat16 autocast (weights, Adam state, validation
@@ -463,6 +464,17 @@ def fit_seeds(sources_train, y_train, sources_test, y_test, *, seeds=DEFAULT_SEE
                 "train_seconds": model.train_seconds,
             }
         )
+    return _seed_result(seeds, per_seed, models)
+
+
+def merge_seed_results(parts: Sequence[SeedResult]) -> SeedResult:
+    """One row's :class:`SeedResult` from results of some of its seeds each (seeds trained in
+    separate processes), in the order given: the same summary :func:`fit_seeds` makes."""
+    seeds = [s for r in parts for s in r.seeds]
+    return _seed_result(seeds, [row for r in parts for row in r.per_seed], [m for r in parts for m in r.models])
+
+
+def _seed_result(seeds, per_seed, models) -> SeedResult:
     acc_mean, acc_std = mean_std([r["test_acc"] for r in per_seed])
     f1_mean, f1_std = mean_std([r["test_macro_f1"] for r in per_seed])
     vals = [r["val_acc"] for r in per_seed]

@@ -75,14 +75,19 @@ def worker_threads(workers: int) -> int:
 
 def fit_rows_in_workers(jobs, src_tr, src_te, y_tr, y_te, n_classes, settings, workers, progress) -> dict:
     """Train the rows of ``jobs`` ((subset, fusion, head), checkpoint folder or None, info),
-    ``workers`` at a time in spawned processes; each result is checkpointed in its folder as soon
-    as it arrives. Returns {config: SeedResult}."""
+    ``workers`` at a time in spawned processes; each row is checkpointed in its folder as soon
+    as its last seed arrives. Returns {config: SeedResult}.
+
+    The unit of work is one seed of one row, so a row with a slow head (attention) does not hold
+    one worker while the others run out of rows; each seed trains as :func:`fit_seeds` trains it
+    (its own seed, one process), so the rows are the same as one row per task."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from tqdm.auto import tqdm
 
     from layerfuse.model.saving import save_seeds
+    from layerfuse.model.training import merge_seed_results
 
     todo = list(jobs)
     if not todo:
@@ -90,20 +95,25 @@ def fit_rows_in_workers(jobs, src_tr, src_te, y_tr, y_te, n_classes, settings, w
     # Widest inputs first (a proxy for the longest rows), so no worker is left with a long row at the end.
     width = [sum(int(np.prod(a.shape[1:])) for a in src) for src in src_tr]
     todo.sort(key=lambda job: -sum(width[i] for i in job[0][0]))
+    seeds = [int(s) for s in settings["seeds"]]
+    tasks = [(job, seed) for job in todo for seed in seeds]
+    n_proc = min(workers, len(tasks))
     threads = worker_threads(workers)
-    done = {}
-    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=mp.get_context("spawn"),
-                             initializer=_worker_init,
+    done, parts = {}, {job[0]: {} for job in todo}
+    with ProcessPoolExecutor(max_workers=n_proc, mp_context=mp.get_context("spawn"), initializer=_worker_init,
                              initargs=(src_tr, src_te, y_tr, y_te, n_classes, threads, os.getpid())) as pool:
         with spawning_without_main():  # processes start at submit
-            futures = {pool.submit(_worker_fit, config, settings): (config, folder, info)
-                       for config, folder, info in todo}
-        bar = tqdm(total=len(futures), desc=f"fuse ({min(workers, len(todo))} workers)", unit="config",
-                   disable=not progress, dynamic_ncols=True)
+            futures = {pool.submit(_worker_fit, config, {**settings, "seeds": [seed]}): ((config, folder, info), seed)
+                       for (config, folder, info), seed in tasks}
+        bar = tqdm(total=len(todo), desc=f"fuse ({n_proc} workers)", unit="config", disable=not progress,
+                   dynamic_ncols=True)
         try:
             for fut in as_completed(futures):
-                config, folder, info = futures[fut]
-                done[config] = fut.result()
+                (config, folder, info), seed = futures[fut]
+                parts[config][seed] = fut.result()
+                if len(parts[config]) < len(seeds):
+                    continue
+                done[config] = merge_seed_results([parts[config][s] for s in seeds])
                 if folder is not None:
                     save_seeds(done[config], folder, info=info)
                 bar.update(1)
