@@ -108,10 +108,6 @@ def check_extract_workers(workers) -> int:
     return int(workers)
 
 
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
 def peak_rss_mb() -> float:
     """Peak resident memory of this process. VmHWM where Linux has it: ru_maxrss also counts
     what a spawned child's parent held when it forked, which overstates a child's own peak."""
@@ -399,12 +395,12 @@ def extract(
         device = resolve_device(device)
         dtype = resolve_dtype(dtype, device, root=cache_dir, announce=why.append)
         workers = check_extract_workers(workers)
-        if workers != 1:
+        if workers != 1 and device == "cpu":  # a GPU's device is shared, not split: one process
             from layerfuse.scale.local_extract import ProcessExtraction
 
             runner = ProcessExtraction(model, workers=workers, dtype=dtype, device=device, cache_dir=cache_dir,
-                                       progress=progress, log=_stderr if progress else (lambda s: None))
-            runner.batch_tokens_auto = batch_tokens == "auto"
+                                       progress=progress, log=None if progress else (lambda s: None),
+                                       batch_tokens_auto=batch_tokens == "auto")
     if batch_tokens == "auto":  # after the dtype is known, for the local and the Ray path alike
         batch_tokens = BATCH_TOKENS_BY_DTYPE[dtype]
     try:

@@ -103,19 +103,21 @@ class ProcessExtraction:
         Cache root, passed to the workers.
     progress : bool
         Progress while loading the model here.
-    log : callable
-        Where the line saying how many processes run goes.
+    log : callable or None
+        Where the line saying how many processes run goes (None: stderr).
+    batch_tokens_auto : bool
+        Whether ``run``'s ``batch_tokens`` is the automatic budget, then split between the
+        processes (an explicit one is each process's own).
     """
 
     def __init__(self, model: str, *, workers: int = 2, dtype: str, device: str, cache_dir=None, progress: bool = True,
-                 log=None):
+                 log=None, batch_tokens_auto: bool = False):
         self.model, self.workers, self.dtype, self.device = model, workers, dtype, device
         self.cache_dir = None if cache_dir is None else str(cache_dir)
         self.progress = progress
         self.log = log if log is not None else (lambda s: print(s, file=sys.stderr, flush=True))
         self.bb = None
-        #: whether ``run``'s batch_tokens is the automatic one (then split between the processes)
-        self.batch_tokens_auto = False
+        self.batch_tokens_auto = batch_tokens_auto
         self.pool = None
         self.ready = None  # the first worker's answer once it has loaded the model
         self.n_pool = 0
