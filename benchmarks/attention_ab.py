@@ -17,7 +17,6 @@ benchmarks/results/attention_ab.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -25,11 +24,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from bench_util import max_rel_diff, write_results  # noqa: E402
 from layerfuse.cli.main import quiet_libraries  # noqa: E402
 from layerfuse.config import BATCH_TOKENS_BY_DTYPE  # noqa: E402
 from layerfuse.data.builtin import load_builtin  # noqa: E402
@@ -83,8 +82,7 @@ def main() -> None:
             print(f"  {model} round {r + 1}: sdpa {secs['sdpa'][-1]:.2f} s, eager {secs['eager'][-1]:.2f} s", flush=True)
         bb.model.set_attn_implementation(loaded)
         ratios = [s / e for s, e in zip(secs["sdpa"], secs["eager"])]
-        diff = {p: float(np.abs(arrays["sdpa"][p].astype(np.float32) - arrays["eager"][p].astype(np.float32)).max()
-                         / np.abs(arrays["sdpa"][p].astype(np.float32)).max()) for p in ("mean", "last")}
+        diff = {p: max_rel_diff(arrays["sdpa"][p], arrays["eager"][p]) for p in ("mean", "last")}
         row = {"model": model, "loaded_as": loaded, "tokens": tokens, "seconds": secs,
                "tokens_per_s": {i: tokens / statistics.median(v) for i, v in secs.items()},
                "eager_speedup_median": statistics.median(ratios), "eager_speedup_range": [min(ratios), max(ratios)],
@@ -94,13 +92,10 @@ def main() -> None:
               f"{max(ratios):.2f}); tokens/s sdpa {row['tokens_per_s']['sdpa']:,.0f}, eager "
               f"{row['tokens_per_s']['eager']:,.0f}; max rel diff mean {diff['mean']:.1e}, last {diff['last']:.1e}",
               flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"machine": cpu, "cores": os.cpu_count(), "dtype": dtype, "batch_tokens": batch_tokens,
             "texts": len(texts), "rounds": args.rounds, "date": time.strftime("%Y-%m-%d %H:%M"),
             "load_average_1min": os.getloadavg()[0],
             "command": "python benchmarks/attention_ab.py " + " ".join(sys.argv[1:])}
-    out.with_suffix(".json").write_text(json.dumps({**meta, "results": results}, indent=1) + "\n")
     lines = [f"# Attention kernel on a CPU: sdpa vs eager ({cpu}, {os.cpu_count()} cores)", "",
              f"`{meta['command'].strip()}` ({meta['date']}): {len(texts)} SST-2 train texts, every layer, mean + "
              f"last pooling, {dtype}, {batch_tokens}-token batches, {args.rounds} alternating rounds after a "
@@ -112,8 +107,7 @@ def main() -> None:
         lines.append(f"| {r['model']} | {r['tokens']:,} | {r['tokens_per_s']['sdpa']:,.0f} | "
                      f"{r['tokens_per_s']['eager']:,.0f} | {r['eager_speedup_median']:.2f}x ({lo:.2f}-{hi:.2f}) | "
                      f"{r['max_rel_diff']['mean']:.1e} / {r['max_rel_diff']['last']:.1e} |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+    write_results(args.out, {**meta, "results": results}, lines)
 
 
 if __name__ == "__main__":

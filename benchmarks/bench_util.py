@@ -1,10 +1,29 @@
-"""Small helpers shared by the benchmark scripts: per-row peak memory and matmul ceilings."""
+"""Small helpers shared by the benchmark scripts: per-row peak memory, matmul ceilings, how far
+two runs' arrays differ, and writing a result as JSON plus a Markdown table."""
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
+
+
+def max_rel_diff(reference, other) -> float:
+    """Largest |other - reference| over the largest |reference| (both read as float32)."""
+    ref = np.asarray(reference, dtype=np.float32)
+    return float(np.abs(np.asarray(other, dtype=np.float32) - ref).max() / np.abs(ref).max())
+
+
+def write_results(out, data: dict, md_lines: list[str]) -> None:
+    """``out``.json (``data``) and ``out``.md (the lines), then say where they went."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
+    out.with_suffix(".md").write_text("\n".join(md_lines) + "\n")
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
 
 
 def _status_mb(field: str) -> float:

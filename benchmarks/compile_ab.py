@@ -22,12 +22,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from bench_util import max_rel_diff  # noqa: E402
 from layerfuse.data.builtin import load_builtin  # noqa: E402
 from layerfuse.embed.backbones import find_layer_list, load_backbone  # noqa: E402
 from layerfuse.embed.forward import embed_sorted, tokenize  # noqa: E402
@@ -78,8 +78,7 @@ def main() -> None:
         t, out_c = run(bb, enc, args.batch_tokens)
         times["compiled"].append(t)
         for p in POOLINGS:
-            scale = float(np.abs(out_e[p]).max())
-            diff = max(diff, float(np.abs(out_e[p] - out_c[p]).max()) / scale)
+            diff = max(diff, max_rel_diff(out_e[p], out_c[p]))
         print(f"eager {times['eager'][-1]:.2f} s, compiled {times['compiled'][-1]:.2f} s", flush=True)
     ratio = statistics.median(a / b for a, b in zip(times["eager"], times["compiled"]))
     res = {"command": f"python benchmarks/compile_ab.py --model {args.model} --dtype {args.dtype} --reps {args.reps}"

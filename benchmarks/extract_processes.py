@@ -20,7 +20,6 @@ benchmarks/results/extract_processes.{json,md}; the median of the rounds and the
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -35,6 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from bench_util import max_rel_diff, write_results  # noqa: E402
 from layerfuse.cli.main import quiet_libraries  # noqa: E402
 from layerfuse.data.builtin import load_builtin  # noqa: E402
 from layerfuse.embed.extract import extract  # noqa: E402
@@ -83,8 +83,7 @@ def main() -> None:
                     arrays[w], stats[w] = arr, st
                     print(f"  {model} round {r + 1} workers={w}: {wall:.1f} s, {st['tokens'] / wall:,.0f} tok/s",
                           flush=True)
-            diff = {p: float(np.abs(arrays[1][p] - arrays[2][p]).max() / np.abs(arrays[1][p]).max())
-                    for p in arrays[1]}
+            diff = {p: max_rel_diff(arrays[1][p], arrays[2][p]) for p in arrays[1]}
             med = {w: statistics.median(v) for w, v in walls.items()}
             row = {"model": model, "tokens": stats[1]["tokens"], "texts": len(ds.splits["train"]),
                    "dtype": stats[1].get("dtype"), "walls": {str(w): v for w, v in walls.items()},
@@ -96,11 +95,8 @@ def main() -> None:
                   f"max |diff| / max |value|: " + ", ".join(f"{p} {d:.1e}" for p, d in diff.items()), flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"machine": cpu, "cores": os.cpu_count(), "dataset": ds.name, "rounds": args.rounds,
             "command": "python benchmarks/extract_processes.py " + " ".join(sys.argv[1:])}
-    out.with_suffix(".json").write_text(json.dumps({**meta, "results": results}, indent=1) + "\n")
     lines = [f"# Extraction in one process vs two ({cpu}, {os.cpu_count()} cores)", "",
              f"`{meta['command'].strip()}`: {ds.name} train, every layer, mean + last pooling, median of "
              f"{args.rounds} interleaved rounds, each from an empty embedding cache.", "",
@@ -110,8 +106,7 @@ def main() -> None:
         lines.append(f"| {r['model']} | {r['dtype']} | {r['tokens']:,} | {r['median_s']['1']:.1f} | "
                      f"{r['median_s']['2']:.1f} | {r['speedup']:.2f}x | {r['max_rel_diff']['mean']:.1e} / "
                      f"{r['max_rel_diff']['last']:.1e} |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+    write_results(args.out, {**meta, "results": results}, lines)
 
 
 if __name__ == "__main__":
