@@ -28,6 +28,7 @@ from typing import Sequence
 import numpy as np
 
 from layerfuse.config import DEFAULT_BATCH_TOKENS, DEFAULT_FOLDS, DEFAULT_MAX_LENGTH, DEFAULT_SEED
+from layerfuse.data.sampling import stratified_folds
 from layerfuse.errors import LayerfuseError
 
 __all__ = ["LEXICAL_SOURCES", "is_lexical", "TfidfSource", "fit_tfidf_source", "lexical_embeddings",
@@ -127,7 +128,6 @@ def fit_tfidf_source(texts: Sequence[str], y, n_classes: int, *, folds: int = DE
     for the ``C`` with the best out-of-fold macro-F1 (ties: the smaller ``C``).
     """
     from sklearn.metrics import f1_score
-    from sklearn.model_selection import StratifiedKFold
     from sklearn.svm import LinearSVC
 
     y = np.asarray(y, dtype=int)
@@ -136,15 +136,9 @@ def fit_tfidf_source(texts: Sequence[str], y, n_classes: int, *, folds: int = DE
         raise LayerfuseError(f"tfidf needs one label per text and at least 2 texts, got {len(texts)} and {len(y)}")
     counts = np.bincount(y, minlength=n_classes)
     n_folds = int(max(2, min(folds, counts[counts > 0].max())))
-    splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     # The vectoriser is fitted per fold too: a text's out-of-fold scores must not use its n-grams' idf.
     fold_data = []
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # classes rarer than the fold count (R52) only warn
-        splits = list(splitter.split(np.zeros(len(y)), y))
-    for tr, va in splits:
+    for tr, va in stratified_folds(y, n_folds, seed):  # classes rarer than the fold count (R52): fewer folds
         vec = _vectorizer()
         fold_data.append((tr, va, vec.fit_transform([texts[i] for i in tr]), vec.transform([texts[i] for i in va])))
     best = None

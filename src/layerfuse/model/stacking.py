@@ -24,13 +24,13 @@ equal weights) before its head.
 
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from layerfuse.config import DEFAULT_SEED, DEFAULT_STACK_FOLDS, DEFAULT_STACK_L2
+from layerfuse.data.sampling import stratified_folds
 from layerfuse.errors import LayerfuseError
 from layerfuse.model.fusion import Fusion, register_fusion
 
@@ -51,16 +51,12 @@ def out_of_fold_probabilities(x: np.ndarray, y: np.ndarray, n_classes: int, trai
     fitted on ``train_idx`` and ``val_idx`` together. All heads are fitted in one batched L-BFGS
     (:func:`layerfuse.scoring.solver.fit_logistic`).
     """
-    from sklearn.model_selection import StratifiedKFold
-
     from layerfuse.scoring.solver import fit_logistic
 
     n = len(y)
     y_tr = y[train_idx]
     n_folds = int(min(folds, max(2, np.bincount(y_tr).max())))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # classes rarer than the fold count only warn
-        fold_list = list(StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(np.zeros(len(y_tr)), y_tr))
+    fold_list = stratified_folds(y_tr, n_folds, seed)  # classes rarer than the fold count are in fewer folds
     mask = torch.zeros(n, n_folds + 2)
     for f, (fit_rows, _) in enumerate(fold_list):
         mask[train_idx[fit_rows], f] = 1

@@ -25,7 +25,6 @@ greedy search (:mod:`layerfuse.run.search`) read the chosen metric's fold mean a
 
 from __future__ import annotations
 
-import warnings
 from typing import Callable, Sequence
 
 import numpy as np
@@ -38,6 +37,7 @@ from layerfuse.config import (
     DEFAULT_NESTED_FOLDS,
     DEFAULT_SEED,
 )
+from layerfuse.data.sampling import stratified_folds
 from layerfuse.errors import LayerfuseError
 
 __all__ = ["RULES", "METRICS", "cv_scores", "cv_metric", "metric_label", "complete_cv", "add_cv_scores", "choose", "compare_rules",
@@ -46,19 +46,6 @@ __all__ = ["RULES", "METRICS", "cv_scores", "cv_metric", "metric_label", "comple
 RULES = ("validation", "cv", "cv-1se")
 #: What a rule ranks by; the value is the prefix of the score keys (``f1_mean``, ``cv_acc_se``, ...).
 METRICS = {"macro-f1": "f1", "accuracy": "acc"}
-
-
-def stratified_folds(y: np.ndarray, folds: int, seed: int = DEFAULT_SEED) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``(fit_rows, held_rows)`` per stratified fold (shuffled with ``seed``); classes rarer than
-    ``folds`` only warn, as in scikit-learn."""
-    from sklearn.model_selection import StratifiedKFold
-
-    y = np.asarray(y)
-    if folds < 2 or folds > len(y):
-        raise LayerfuseError(f"CV needs 2 to {len(y)} folds, got {folds}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
 
 
 def cv_scores(sources: list[np.ndarray], y, *, n_classes: int, fusion: str = DEFAULT_FUSION, head: str = DEFAULT_HEAD,

@@ -5,11 +5,11 @@ LogME, sharing labels, folds and the k-NN subsample across layers (:class:`Score
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import torch
 
+from layerfuse.data.sampling import stratified_fold_ids
 from layerfuse.model.metrics import macro_f1_per_fold
 from layerfuse.scoring.solver import fit_logistic
 from layerfuse.scoring.threads import torch_threads
@@ -25,22 +25,14 @@ class Scorer:
     """Everything that is shared across layers: labels, folds, kNN queries, settings."""
 
     def __init__(self, yi: np.ndarray, n_classes: int, folds: int, seed: int, settings: dict):
-        from sklearn.model_selection import StratifiedKFold
-
         self.n = len(yi)
         self.C = n_classes
         self.big_threads = settings.get("big_threads")
         self.F = folds
         self.settings = settings
-        fold = np.empty(self.n, dtype=np.int64)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "least populated class has only k members"
-            skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-            for f, (_, test) in enumerate(skf.split(np.zeros(self.n), yi)):
-                fold[test] = f
-        self.fold_np = fold
+        self.fold_np = stratified_fold_ids(yi, folds, seed)
         self.yi_np = yi
-        self.fold = torch.from_numpy(fold)
+        self.fold = torch.from_numpy(self.fold_np)
         self.yi = torch.from_numpy(yi)
         self.train_mask = (self.fold[:, None] != torch.arange(folds)[None, :]).to(torch.float32)
         self.onehot = torch.nn.functional.one_hot(self.yi, self.C).to(torch.float32)
