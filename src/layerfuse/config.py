@@ -66,7 +66,7 @@ DEFAULT_PATIENCE = 5
 DEFAULT_VAL_FRACTION = 0.1
 DEFAULT_LR = 1e-3
 DEFAULT_BATCH_SIZE = 64
-#: Grid rows trained at a time, each in its own process: ``auto`` is one per core when the grid is
+#: Grid rows trained at a time, side by side in this and spawned processes: ``auto`` is one per core when the grid is
 #: large enough for processes to pay (``run.grid.PARALLEL_GRID_VALUES``), else 1.
 DEFAULT_WORKERS = "auto"
 #: Folds of the CV on train that the ``cv`` / ``cv-1se`` rules and the greedy search score rows by.

@@ -127,7 +127,7 @@ def count_arg(value: str) -> int:
 
 def add_workers_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=workers_arg, default=C.DEFAULT_WORKERS,
-                   help="grid rows trained at a time, each in its own process with a share of the threads "
+                   help="grid rows trained at a time, side by side in this and spawned processes with a share of the threads "
                         "(default auto: one per core when the grid holds enough data, else 1; same numbers as "
                         "one row at a time with that many threads); finished rows "
                         "are kept under CACHE/grid, so a rerun after an interruption trains only the rest")

@@ -160,9 +160,10 @@ def run_grid(ds, preps: list[ModelPrep], fusions: Sequence[str], *, heads: Seque
     them (dataset, embedding cache keys, layers, fusion, head, seeds, training settings), and a
     rerun loads them instead of training again, so an interrupted grid resumes after its last row.
 
-    ``workers`` > 1 trains that many rows at a time (``"auto"``: :func:`grid_workers`), each in its own process with
-    ``torch.get_num_threads() // workers`` threads (at least one): small heads use several cores
-    better as separate rows than as threads of one product. Rows, choice and numbers are the same
+    ``workers`` > 1 trains that many seeds of rows at a time (``"auto"``: :func:`grid_workers`), one in
+    this process and the others in ``workers - 1`` spawned ones (:func:`~layerfuse.run.workers.share_tasks`),
+    each with ``torch.get_num_threads() // workers`` threads (at least one): small heads use several
+    cores better side by side than as threads of one product. Rows, choice and numbers are the same
     as a sequential run with that many threads per row.
 
     ``engine="ray"`` trains the rows as Ray tasks instead (``engine_options``: ``ray_address``,

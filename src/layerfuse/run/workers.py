@@ -1,5 +1,5 @@
-"""Grid rows trained, and layer profiles scored, in worker processes; workers exit when their
-parent does.
+"""Grid rows trained, and layer profiles scored, in this process and spawned worker processes
+side by side (:func:`share_tasks`); workers exit when their parent does.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-__all__ = ["spawning_without_main", "worker_threads", "fit_rows_in_workers", "score_profiles_in_workers",
+__all__ = ["spawning_without_main", "worker_threads", "share_tasks", "fit_rows_in_workers", "score_profiles_in_workers",
            "profile_job", "exit_with_parent", "MappedArray", "portable"]
 
 
@@ -73,17 +73,77 @@ def worker_threads(workers: int) -> int:
     return max(1, torch.get_num_threads() // workers)
 
 
+def share_tasks(fn, tasks: list, *, processes: int, initializer=None, initargs=(), here=None, on_result) -> None:
+    """Call ``fn(*task)`` for every task of ``tasks`` in ``processes`` places at once: this process
+    (a thread, so this one keeps collecting) and ``processes - 1`` spawned workers. Each place holds
+    one task at a time and takes the next in list order as it frees up; ``on_result(index, result)``
+    runs in the calling thread as results arrive, in any order.
+
+    This process starts on the first task at once, while the workers are still starting (importing
+    torch takes seconds), and one process fewer is started than places are used. ``initializer(*initargs)``
+    prepares each worker; ``here`` (a context manager, or None) prepares this process for the same
+    work while the tasks run. A task's exception is raised here; the workers are then stopped, and a
+    task still running in this process's thread is left to finish unobserved (the thread is a daemon,
+    so an interrupted run does not wait for it)."""
+    import contextlib
+    import multiprocessing as mp
+    import threading
+    from collections import deque
+    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+
+    pending = deque(range(len(tasks)))
+    running: dict = {}  # future -> (task index, "here" or "worker")
+    n_remote = max(0, min(processes, len(tasks)) - 1)
+    pool = (ProcessPoolExecutor(max_workers=n_remote, mp_context=mp.get_context("spawn"), initializer=initializer,
+                                initargs=initargs) if n_remote else None)
+
+    def start_here(i: int) -> Future:
+        fut: Future = Future()
+
+        def body():
+            try:
+                result = fn(*tasks[i])
+            except BaseException as exc:  # handed to the collecting thread
+                fut.set_exception(exc)
+            else:
+                fut.set_result(result)
+
+        threading.Thread(target=body, name="layerfuse-task", daemon=True).start()
+        return fut
+
+    try:
+        with here() if here is not None else contextlib.nullcontext():
+            while pending or running:
+                places = [w for _, w in running.values()]
+                if pending and "here" not in places:
+                    i = pending.popleft()
+                    running[start_here(i)] = (i, "here")
+                while pending and pool is not None and places.count("worker") < n_remote:
+                    i = pending.popleft()
+                    with spawning_without_main():  # processes start at submit
+                        running[pool.submit(fn, *tasks[i])] = (i, "worker")
+                    places.append("worker")
+                finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    i, _ = running.pop(fut)
+                    on_result(i, fut.result())
+    except BaseException:
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    if pool is not None:
+        pool.shutdown(wait=True)
+
+
 def fit_rows_in_workers(jobs, src_tr, src_te, y_tr, y_te, n_classes, settings, workers, progress) -> dict:
     """Train the rows of ``jobs`` ((subset, fusion, head), checkpoint folder or None, info),
-    ``workers`` at a time in spawned processes; each row is checkpointed in its folder as soon
-    as its last seed arrives. Returns {config: SeedResult}.
+    ``workers`` at a time: in this process and ``workers - 1`` spawned ones (:func:`share_tasks`),
+    each with ``worker_threads(workers)`` torch threads. Each row is checkpointed in its folder as
+    soon as its last seed arrives. Returns {config: SeedResult}.
 
     The unit of work is one seed of one row, so a row with a slow head (attention) does not hold
     one worker while the others run out of rows; each seed trains as :func:`fit_seeds` trains it
-    (its own seed, one process), so the rows are the same as one row per task."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
+    (its own seed, one process or thread), so the rows are the same as one row per task."""
     from tqdm.auto import tqdm
 
     from layerfuse.model.saving import save_seeds
@@ -99,30 +159,28 @@ def fit_rows_in_workers(jobs, src_tr, src_te, y_tr, y_te, n_classes, settings, w
     tasks = [(job, seed) for job in todo for seed in seeds]
     n_proc = min(workers, len(tasks))
     threads = worker_threads(workers)
+    data = (src_tr, src_te, y_tr, y_te, n_classes)
     done, parts = {}, {job[0]: {} for job in todo}
-    with ProcessPoolExecutor(max_workers=n_proc, mp_context=mp.get_context("spawn"), initializer=_worker_init,
-                             initargs=(src_tr, src_te, y_tr, y_te, n_classes, threads, os.getpid())) as pool:
-        with spawning_without_main():  # processes start at submit
-            futures = {pool.submit(_worker_fit, config, {**settings, "seeds": [seed]}): ((config, folder, info), seed)
-                       for (config, folder, info), seed in tasks}
-        bar = tqdm(total=len(todo), desc=f"fuse ({n_proc} workers)", unit="config", disable=not progress,
-                   dynamic_ncols=True)
-        try:
-            for fut in as_completed(futures):
-                (config, folder, info), seed = futures[fut]
-                parts[config][seed] = fut.result()
-                if len(parts[config]) < len(seeds):
-                    continue
-                done[config] = merge_seed_results([parts[config][s] for s in seeds])
-                if folder is not None:
-                    save_seeds(done[config], folder, info=info)
-                bar.update(1)
-                bar.set_postfix_str(f"{'+'.join(info['models'])} {config[1]}/{config[2]}", refresh=True)
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        finally:
-            bar.close()
+    bar = tqdm(total=len(todo), desc=f"fuse ({n_proc} workers)", unit="config", disable=not progress,
+               dynamic_ncols=True)
+
+    def arrived(i, result):
+        (config, folder, info), seed = tasks[i]
+        parts[config][seed] = result
+        if len(parts[config]) < len(seeds):
+            return
+        done[config] = merge_seed_results([parts[config][s] for s in seeds])
+        if folder is not None:
+            save_seeds(done[config], folder, info=info)
+        bar.update(1)
+        bar.set_postfix_str(f"{'+'.join(info['models'])} {config[1]}/{config[2]}", refresh=True)
+
+    try:
+        share_tasks(_worker_fit, [(config, {**settings, "seeds": [seed]}) for (config, _, _), seed in tasks],
+                    processes=n_proc, initializer=_worker_init, initargs=(*data, threads, os.getpid()),
+                    here=lambda: _fitting_here(data, threads), on_result=arrived)
+    finally:
+        bar.close()
     return done
 
 
@@ -137,6 +195,24 @@ def _worker_init(src_tr, src_te, y_tr, y_te, n_classes, threads, parent) -> None
     exit_with_parent(parent)
 
 
+@contextmanager
+def _fitting_here(data, threads: int):
+    """This process as a grid worker while the rows train: the data :func:`_worker_fit` reads and
+    the worker's thread count, both restored after."""
+    import torch
+
+    src_tr, src_te, y_tr, y_te, n_classes = data
+    threads_before, saved = torch.get_num_threads(), dict(_WORKER)
+    torch.set_num_threads(threads)
+    _WORKER.update(src_tr=src_tr, src_te=src_te, y_tr=y_tr, y_te=y_te, n_classes=n_classes)
+    try:
+        yield
+    finally:
+        _WORKER.clear()
+        _WORKER.update(saved)
+        torch.set_num_threads(threads_before)
+
+
 def _worker_fit(config, settings):
     from layerfuse.model.training import fit_seeds
 
@@ -148,39 +224,37 @@ def _worker_fit(config, settings):
 
 
 def score_profiles_in_workers(jobs: dict, workers: int, log=print, on_done=None) -> dict:
-    """Layer profiles scored ``workers`` at a time in spawned processes.
+    """Layer profiles scored ``workers`` at a time: in this process and ``workers - 1`` spawned
+    ones (:func:`share_tasks`).
 
     ``jobs``: name -> keyword arguments of :func:`profile_job` (an array mapped from the cache
-    travels as its file's path, see :func:`portable`; any other array pickled, so each worker
-    holds a copy of its own pooling's arrays only). Each worker runs with this
-    process's torch thread count, so ``score_layers``' thread policy, and with it every number,
-    is the same as scoring the jobs one after another here. ``on_done(name, profile)`` is called
-    as each arrives (e.g. to save it). Returns name -> LayerProfile."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
+    travels to a worker as its file's path, see :func:`portable`; any other array pickled, so each
+    worker holds a copy of its own pooling's arrays only). Each worker runs with this process's
+    torch thread count, so ``score_layers``' thread policy, and with it every number, is the same as
+    scoring the jobs one after another here. ``on_done(name, profile)`` is called as each arrives
+    (e.g. to save it). Returns name -> LayerProfile."""
     import torch
 
     if not jobs:
         return {}
+    names = list(jobs)
     out = {}
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("spawn"),
-                             initializer=_profile_init, initargs=(torch.get_num_threads(), os.getpid())) as pool:
-        with spawning_without_main():  # processes start at submit
-            futures = {pool.submit(profile_job, **{k: portable(v) for k, v in kw.items()}): name
-                       for name, kw in jobs.items()}
-        try:
-            for fut in as_completed(futures):
-                name = futures[fut]
-                out[name] = fut.result()
-                log(f"{jobs[name]['score_kw'].get('name', name)}: profile scored in a worker process "
-                    f"({out[name].timings.get('total', 0):.1f} s)")
-                if on_done is not None:
-                    on_done(name, out[name])
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+
+    def arrived(i, prof):
+        name = names[i]
+        out[name] = prof
+        log(f"{jobs[name]['score_kw'].get('name', name)}: profile scored ({prof.timings.get('total', 0):.1f} s)")
+        if on_done is not None:
+            on_done(name, prof)
+
+    share_tasks(_profile_task, [({k: portable(v) for k, v in jobs[n].items()},) for n in names],
+                processes=workers, initializer=_profile_init, initargs=(torch.get_num_threads(), os.getpid()),
+                on_result=arrived)
     return out
+
+
+def _profile_task(kw: dict):
+    return profile_job(**kw)
 
 
 def _profile_init(threads: int, parent: int) -> None:
