@@ -112,6 +112,34 @@ def test_gguf_file_parsed_once_while_dequantising_and_originals_restored(tmp_pat
     assert gguf.GGUFReader(path) is not first
 
 
+def test_plain_view_reader_reads_the_same_fields_and_tensors(tmp_path):
+    import gguf
+    import numpy as np
+
+    from layerfuse.embed.backbones import _plain_view_reader
+
+    path = tmp_path / "vocab.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(1)
+    writer.add_token_list([f"tok{i}" for i in range(300)])
+    writer.add_token_scores([float(i) for i in range(300)])
+    writer.add_tensor("blk.0.attn_q.weight", np.arange(48, dtype=np.float32).reshape(6, 8))
+    writer.add_tensor("token_embd.weight", np.ones((4, 8), dtype=np.float16))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    slow, fast = gguf.GGUFReader(path), _plain_view_reader(gguf.GGUFReader)(path)
+    assert isinstance(fast, gguf.GGUFReader) and type(fast.data) is np.ndarray
+    assert list(slow.fields) == list(fast.fields)
+    for name, a in slow.fields.items():
+        b = fast.fields[name]
+        assert (a.types, a.data, len(a.parts)) == (b.types, b.data, len(b.parts))
+        assert all(np.array_equal(x, y) for x, y in zip(a.parts, b.parts)), name
+    assert [t.name for t in slow.tensors] == [t.name for t in fast.tensors]
+    assert all(np.array_equal(a.data, b.data) for a, b in zip(slow.tensors, fast.tensors))
+
+
 def test_dequantising_without_progress_draws_no_bar(tiny_model, tmp_path, monkeypatch, capfd):
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging

@@ -245,13 +245,16 @@ def _gguf_read_once():
     2 cores), and asks ``gguf.get_tensor_name_map(arch, blocks)`` anew for every tensor (~7 s for
     SmolLM2's 272). Both are pure functions of their arguments here (the file is opened read-only),
     so they are memoised for the duration of the block and restored after; the tensors read are the
-    same bytes. Without the ``gguf`` package nothing is patched (loading then says it is needed)."""
+    same bytes. The one parse reads the file through a plain array view of its memory map
+    (:func:`_plain_view_reader`), 3.4x faster. Without the ``gguf`` package nothing is patched
+    (loading then says it is needed)."""
     try:
         import gguf
     except ImportError:
         yield
         return
     reader_cls, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    fast_cls = _plain_view_reader(reader_cls)
     readers: dict = {}
 
     def reader(path, mode="r"):
@@ -259,7 +262,7 @@ def _gguf_read_once():
         if mode != "r":
             return reader_cls(path, mode)
         if key not in readers:
-            readers[key] = reader_cls(path, mode)
+            readers[key] = fast_cls(path, mode)
         return readers[key]
 
     gguf.GGUFReader, gguf.get_tensor_name_map = reader, functools.lru_cache(maxsize=None)(name_map)
@@ -268,6 +271,25 @@ def _gguf_read_once():
     finally:
         gguf.GGUFReader, gguf.get_tensor_name_map = reader_cls, name_map
         readers.clear()
+
+
+def _plain_view_reader(reader_cls):
+    """A subclass of the ``gguf`` package's reader that keeps the file's memory map as a plain
+    ``numpy.ndarray`` view: the same bytes, without ``np.memmap``'s per-slice bookkeeping, which
+    the reader's field parse pays once per vocabulary string part (SmolLM2: 2.5-2.65 s -> 0.70-0.77 s
+    for the whole parse; the same fields and tensors, compared in tests/embed)."""
+    import numpy as np
+
+    class PlainViewReader(reader_cls):
+        @property
+        def data(self):
+            return self._plain_data
+
+        @data.setter
+        def data(self, value):
+            self._plain_data = value.view(np.ndarray) if isinstance(value, np.memmap) else value
+
+    return PlainViewReader
 
 
 def _materialise_gguf(gguf: Path, root: Path, progress: bool) -> Path:
