@@ -202,6 +202,26 @@ def test_selection_never_reads_test_labels(data):
         a.best(ANALYSIS_COLUMN)
 
 
+@pytest.mark.parametrize("shortlist", [None, 2])
+def test_test_column_scored_alongside_the_profile_equals_eval_test_column(data, shortlist):
+    """TestColumn reuses score_layers' standardisation: the same profile and the same column."""
+    from layerfuse.scoring.layer_scores import TestColumn
+
+    X, y = data
+    X_test, y_test = _synthetic(7, n=150)
+    after = eval_test_column(score_layers(X, y, windows=3, window_shortlist=shortlist, progress=False),
+                             X, y, X_test, y_test)
+    column = TestColumn(X, y, X_test, y_test)
+    along = column.write(score_layers(X, y, windows=3, window_shortlist=shortlist, progress=False,
+                                      layer_hook=column))
+    strip = lambda rows: json.dumps([{k: v for k, v in r.items() if not k.endswith("_s")}  # noqa: E731
+                                     for r in rows], sort_keys=True)  # the top-k row's NaN depth compares as text
+    assert strip(along.rows) == strip(after.rows)
+    assert [r[ANALYSIS_COLUMN] for r in along.layer_rows()] == [r[ANALYSIS_COLUMN] for r in after.layer_rows()]
+    with pytest.raises(LayerfuseError, match="lacks layers"):
+        TestColumn(X, y, X_test, y_test).write(after)
+
+
 def test_eval_test_column_checks_shapes(data, profile):
     X, y = data
     with pytest.raises(LayerfuseError, match="X_test"):

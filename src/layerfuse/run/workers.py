@@ -265,14 +265,19 @@ def _profile_init(threads: int, parent: int) -> None:
 
 
 def profile_job(X, y, score_kw: dict, X_test=None, y_test=None):
-    """One pooling's profile (and, with ``X_test``, its per-layer test column), as
+    """One pooling's profile (and, with ``X_test``, its per-layer test column, computed as each
+    layer is scored: :class:`~layerfuse.scoring.layer_scores.TestColumn`), as
     :func:`layerfuse.run.prepare.prepare_models` scores it in process."""
-    from layerfuse.scoring.layer_scores import eval_test_column, score_layers
+    from layerfuse.config import DEFAULT_PROBE_L2
+    from layerfuse.scoring.layer_scores import TestColumn, score_layers
 
     X, X_test = _opened(X), _opened(X_test)
-    prof = score_layers(X, y, **score_kw)
+    column = None
     if X_test is not None:
-        eval_test_column(prof, X, y, X_test, y_test)
+        column = TestColumn(X, y, X_test, y_test, l2=score_kw.get("probe_l2", DEFAULT_PROBE_L2))
+    prof = score_layers(X, y, **score_kw, layer_hook=column)
+    if column is not None:
+        column.write(prof)
     return prof
 
 

@@ -74,7 +74,7 @@ from layerfuse.scoring.solver import fit_logistic
 from layerfuse.scoring.threads import big_threads, torch_threads
 from layerfuse.validation import encode_labels, parse_list
 
-__all__ = ["score_layers", "cv_probe", "eval_test_column", "effective_shortlist"]
+__all__ = ["score_layers", "cv_probe", "eval_test_column", "TestColumn", "effective_shortlist"]
 
 # --------------------------------------------------------------------------------------------
 # score_layers
@@ -101,17 +101,21 @@ def _score_features(
     clock: _Clock | None,
     what: str = "X",
     inplace: bool = False,
+    keep: dict | None = None,
 ) -> dict:
     """All requested scores of one [N, d] float32 feature block.
 
     Shared per-block work ("prep"): standardisation, the Gram matrix X'X/N (probe
     preconditioner, Fisher, LogME) and, when LogME is requested, its eigendecomposition, which
-    the probe then uses as its preconditioner instead of a Cholesky factor.
+    the probe then uses as its preconditioner instead of a Cholesky factor. ``keep`` (a dict)
+    receives the standardised block, its statistics and Gram matrix (``xs``, ``stats``, ``gram``).
     """
     t0 = time.perf_counter()
     need_gram = any(s in scores for s in ("probe", "fisher", "logme"))
     with torch_threads(sc.big_threads):
-        xs, _, gram = standardise(a, what=what, inplace=inplace, gram=need_gram)
+        xs, stats, gram = standardise(a, what=what, inplace=inplace, gram=need_gram)
+    if keep is not None:
+        keep.update(xs=xs, stats=stats, gram=gram)
     t1 = time.perf_counter()
     eig = torch.linalg.eigh(gram) if "logme" in scores else None
     t2 = time.perf_counter()
@@ -167,6 +171,7 @@ def score_layers(
     fisher_shrink: float = DEFAULT_FISHER_SHRINK,
     threads: int | None = None,
     window_shortlist: int | None = None,
+    layer_hook=None,
 ) -> LayerProfile:
     """Score every layer of ``X [L+1, N, d]`` against labels ``y [N]`` (training split only).
 
@@ -179,7 +184,11 @@ def score_layers(
     thread: close to the fastest on an idle machine, and it avoids large slowdowns when other
     jobs share the cores (docs/benchmarks.md#measurements-behind-the-defaults). ``window_shortlist``: score only the ``n`` windows whose member layers
     have the highest mean ``probe_acc`` (needs the probe among ``scores``) instead of every window;
-    None (default) scores them all. See the module docstring for what each score means.
+    None (default) scores them all. ``layer_hook(layer, xs, stats, gram)``, if given, is called after
+    each layer is scored with its standardised training features, their ``(mean, 1/std)`` and Gram
+    matrix (None unless a score needed it), to be read, not changed: work that shares the
+    standardisation, such as the test column of :class:`TestColumn`. See the module docstring for
+    what each score means.
 
     Longer than 80 lines: this docstring and the argument checks are half of it, and the layer loop
     keeps the running window sums next to the layer it scores, which one place makes easy to follow.
@@ -246,8 +255,14 @@ def score_layers(
                 clock.add("prep_read", time.perf_counter() - t0)
                 row = {"kind": "layer", "start": layer, "end": layer, "layers": [layer],
                        "depth": layer / max(L, 1)}
-                row.update(_score_features(sc, a, scores, clock, f"X[{layer}]", inplace=online_w < 2))
+                kept: dict = {}
+                row.update(_score_features(sc, a, scores, clock, f"X[{layer}]", inplace=online_w < 2, keep=kept))
                 layer_rows.append(row)
+                if layer_hook is not None:
+                    t_h = time.perf_counter()
+                    layer_hook(layer, kept["xs"], kept["stats"], kept["gram"])
+                    clock.add("layer_hook", time.perf_counter() - t_h)
+                    kept.clear()
                 # windows ending at this layer: running sums over the previous layers
                 t_w = time.perf_counter()
                 if online_w >= 2 and recent:
@@ -384,51 +399,87 @@ def eval_test_column(
     of train (same standardisation and penalty as the CV probe).
 
     For plots and analysis only: selection functions strip this column before they look at
-    the rows. Returns the same (mutated) profile.
+    the rows. Returns the same (mutated) profile. (:class:`TestColumn` computes the same column
+    while :func:`score_layers` runs, sharing its standardisation.)
     """
-    X_train = as_layers(X_train, "X_train")
-    X_test = as_layers(X_test, "X_test")
-    if X_train.shape[0] != profile.n_layers + 1 or X_train.shape[2] != profile.n_features:
-        raise LayerfuseError(
-            f"X_train has shape {tuple(X_train.shape)} but the profile was scored on "
-            f"{profile.n_layers + 1} layers x {profile.n_features} features; pass the same array"
-        )
-    if X_test.shape[0] != X_train.shape[0] or X_test.shape[2] != X_train.shape[2]:
-        raise LayerfuseError(
-            f"X_test has shape {tuple(X_test.shape)}, expected [{X_train.shape[0]}, N_test, "
-            f"{X_train.shape[2]}] to match X_train; pass the same model and pooling"
-        )
-    classes, yi = encode_labels(y_train, X_train.shape[1], "y_train")
-    digest = profile.settings.get("label_digest")
-    if digest and digest != label_digest(yi):
-        raise LayerfuseError(
-            "y_train differs from the labels the profile was scored on; pass the same "
-            "training split"
-        )
-    y_test = np.asarray(y_test)
-    if y_test.ndim != 1 or len(y_test) != X_test.shape[1]:
-        raise LayerfuseError(
-            f"y_test must have one label per row of X_test ({X_test.shape[1]}), got {y_test.shape}"
-        )
-    lookup = {c.item() if hasattr(c, "item") else c: i for i, c in enumerate(classes)}
-    yt = np.array([lookup.get(v.item() if hasattr(v, "item") else v, -1) for v in y_test])
-    l2 = float(profile.settings.get("probe_l2", 1e-2))
-    yi_t = torch.from_numpy(yi)
-    mask = torch.ones(len(yi), 1)
+    column = TestColumn(X_train, y_train, X_test, y_test, l2=float(profile.settings.get("probe_l2", 1e-2)))
+    column.check(profile, X_train)
     from tqdm.auto import tqdm
 
-    by_layer = {r["start"]: r for r in profile.rows if r["kind"] == "layer"}
     big = big_threads()
     with torch_threads(1), torch.no_grad():
-        for layer in tqdm(range(X_train.shape[0]), desc="test column", unit="layer",
-                          disable=not progress):
+        for layer in tqdm(range(column.n_rows), desc="test column", unit="layer", disable=not progress):
             with torch_threads(big):
                 xs, stats, gram = standardise(layer_f32(X_train, layer), inplace=True,
-                                               what=f"X_train[{layer}]", gram=True)
-            xt, _, _ = standardise(layer_f32(X_test, layer), stats, what=f"X_test[{layer}]",
-                                    inplace=True)
-            W, b, _ = fit_logistic(xs, yi_t, len(classes), mask, l2=l2, gram=gram, threads=big)
-            pred = (xt @ W[:, 0, :] + b[0]).argmax(1).numpy()
-            if layer in by_layer:
-                by_layer[layer][ANALYSIS_COLUMN] = float((pred == yt).mean())
-    return profile
+                                              what=f"X_train[{layer}]", gram=True)
+            column(layer, xs, stats, gram)
+    return column.write(profile)
+
+
+class TestColumn:
+    """The analysis-only test column, one layer at a time: pass it as ``score_layers``'
+    ``layer_hook`` and it fits the all-train probe on the training features the profile has just
+    standardised (instead of reading and standardising every layer a second time), then
+    :meth:`write` puts the accuracies into the profile. The same numbers as
+    :func:`eval_test_column`: the same features, Gram matrix, penalty and thread settings."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, X_train: Any, y_train: Any, X_test: Any, y_test: Any, *, l2: float = DEFAULT_PROBE_L2):
+        X_train = as_layers(X_train, "X_train")
+        self.X_test = as_layers(X_test, "X_test")
+        if self.X_test.shape[0] != X_train.shape[0] or self.X_test.shape[2] != X_train.shape[2]:
+            raise LayerfuseError(
+                f"X_test has shape {tuple(self.X_test.shape)}, expected [{X_train.shape[0]}, N_test, "
+                f"{X_train.shape[2]}] to match X_train; pass the same model and pooling"
+            )
+        self.n_rows = int(X_train.shape[0])
+        self.classes, yi = encode_labels(y_train, X_train.shape[1], "y_train")
+        self.digest = label_digest(yi)
+        y_test = np.asarray(y_test)
+        if y_test.ndim != 1 or len(y_test) != self.X_test.shape[1]:
+            raise LayerfuseError(
+                f"y_test must have one label per row of X_test ({self.X_test.shape[1]}), got {y_test.shape}"
+            )
+        lookup = {c.item() if hasattr(c, "item") else c: i for i, c in enumerate(self.classes)}
+        self.yt = np.array([lookup.get(v.item() if hasattr(v, "item") else v, -1) for v in y_test])
+        self.yi = torch.from_numpy(yi)
+        self.mask = torch.ones(len(yi), 1)
+        self.l2 = float(l2)
+        self.acc: dict[int, float] = {}
+
+    def check(self, profile: LayerProfile, X_train: Any) -> None:
+        """Refuse a profile scored on other training data than this column's."""
+        X_train = as_layers(X_train, "X_train")
+        if X_train.shape[0] != profile.n_layers + 1 or X_train.shape[2] != profile.n_features:
+            raise LayerfuseError(
+                f"X_train has shape {tuple(X_train.shape)} but the profile was scored on "
+                f"{profile.n_layers + 1} layers x {profile.n_features} features; pass the same array"
+            )
+        digest = profile.settings.get("label_digest")
+        if digest and digest != self.digest:
+            raise LayerfuseError(
+                "y_train differs from the labels the profile was scored on; pass the same "
+                "training split"
+            )
+
+    def __call__(self, layer: int, xs: torch.Tensor, stats, gram: torch.Tensor | None) -> None:
+        """Test accuracy of layer ``layer`` from its standardised training features."""
+        big = big_threads()
+        if gram is None:
+            with torch_threads(big):
+                gram = xs.T @ xs / xs.shape[0]
+        xt, _, _ = standardise(layer_f32(self.X_test, layer), stats, what=f"X_test[{layer}]", inplace=True)
+        W, b, _ = fit_logistic(xs, self.yi, len(self.classes), self.mask, l2=self.l2, gram=gram, threads=big)
+        pred = (xt @ W[:, 0, :] + b[0]).argmax(1).numpy()
+        self.acc[int(layer)] = float((pred == self.yt).mean())
+
+    def write(self, profile: LayerProfile) -> LayerProfile:
+        """Put the accuracies into the profile's layer rows; returns the same (mutated) profile."""
+        missing = [r["start"] for r in profile.rows if r["kind"] == "layer" and r["start"] not in self.acc]
+        if missing:
+            raise LayerfuseError(f"the test column lacks layers {missing}: score every layer before writing it")
+        for r in profile.rows:
+            if r["kind"] == "layer":
+                r[ANALYSIS_COLUMN] = self.acc[r["start"]]
+        return profile
