@@ -39,3 +39,69 @@ def test_a_failing_task_raises_in_the_caller():
         share_tasks(operator.truediv, [(1, 1), (1, 0), (2, 1)], processes=2, on_result=lambda i, r: None)
     with pytest.raises(ZeroDivisionError):  # here, as the first task
         share_tasks(operator.truediv, [(1, 0), (2, 1)], processes=2, on_result=lambda i, r: None)
+
+
+def _remember(value):
+    os.environ["LAYERFUSE_TEST_SETUP"] = str(value)
+
+
+def _where():
+    return os.getpid(), os.environ.get("LAYERFUSE_TEST_SETUP")
+
+
+def test_kept_workers_serve_several_calls_and_end_with_the_block():
+    from layerfuse.run.workers import keep_workers
+
+    calls = []
+    with keep_workers(start=1):
+        for value in ("a", "b"):
+            seen = {}
+            share_tasks(_where, [()] * 4, processes=2, initializer=_remember, initargs=(value,),
+                        on_result=seen.__setitem__)
+            calls.append(seen)
+    remote = [{(pid, v) for pid, v in seen.values() if pid != os.getpid()} for seen in calls]
+    # one worker, the same in both calls, prepared by each call's initializer before its tasks
+    assert len(remote[0]) == len(remote[1]) == 1
+    (pid_a, value_a), (pid_b, value_b) = remote[0].pop(), remote[1].pop()
+    assert pid_a == pid_b and (value_a, value_b) == ("a", "b")
+    with pytest.raises(ProcessLookupError):  # ended (and reaped) with the block
+        os.kill(pid_a, 0)
+
+
+def test_a_failure_in_a_kept_worker_ends_it_and_the_next_call_starts_another():
+    from layerfuse.run.workers import keep_workers
+
+    with keep_workers(start=1):
+        before = {}
+        share_tasks(os.getpid, [()] * 2, processes=2, on_result=before.__setitem__)
+        with pytest.raises(ZeroDivisionError) as err:  # task 1 is the worker's
+            share_tasks(operator.truediv, [(1, 1), (1, 0)], processes=2, on_result=lambda i, r: None)
+        assert "in a layerfuse worker process" in "".join(getattr(err.value, "__notes__", []))
+        after = {}
+        share_tasks(os.getpid, [()] * 2, processes=2, on_result=after.__setitem__)
+    assert before[1] != os.getpid() and after[1] != os.getpid() and after[1] != before[1]
+
+
+def test_planned_workers_follow_the_profile_and_grid_rules(monkeypatch):
+    from layerfuse.run.workers import planned_workers
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    default = [(30, 576), (6, 384)]  # SmolLM2-135M and MiniLM-L6 on SST-2's 6,920 training texts
+    assert planned_workers(6920, default, 2, "auto") == 3  # the grid takes every core
+    assert planned_workers(6920, default, 2, 1) == 1  # profiles of two poolings side by side
+    assert planned_workers(6920, default, 1, 1) == 0
+    assert planned_workers(6920, default, 2, "auto", "ray") == 1  # Ray trains the grid elsewhere
+    assert planned_workers(100, default, 2, "auto") == 0  # too small to repay a process
+    assert planned_workers(6920, [], 2, 3) == 2
+
+
+def test_known_shape_reads_aliases_and_folders(tmp_path):
+    import json
+
+    from layerfuse.cli.stages import known_shape
+
+    assert known_shape("smollm2-135m") == (30, 576)
+    (tmp_path / "config.json").write_text(json.dumps({"num_hidden_layers": 4, "hidden_size": 64}))
+    assert known_shape(str(tmp_path)) == (4, 64)
+    assert known_shape(str(tmp_path / "missing")) is None
+    assert known_shape("some-org/some-model") is None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from layerfuse.cli.args import ENGINE_FLAGS, config_from_args, engine_fields
@@ -103,12 +104,23 @@ def _out_dir(args, default: str):
     return d
 
 
-def _prepare(cfg, args, *, layers, k, folds, windows, eval_test=False, window_shortlist=None, progress=True):
+def _prepare(cfg, args, *, layers, k, folds, windows, eval_test=False, window_shortlist=None, progress=True,
+             workers_scope=None):
+    """Load the data and prepare every model. ``workers_scope`` (an ExitStack): keep worker
+    processes for the stages that share tasks until it closes, the ones the run will use started now
+    (:func:`layerfuse.run.workers.keep_workers`)."""
     from layerfuse.cache.layout import profile_checkpoint_dir
     from layerfuse.data.loading import load_data
     from layerfuse.run.prepare import prepare_models
 
     ds = load_data(cfg["data"])
+    if workers_scope is not None:
+        from layerfuse.run.workers import keep_workers, planned_workers
+
+        shapes = [s for s in map(known_shape, cfg["models"]) if s is not None]
+        start = planned_workers(len(ds.splits["train"].texts), shapes, len(cfg["extraction"]["pooling"]),
+                                getattr(args, "workers", 1), cfg["fusion"]["engine"])
+        workers_scope.enter_context(keep_workers(start))
     log = (lambda *a: print(*a, file=sys.stderr)) if progress else (lambda *a: None)
     ex = {k_: v for k_, v in cfg["extraction"].items() if k_ != "pooling"}
     cache_dir = getattr(args, "cache_dir", None)
@@ -117,6 +129,25 @@ def _prepare(cfg, args, *, layers, k, folds, windows, eval_test=False, window_sh
                            eval_test=eval_test, profile_dir=profile_checkpoint_dir(cache_dir),
                            window_shortlist=window_shortlist, progress=progress, log=log)
     return ds, preps
+
+
+def known_shape(ref: str) -> tuple[int, int] | None:
+    """``(layers, width)`` of a model known without loading it: a packaged alias's, or a local
+    folder's ``config.json``; None otherwise (a Hub id, a GGUF path)."""
+    import json
+
+    from layerfuse.embed.registry import ALIASES
+
+    if ref in ALIASES:
+        return ALIASES[ref].layers, ALIASES[ref].width
+    cfg_path = Path(ref) / "config.json"
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (OSError, ValueError):
+        return None
+    cfg = cfg.get("text_config", cfg)
+    layers, width = cfg.get("num_hidden_layers"), cfg.get("hidden_size")
+    return (int(layers), int(width)) if isinstance(layers, int) and isinstance(width, int) else None
 
 
 def cmd_profile(args) -> int:
@@ -199,24 +230,26 @@ def cmd_run(args) -> int:
         log("layerfuse run: no config given, running the built-in default "
             f"({cfg['data']['dataset']} with {', '.join(cfg['models'])}; see `layerfuse run --help`)")
     t0 = time.perf_counter()
-    ds, preps = _prepare(cfg, args, layers=cfg["selection"]["layers"], k=cfg["selection"]["k"],
-                         folds=cfg["profile"]["folds"], windows=cfg["profile"]["windows"],
-                         eval_test=cfg["profile"]["eval_test"], window_shortlist=cfg["profile"]["window_shortlist"],
-                         progress=progress)
-    if "test" not in ds.splits:
-        raise LayerfuseError(f"dataset {ds.name} has no test split")
-    out = Path(cfg["output"]["dir"])
-    out.mkdir(parents=True, exist_ok=True)
-    prof = report.write_profile_outputs(preps, out, dataset=ds.name)
-    f = cfg["fusion"]
-    grid = run_grid(ds, preps, f["strategies"], heads=f["heads"], seeds=f["seeds"], combos=f["combos"],
-                    proj_dim=f["proj_dim"], max_epochs=f["max_epochs"], patience=f["patience"],
-                    val_fraction=f["val_fraction"], lr=f["lr"], batch_size=f["batch_size"],
-                    checkpoint_dir=grid_checkpoint_dir(args.cache_dir), workers=args.workers,
-                    engine=f["engine"], engine_options=engine_options(cfg["extraction"]), rule=f["choose_by"],
-                    metric=f["choose_metric"], search=f["search"],
-                    precision=resolve_precision(f["precision"], args.cache_dir, log), progress=progress,
-                    log=log)
+    # worker processes for the profiles and the grid: started now, kept until the grid is done
+    with ExitStack() as workers_scope:
+        ds, preps = _prepare(cfg, args, layers=cfg["selection"]["layers"], k=cfg["selection"]["k"],
+                             folds=cfg["profile"]["folds"], windows=cfg["profile"]["windows"],
+                             eval_test=cfg["profile"]["eval_test"], window_shortlist=cfg["profile"]["window_shortlist"],
+                             progress=progress, workers_scope=workers_scope)
+        if "test" not in ds.splits:
+            raise LayerfuseError(f"dataset {ds.name} has no test split")
+        out = Path(cfg["output"]["dir"])
+        out.mkdir(parents=True, exist_ok=True)
+        prof = report.write_profile_outputs(preps, out, dataset=ds.name)
+        f = cfg["fusion"]
+        grid = run_grid(ds, preps, f["strategies"], heads=f["heads"], seeds=f["seeds"], combos=f["combos"],
+                        proj_dim=f["proj_dim"], max_epochs=f["max_epochs"], patience=f["patience"],
+                        val_fraction=f["val_fraction"], lr=f["lr"], batch_size=f["batch_size"],
+                        checkpoint_dir=grid_checkpoint_dir(args.cache_dir), workers=args.workers,
+                        engine=f["engine"], engine_options=engine_options(cfg["extraction"]), rule=f["choose_by"],
+                        metric=f["choose_metric"], search=f["search"],
+                        precision=resolve_precision(f["precision"], args.cache_dir, log), progress=progress,
+                        log=log)
     fused = report.write_fusion_outputs(grid, preps, out, dataset=ds.name)
     if cfg["output"].get("save"):
         grid.pipeline.save(cfg["output"]["save"])

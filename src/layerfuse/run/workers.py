@@ -11,7 +11,9 @@ from contextlib import contextmanager
 
 import numpy as np
 
-__all__ = ["spawning_without_main", "worker_threads", "share_tasks", "fit_rows_in_workers", "score_profiles_in_workers",
+from layerfuse.errors import LayerfuseError
+
+__all__ = ["spawning_without_main", "worker_threads", "share_tasks", "keep_workers", "planned_workers", "fit_rows_in_workers", "score_profiles_in_workers",
            "profile_job", "exit_with_parent", "MappedArray", "portable"]
 
 
@@ -73,6 +75,177 @@ def worker_threads(workers: int) -> int:
     return max(1, torch.get_num_threads() // workers)
 
 
+class _Worker:
+    """One spawned worker process and the pipe to it: it runs one call at a time, each optionally
+    preceded by a setup call (see :func:`share_tasks`), and ends when the pipe closes or its parent
+    does."""
+
+    def __init__(self):
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker_main, args=(child, os.getpid()), daemon=True,
+                                name="layerfuse-worker")
+        with spawning_without_main():
+            self.proc.start()
+        child.close()
+
+    def call(self, setup, fn, args):
+        """Run ``fn(*args)`` there (after ``setup = (initializer, initargs)`` if given); a Future."""
+        import threading
+        from concurrent.futures import Future
+
+        fut: Future = Future()
+
+        def body():
+            try:
+                self.conn.send((setup, fn, args))
+                status, value = self.conn.recv()
+            except (EOFError, OSError, BrokenPipeError):
+                code = self.proc.exitcode
+                fut.set_exception(LayerfuseError(
+                    f"a layerfuse worker process ended unexpectedly (exit code {code}); it may have "
+                    "run out of memory: try --workers 1"))
+                return
+            except BaseException as exc:  # e.g. the task's arguments cannot be pickled
+                fut.set_exception(exc)
+                return
+            if status == "ok":
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+
+        threading.Thread(target=body, name="layerfuse-worker-call", daemon=True).start()
+        return fut
+
+    def alive(self) -> bool:
+        return self.proc.is_alive()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask it to end (or end it, if it is busy or does not answer)."""
+        try:
+            self.conn.close()  # the worker's recv sees EOF once its current call is done
+        except OSError:
+            pass
+        self.proc.join(timeout)
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(timeout)
+
+    def kill(self) -> None:
+        """End it now, whatever it is running."""
+        if self.proc.is_alive():
+            self.proc.terminate()
+        self.proc.join(5.0)
+        try:
+            self.conn.close()
+        except OSError:
+            pass
+
+
+def _worker_main(conn, parent: int) -> None:
+    """A worker process's loop: import what the tasks use while nothing is asked of it yet, then
+    answer calls until the pipe closes."""
+    exit_with_parent(parent)
+    _warm_imports()
+    while True:
+        try:
+            setup, fn, args = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            if setup is not None:
+                setup[0](*setup[1])
+            reply = ("ok", fn(*args))
+        except BaseException as exc:  # sent back, raised in the caller, with where it happened
+            import traceback
+
+            if hasattr(exc, "add_note"):
+                exc.add_note("in a layerfuse worker process:\n" + "".join(traceback.format_exc()))
+            reply = ("error", exc)
+        try:
+            conn.send(reply)
+        except Exception as exc:  # a result or exception that does not pickle
+            conn.send(("error", LayerfuseError(f"a worker's answer could not be sent back: {exc!r}")))
+
+
+def _warm_imports() -> None:
+    """What a worker's first profile or grid task would otherwise import: torch, the scoring and
+    training modules, and torch._dynamo, which torch.optim loads at its first step (~1.5 s)."""
+    import torch  # noqa: F401
+    import torch._dynamo  # noqa: F401
+
+    import layerfuse.model.training  # noqa: F401
+    import layerfuse.scoring.layer_scores  # noqa: F401
+
+
+#: Worker processes kept between :func:`share_tasks` calls inside :func:`keep_workers`; None outside.
+_KEPT: list | None = None
+
+
+@contextmanager
+def keep_workers(start: int = 0):
+    """Keep the worker processes :func:`share_tasks` starts for the calls inside this block, and
+    start ``start`` of them now, so that their imports (~2-4 s each) overlap this process's work
+    instead of delaying each stage that shares tasks (``layerfuse run``: two models' profiles and
+    the grid). The workers end with the block. Nested blocks share the outer block's workers."""
+    global _KEPT
+    if _KEPT is not None:
+        while len(_KEPT) < start:
+            _KEPT.append(_Worker())
+        yield
+        return
+    _KEPT = [_Worker() for _ in range(max(0, int(start)))]
+    try:
+        yield
+    finally:
+        kept, _KEPT = _KEPT, None
+        for w in kept:
+            w.stop()
+
+
+def planned_workers(n_train: int, shapes: list, poolings: int, workers, engine: str = "local") -> int:
+    """How many worker processes a ``layerfuse run`` will share tasks with, worth starting before
+    its first model loads (:func:`keep_workers`): the most that its profiles
+    (:func:`layerfuse.run.prepare.prepare_models`' rule) or its grid (:func:`layerfuse.run.grid.grid_workers`'
+    rule, with each model's width for the selected features) will use, minus this process.
+    ``shapes``: ``(layers, width)`` of each model whose shape is known before loading it."""
+    from layerfuse.run.grid import PARALLEL_GRID_VALUES
+    from layerfuse.run.prepare import PARALLEL_PROFILE_VALUES
+
+    cores = os.cpu_count() or 1
+    profile = 1
+    if poolings >= 2 and any(n_train * (layers + 1) * width >= PARALLEL_PROFILE_VALUES for layers, width in shapes):
+        profile = min(cores, poolings)
+    grid = 1
+    if engine == "local":
+        if workers != "auto":
+            grid = int(workers)
+        elif n_train * sum(width for _, width in shapes) >= PARALLEL_GRID_VALUES:
+            grid = cores
+    return max(0, min(max(profile, grid), cores) - 1)
+
+
+def _take_workers(n: int) -> tuple[list, bool]:
+    """``n`` workers for one :func:`share_tasks` call and whether they are kept after it."""
+    global _KEPT
+    if _KEPT is None:
+        return [_Worker() for _ in range(n)], False
+    _KEPT = [w for w in _KEPT if w.alive()]
+    while len(_KEPT) < n:
+        _KEPT.append(_Worker())
+    return _KEPT[:n], True
+
+
+def _drop_workers(workers: list) -> None:
+    """Forget (and end) workers that saw a failure: a later call starts fresh ones."""
+    for w in workers:
+        w.kill()
+        if _KEPT is not None and w in _KEPT:
+            _KEPT.remove(w)
+
+
 def share_tasks(fn, tasks: list, *, processes: int, initializer=None, initargs=(), here=None, on_result) -> None:
     """Call ``fn(*task)`` for every task of ``tasks`` in ``processes`` places at once: this process
     (a thread, so this one keeps collecting) and ``processes - 1`` spawned workers. Each place holds
@@ -80,22 +253,23 @@ def share_tasks(fn, tasks: list, *, processes: int, initializer=None, initargs=(
     runs in the calling thread as results arrive, in any order.
 
     This process starts on the first task at once, while the workers are still starting (importing
-    torch takes seconds), and one process fewer is started than places are used. ``initializer(*initargs)``
-    prepares each worker; ``here`` (a context manager, or None) prepares this process for the same
-    work while the tasks run. A task's exception is raised here; the workers are then stopped, and a
-    task still running in this process's thread is left to finish unobserved (the thread is a daemon,
-    so an interrupted run does not wait for it)."""
+    torch takes seconds), and one process fewer is started than places are used. Inside
+    :func:`keep_workers` the workers are those the block keeps (already started, and kept for the
+    next call); outside, they are started here and end with the call. ``initializer(*initargs)``
+    prepares each worker once per call, before its first task; ``here`` (a context manager, or None)
+    prepares this process for the same work while the tasks run. A task's exception is raised here;
+    the workers are then ended, and a task still running in this process's thread is left to finish
+    unobserved (the thread is a daemon, so an interrupted run does not wait for it)."""
     import contextlib
-    import multiprocessing as mp
     import threading
     from collections import deque
-    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+    from concurrent.futures import FIRST_COMPLETED, Future, wait
 
     pending = deque(range(len(tasks)))
-    running: dict = {}  # future -> (task index, "here" or "worker")
+    running: dict = {}  # future -> (task index, "here" or the worker)
     n_remote = max(0, min(processes, len(tasks)) - 1)
-    pool = (ProcessPoolExecutor(max_workers=n_remote, mp_context=mp.get_context("spawn"), initializer=initializer,
-                                initargs=initargs) if n_remote else None)
+    workers, kept = _take_workers(n_remote) if n_remote else ([], False)
+    prepared: set = set()
 
     def start_here(i: int) -> Future:
         fut: Future = Future()
@@ -111,28 +285,35 @@ def share_tasks(fn, tasks: list, *, processes: int, initializer=None, initargs=(
         threading.Thread(target=body, name="layerfuse-task", daemon=True).start()
         return fut
 
+    def start_there(w, i: int) -> Future:
+        setup = None
+        if initializer is not None and id(w) not in prepared:
+            setup = (initializer, tuple(initargs))
+            prepared.add(id(w))
+        return w.call(setup, fn, tasks[i])
+
     try:
         with here() if here is not None else contextlib.nullcontext():
             while pending or running:
-                places = [w for _, w in running.values()]
-                if pending and "here" not in places:
+                busy = list(running.values())
+                if pending and not any(place == "here" for _, place in busy):
                     i = pending.popleft()
                     running[start_here(i)] = (i, "here")
-                while pending and pool is not None and places.count("worker") < n_remote:
-                    i = pending.popleft()
-                    with spawning_without_main():  # processes start at submit
-                        running[pool.submit(fn, *tasks[i])] = (i, "worker")
-                    places.append("worker")
+                for w in workers:
+                    if pending and not any(place is w for _, place in busy):
+                        i = pending.popleft()
+                        running[start_there(w, i)] = (i, w)
+                        busy.append((i, w))
                 finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
                 for fut in finished:
                     i, _ = running.pop(fut)
                     on_result(i, fut.result())
     except BaseException:
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+        _drop_workers(workers)
         raise
-    if pool is not None:
-        pool.shutdown(wait=True)
+    if not kept:
+        for w in workers:
+            w.stop()
 
 
 def fit_rows_in_workers(jobs, src_tr, src_te, y_tr, y_te, n_classes, settings, workers, progress) -> dict:
@@ -281,9 +462,17 @@ def profile_job(X, y, score_kw: dict, X_test=None, y_test=None):
     return prof
 
 
+_WATCHING: set = set()
+
+
 def exit_with_parent(parent: int) -> None:
-    """In a child process: end it when ``parent`` is gone, so a killed run leaves nothing running."""
+    """In a child process: end it when ``parent`` is gone, so a killed run leaves nothing running
+    (one watcher per parent, however often it is called)."""
     import threading
+
+    if parent in _WATCHING:
+        return
+    _WATCHING.add(parent)
 
     def watch():
         while os.getppid() == parent:
