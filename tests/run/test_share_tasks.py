@@ -93,6 +93,30 @@ def test_planned_workers_follow_the_profile_and_grid_rules(monkeypatch):
     assert planned_workers(6920, default, 2, "auto", "ray") == 1  # Ray trains the grid elsewhere
     assert planned_workers(100, default, 2, "auto") == 0  # too small to repay a process
     assert planned_workers(6920, [], 2, 3) == 2
+    # MiniLM's 18.6M values: under the threshold for starting a worker, over the one for a kept worker
+    assert planned_workers(6920, [(6, 384)], 2, 1) == 1
+
+
+def test_small_profiles_take_a_kept_worker(monkeypatch):
+    import numpy as np
+
+    from layerfuse.run import prepare, workers
+
+    class Emb:
+        def __init__(self, shape):
+            self.shape = shape
+
+        def array(self, split, pooling):
+            return np.broadcast_to(np.float16(0), self.shape)
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    minilm, tiny = Emb((7, 6920, 384)), Emb((3, 48, 16))
+    todo = {"mean": None, "last": None}
+    assert prepare._profile_workers(None, minilm, todo) == 1  # a worker would have to start first
+    monkeypatch.setattr(workers, "kept_workers", lambda: 1)
+    assert prepare._profile_workers(None, minilm, todo) == 2
+    assert prepare._profile_workers(None, tiny, todo) == 1
+    assert prepare._profile_workers(None, minilm, {"mean": None}) == 1
 
 
 def test_known_shape_reads_aliases_and_folders(tmp_path):

@@ -75,7 +75,8 @@ def prepare_models(ds, models: Sequence[str], *, poolings=DEFAULT_POOLINGS, laye
     ``profile_workers``: a model's poolings are profiled that many at a time, each in its own
     process (same numbers as one after another: the workers keep this process's thread count).
     None: one per core when the profile is large enough to repay starting a process
-    (:data:`PARALLEL_PROFILE_VALUES`), else in this process."""
+    (:data:`PARALLEL_PROFILE_VALUES`, or :data:`PARALLEL_PROFILE_VALUES_KEPT` where
+    ``run.workers.keep_workers`` already holds a started one), else in this process."""
     from layerfuse.scoring.features import label_digest
 
     y_train = ds.splits["train"].labels
@@ -184,6 +185,9 @@ def _model_profiles(ref: str, emb: Embeddings, y_train, digests: dict, *, folds:
 #: Profiles of fewer values (layers x texts x width) than this are scored in this process: starting
 #: a worker (importing torch) costs a few seconds, more than such a profile takes.
 PARALLEL_PROFILE_VALUES = 20_000_000
+#: The same threshold where a started worker is already kept (``run.workers.keep_workers``, as in
+#: `layerfuse run`): handing it a pooling costs only mapping the cached arrays.
+PARALLEL_PROFILE_VALUES_KEPT = 2_000_000
 
 
 def _profile_workers(requested: int | None, emb, todo: dict) -> int:
@@ -194,8 +198,11 @@ def _profile_workers(requested: int | None, emb, todo: dict) -> int:
         return 1
     if requested is not None:
         return max(1, min(int(requested), len(todo)))
+    from layerfuse.run.workers import kept_workers
+
     shape = emb.array("train", next(iter(todo))).shape
-    if int(np.prod(shape)) < PARALLEL_PROFILE_VALUES:
+    threshold = PARALLEL_PROFILE_VALUES_KEPT if kept_workers() else PARALLEL_PROFILE_VALUES
+    if int(np.prod(shape)) < threshold:
         return 1
     return max(1, min(os.cpu_count() or 1, len(todo)))
 

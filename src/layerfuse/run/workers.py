@@ -13,7 +13,7 @@ import numpy as np
 
 from layerfuse.errors import LayerfuseError
 
-__all__ = ["spawning_without_main", "worker_threads", "share_tasks", "keep_workers", "planned_workers", "fit_rows_in_workers", "score_profiles_in_workers",
+__all__ = ["spawning_without_main", "worker_threads", "share_tasks", "keep_workers", "kept_workers", "planned_workers", "fit_rows_in_workers", "score_profiles_in_workers",
            "profile_job", "exit_with_parent", "MappedArray", "portable"]
 
 
@@ -205,6 +205,11 @@ def keep_workers(start: int = 0):
             w.stop()
 
 
+def kept_workers() -> int:
+    """How many started workers :func:`keep_workers` holds now (0 outside the block)."""
+    return sum(w.alive() for w in _KEPT) if _KEPT is not None else 0
+
+
 def planned_workers(n_train: int, shapes: list, poolings: int, workers, engine: str = "local") -> int:
     """How many worker processes a ``layerfuse run`` will share tasks with, worth starting before
     its first model loads (:func:`keep_workers`): the most that its profiles
@@ -212,11 +217,12 @@ def planned_workers(n_train: int, shapes: list, poolings: int, workers, engine: 
     rule, with each model's width for the selected features) will use, minus this process.
     ``shapes``: ``(layers, width)`` of each model whose shape is known before loading it."""
     from layerfuse.run.grid import PARALLEL_GRID_VALUES
-    from layerfuse.run.prepare import PARALLEL_PROFILE_VALUES
+    from layerfuse.run.prepare import PARALLEL_PROFILE_VALUES_KEPT
 
     cores = os.cpu_count() or 1
-    profile = 1
-    if poolings >= 2 and any(n_train * (layers + 1) * width >= PARALLEL_PROFILE_VALUES for layers, width in shapes):
+    profile = 1  # the workers planned here are kept, hence the kept workers' threshold
+    if poolings >= 2 and any(n_train * (layers + 1) * width >= PARALLEL_PROFILE_VALUES_KEPT
+                             for layers, width in shapes):
         profile = min(cores, poolings)
     grid = 1
     if engine == "local":
