@@ -62,11 +62,26 @@ def test_caching_is_opt_in(tiny_model, cache_dir):
     X, y = make_texts(60, seed=4)
     # One dtype for both: a new cache_dir has no kept dtype measurement of its own, and on a loaded
     # machine `auto` measured afresh can differ from the user cache's.
-    clf = LayerFusionClassifier(models=tiny_model, layers="best", head="logreg", dtype="float32", **FAST).fit(X, y)
+    clf = LayerFusionClassifier(models=tiny_model, layers="best", head="logreg", dtype="float32", precision="float32",
+                                **FAST).fit(X, y)
     left = sorted(p.name for p in cache_dir.iterdir()) if cache_dir.exists() else []
     assert not {"embeddings", "profiles"} & set(left), left
     proba = clf.predict_proba(X[:4])
     kept = LayerFusionClassifier(models=tiny_model, layers="best", head="logreg", cache_dir=cache_dir / "mine",
-                                 dtype="float32", **FAST).fit(X, y)
+                                 dtype="float32", precision="float32", **FAST).fit(X, y)
     assert (cache_dir / "mine" / "embeddings").is_dir() and (cache_dir / "mine" / "profiles").is_dir()
     np.testing.assert_allclose(kept.predict_proba(X[:4]), proba, atol=1e-5)
+
+
+def test_precision_reaches_the_head(tiny_model, tmp_path):
+    """``precision`` is the head's training precision, as ``fusion.precision`` is in a run."""
+    from layerfuse.errors import LayerfuseError
+
+    X, y = make_texts(40, seed=5)
+    kw = dict(models=tiny_model, layers="best", dtype="float32", cache_dir=tmp_path / "c", **FAST)
+    bf16 = LayerFusionClassifier(precision="bfloat16", **kw).fit(X, y)
+    assert bf16.pipeline_.trained.config["precision"] == "bfloat16"
+    fp32 = LayerFusionClassifier(precision="float32", **kw).fit(X, y)
+    assert "precision" not in fp32.pipeline_.trained.config
+    with pytest.raises(LayerfuseError, match="precision"):
+        LayerFusionClassifier(precision="float16", **kw).fit(X, y)

@@ -66,6 +66,11 @@ DEFAULT_PATIENCE = 5
 DEFAULT_VAL_FRACTION = 0.1
 DEFAULT_LR = 1e-3
 DEFAULT_BATCH_SIZE = 64
+#: How the heads' training steps compute in ``layerfuse fuse`` and the estimator: float32, bfloat16
+#: (autocast) or auto (bfloat16 where the CPU runs it fast: the decision extraction's ``dtype auto``
+#: makes, ``run.grid.resolve_precision``). float32 there: bf16 heads were compared with float32 on
+#: SST-2's rows only (docs/benchmarks.md, training the heads); a run's ``fusion.precision`` is auto.
+DEFAULT_PRECISION = "float32"
 #: Grid rows trained at a time, side by side in this and spawned processes: ``auto`` is one per core when the grid is
 #: large enough for processes to pay (``run.grid.PARALLEL_GRID_VALUES``), else 1.
 DEFAULT_WORKERS = "auto"

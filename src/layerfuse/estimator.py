@@ -38,6 +38,7 @@ from layerfuse.config import (
     DEFAULT_MODELS,
     DEFAULT_PATIENCE,
     DEFAULT_POOLINGS,
+    DEFAULT_PRECISION,
     DEFAULT_PROJ_DIM,
     DEFAULT_SEED,
     DEFAULT_SELECT,
@@ -113,6 +114,10 @@ class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
         Learning rate of the head.
     batch_size : int, default 64
         Mini-batch size of head training.
+    precision : {"float32", "bfloat16", "auto"}, default "float32"
+        How the head's training steps compute: float32, bfloat16 autocast (about 1.5x faster on a
+        CPU with bf16 instructions; compared with float32 on SST-2 only), or ``"auto"``: bfloat16
+        where this CPU runs bf16 matrix products fast (the decision ``dtype="auto"`` makes).
     seed : int, default 0
         Seed of the validation carve and of the head's initialisation.
     device : {"auto", "cpu", "cuda"}, default "auto"
@@ -141,7 +146,8 @@ class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
                  pooling=",".join(DEFAULT_POOLINGS), k=DEFAULT_TOPK, folds=DEFAULT_FOLDS, windows=DEFAULT_WINDOWS,
                  window_shortlist=DEFAULT_WINDOW_SHORTLIST, proj_dim=DEFAULT_PROJ_DIM, max_length=DEFAULT_MAX_LENGTH, dtype=DEFAULT_DTYPE,
                  batch_tokens=DEFAULT_BATCH_TOKENS, max_epochs=DEFAULT_MAX_EPOCHS, patience=DEFAULT_PATIENCE,
-                 val_fraction=DEFAULT_VAL_FRACTION, lr=DEFAULT_LR, batch_size=DEFAULT_BATCH_SIZE, seed=DEFAULT_SEED,
+                 val_fraction=DEFAULT_VAL_FRACTION, lr=DEFAULT_LR, batch_size=DEFAULT_BATCH_SIZE, precision=DEFAULT_PRECISION,
+                 seed=DEFAULT_SEED,
                  device=DEFAULT_DEVICE,
                  cache_dir=None, progress=False, text_column=DEFAULT_TEXT_COLUMN, label_column=DEFAULT_LABEL_COLUMN):
         self.models = models
@@ -162,6 +168,7 @@ class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
         self.val_fraction = val_fraction
         self.lr = lr
         self.batch_size = batch_size
+        self.precision = precision
         self.seed = seed
         self.device = device
         self.cache_dir = cache_dir
@@ -188,7 +195,7 @@ class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
         from layerfuse.model.lexical import is_lexical
         from layerfuse.model.training import fit_head
         from layerfuse.pipeline import FusionPipeline
-        from layerfuse.run.grid import extraction_settings
+        from layerfuse.run.grid import extraction_settings, resolve_precision
         from layerfuse.run.prepare import prepare_models
         from layerfuse.validation import parse_list
 
@@ -214,10 +221,11 @@ class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
             sources = [a if a.flags.owndata else np.array(a) for p in preps for a in p.sources("train")]
             settings = extraction_settings(next((p.emb for p in preps if not is_lexical(p.ref)), preps[0].emb))
             lexical = {p.ref: p.emb.source for p in preps if is_lexical(p.ref)}
+            precision = resolve_precision(self.precision, root, log=lambda *_: None)
         trained = fit_head(sources, y_idx, n_classes=len(self.classes_), fusion=self.fusion, head=self.head,
                            proj_dim=self.proj_dim, val_fraction=self.val_fraction, seed=self.seed, lr=self.lr,
                            batch_size=self.batch_size, max_epochs=self.max_epochs, patience=self.patience,
-                           progress=self.progress)
+                           precision=precision, progress=self.progress)
         self.pipeline_ = FusionPipeline(
             specs=[p.spec for p in preps], trained=trained, classes=[str(c) for c in self.classes_],
             extraction=settings,

@@ -54,15 +54,17 @@ def test_fuse_save_predict_report(tiny_model, cache_dir, files, tmp_path, capsys
     out, clf = tmp_path / "fuse", tmp_path / "clf"
     summary = json.loads(_run(capsys, "fuse", "--models", f"{tiny_model},{other}", *files, "--fusion",
                               "concat,attention", "--heads", "logreg", "--seeds", "2", "--proj-dim", "16",
-                              "--folds", "3", "--windows", "2", "--lr", "0.01", "--out", out, "--save", clf, "--json"))
+                              "--folds", "3", "--windows", "2", "--lr", "0.01", "--precision", "bfloat16", "--out", out,
+                              "--save", clf, "--json"))
     assert len(summary["rows"]) == 4
+    assert json.loads((clf / "net.json").read_text())["train_config"]["precision"] == "bfloat16"  # reached the head
     assert (out / "fusion_results.png").stat().st_size > 0 and (out / "complementarity.png").exists()
     # The same command again (here with two worker processes) reads every row back from the cache.
     assert len(list((cache_dir / "grid").iterdir())) == 4
     again = json.loads(_run(capsys, "fuse", "--models", f"{tiny_model},{other}", *files, "--fusion",
                             "concat,attention", "--heads", "logreg", "--seeds", "2", "--proj-dim", "16",
-                            "--folds", "3", "--windows", "2", "--lr", "0.01", "--out", out, "--workers", "2",
-                            "--json"))
+                            "--folds", "3", "--windows", "2", "--lr", "0.01", "--precision", "bfloat16", "--out", out,
+                            "--workers", "2", "--json"))
     assert again["rows"] == summary["rows"] and len(list((cache_dir / "grid").iterdir())) == 4
     # `layerfuse cache` shows those rows (a row's CV score file is part of the row, not one more)
     # and the embeddings, and frees the rows alone.

@@ -136,6 +136,9 @@ def _fuse_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-fraction", type=float, default=C.DEFAULT_VAL_FRACTION,
                    help=f"validation share carved from train (default {C.DEFAULT_VAL_FRACTION})")
     p.add_argument("--lr", type=float, default=C.DEFAULT_LR)
+    p.add_argument("--precision", default=C.DEFAULT_PRECISION, choices=["auto", "float32", "bfloat16"],
+                   help="how the heads' training steps compute: float32, bfloat16 (autocast) or auto (bfloat16 "
+                        f"where this CPU runs bf16 products fast, as --dtype auto decides) (default {C.DEFAULT_PRECISION})")
     p.add_argument("--choose-by", default=C.DEFAULT_CHOOSE_BY, choices=["validation", "cv", "cv-1se"],
                    help="how the saved row is chosen: validation (the seeds' carves from train), cv (k-fold CV on "
                         "train) or cv-1se (fewest sources within one standard error of the best CV score); "

@@ -171,7 +171,7 @@ def cmd_profile(args) -> int:
 def cmd_fuse(args) -> int:
     from layerfuse import report
     from layerfuse.cache.layout import grid_checkpoint_dir
-    from layerfuse.run.grid import run_grid
+    from layerfuse.run.grid import resolve_precision, run_grid
     from layerfuse.scale.engine import engine_options
     from layerfuse.validation import parse_list, validate_choices
 
@@ -189,8 +189,8 @@ def cmd_fuse(args) -> int:
                     patience=args.patience, val_fraction=args.val_fraction, lr=args.lr,
                     checkpoint_dir=grid_checkpoint_dir(args.cache_dir), workers=args.workers,
                     engine=cfg["extraction"]["engine"], engine_options=engine_options(cfg["extraction"]),
-                    rule=args.choose_by, metric=args.choose_metric, search=args.search, progress=progress,
-                    log=log)
+                    rule=args.choose_by, metric=args.choose_metric, search=args.search,
+                    precision=resolve_precision(args.precision, args.cache_dir, log), progress=progress, log=log)
     out = _out_dir(args, f"out/fuse-{ds.name}")
     summary = report.write_fusion_outputs(grid, preps, out, dataset=ds.name)
     if args.save:
