@@ -11,7 +11,10 @@ warm-up requests. The two servers take turns in ``--rounds`` short rounds per le
 the shared machine hits both alike; the machine's load average is recorded with the results.
 Reported per row: texts/s, p50/p95/p99 latency seen by the client, the mean batch size the
 server ran and its model time per text (both from the server's ``/metrics``). The client runs on
-the same cores as the server (asyncio + httpx, one process), as a caller on the same host would.
+the same cores as the server, in one process: by default a minimal asyncio HTTP/1.1 client (one
+keep-alive connection per client, ``TCP_NODELAY``; ``--client raw``), because httpx's
+``AsyncClient`` (``--client httpx``, the former client) spends ~3.4 ms of CPU per request there,
+CPU the server's model then lacks, and a returning client is slow to send its next request.
 
 Before the servers start, the same classifier is timed in process, without HTTP: 32 texts one
 ``predict_proba`` call each against one call for all 32. That ratio is the most batching can give
@@ -158,34 +161,86 @@ def in_process_ceiling(classifier: str, texts: list[str], n: int = 32, reps: int
             "planner_speedup": round(min(greedy) / min(batch), 2)}
 
 
+class RawConnection:
+    """One keep-alive HTTP/1.1 connection that POSTs JSON and reads the status and body (the
+    server always answers with a Content-Length): little CPU per request, unlike a full client."""
+
+    def __init__(self, url: str):
+        host, port = re.match(r"http://([^:/]+):(\d+)", url).groups()
+        self.host, self.port = host, int(port)
+        self.reader = self.writer = None
+
+    async def post(self, path: str, payload) -> int:
+        import socket
+
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            self.writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        body = json.dumps(payload).encode()
+        self.writer.write(b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: %d\r\n\r\n%s" % (path.encode(), self.host.encode(), len(body), body))
+        status = int((await self.reader.readline()).split()[1])
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        await self.reader.readexactly(length)
+        return status
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            with contextlib.suppress(OSError):
+                await self.writer.wait_closed()
+
+
 async def load(url: str, texts: list[str], clients: int, requests: int, seconds: float, warmup: int,
-               offset: int) -> dict:
+               offset: int, client_kind: str = "raw") -> dict:
     """Closed-loop load: ``clients`` clients, single-text requests back to back; raw latencies, and
-    the server's batch counters taken after the warm-up (so its lone requests are not counted)."""
+    the server's batch counters taken after the warm-up (so its lone requests are not counted).
+    ``client_kind``: ``raw`` (:class:`RawConnection`, one per client) or ``httpx``."""
+    if client_kind == "raw":
+        conns = [RawConnection(url) for _ in range(clients)]
+        try:
+            return await _load([c.post for c in conns], url, texts, requests, seconds, warmup, offset)
+        finally:
+            for conn in conns:
+                await conn.close()
     limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as c:
-        for i in range(warmup):
-            (await c.post("/v1/predict", json={"texts": [texts[(offset + i) % len(texts)]]})).raise_for_status()
-        counts_before = batch_counts(url)  # nothing else runs yet: a blocking call is fine here
-        latencies: list[float] = []
-        errors = 0
-        counter = iter(range(offset, offset + requests))
-        deadline = time.perf_counter() + seconds
+        async def post(path, payload):
+            return (await c.post(path, json=payload)).status_code
 
-        async def client():
-            nonlocal errors
-            for i in counter:
-                if time.perf_counter() > deadline:
-                    return
-                t0 = time.perf_counter()
-                r = await c.post("/v1/predict", json={"texts": [texts[i % len(texts)]]})
-                if r.status_code != 200:
-                    errors += 1
-                latencies.append(time.perf_counter() - t0)
+        return await _load([post] * clients, url, texts, requests, seconds, warmup, offset)
 
-        t0 = time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(clients)))
-        wall = time.perf_counter() - t0
+
+async def _load(posts: list, url: str, texts: list[str], requests: int, seconds: float, warmup: int,
+                offset: int) -> dict:
+    """The load itself; ``posts``: one ``post(path, payload) -> status`` per client."""
+    for i in range(warmup):
+        status = await posts[0]("/v1/predict", {"texts": [texts[(offset + i) % len(texts)]]})
+        if status != 200:
+            raise RuntimeError(f"a warm-up request was answered {status}")
+    counts_before = batch_counts(url)  # nothing else runs yet: a blocking call is fine here
+    latencies: list[float] = []
+    errors = 0
+    counter = iter(range(offset, offset + requests))
+    deadline = time.perf_counter() + seconds
+
+    async def client(post):
+        nonlocal errors
+        for i in counter:
+            if time.perf_counter() > deadline:
+                return
+            t0 = time.perf_counter()
+            if await post("/v1/predict", {"texts": [texts[i % len(texts)]]}) != 200:
+                errors += 1
+            latencies.append(time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client(post) for post in posts))
+    wall = time.perf_counter() - t0
     return {"latencies": latencies, "errors": errors, "seconds": wall, "counts_before": counts_before}
 
 
@@ -203,7 +258,7 @@ def markdown(res: dict) -> str:
              f"Classifier: {res['classifier']} (backbones: {', '.join(res['backbones'])}); single-sentence "
              f"requests (SST-2 test sentences, mean {res['mean_words']:.1f} words); at most {res['requests']} "
              f"requests or {res['seconds']:g} s per row, in {res['rounds']} rounds taken in turn by the two "
-             f"servers. Load average of the machine (1 min): {res['load_average_1min']['before']} before, "
+             f"servers; client: {res.get('client', 'httpx')}. Load average of the machine (1 min): {res['load_average_1min']['before']} before, "
              f"{res['load_average_1min']['after']} after.", "",
              "| clients | server | texts/s | p50 ms | p95 ms | p99 ms | mean batch | model ms/text | requests "
              "| errors |",
@@ -239,6 +294,8 @@ def main() -> None:
                          "requests and seconds (default 3)")
     ap.add_argument("--max-batch", type=int, default=32, help="--max-batch of the batched server (default 32)")
     ap.add_argument("--max-wait-ms", type=float, default=10.0, help="--max-wait-ms of the batched server")
+    ap.add_argument("--client", default="raw", choices=["raw", "httpx"],
+                    help="load generator: raw (a minimal asyncio HTTP/1.1 client, the default) or httpx")
     ap.add_argument("--no-ceiling", dest="ceiling", action="store_false",
                     help="skip the in-process measurement of what batching can give at best")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/serve_load"),
@@ -267,7 +324,8 @@ def main() -> None:
             for r in range(args.rounds):  # the servers take turns, round by round
                 for name, (proc, url, _) in running.items():
                     part = asyncio.run(load(url, texts, clients, args.requests // args.rounds,
-                                            args.seconds / args.rounds, args.warmup, offset=r * args.requests))
+                                            args.seconds / args.rounds, args.warmup, offset=r * args.requests,
+                                            client_kind=args.client))
                     parts[name].append(part)
                     sums[name] += batch_counts(url) - part["counts_before"]
             for name in running:
@@ -296,7 +354,7 @@ def main() -> None:
                    f"torch {torch.__version__}; classifier dtype {man.get('extraction', {}).get('dtype', '?')}",
         "classifier": args.classifier, "backbones": list(man.get("backbones", {})),
         "mean_words": float(np.mean([len(t.split()) for t in texts])),
-        "requests": args.requests, "seconds": args.seconds, "rounds": args.rounds,
+        "requests": args.requests, "seconds": args.seconds, "rounds": args.rounds, "client": args.client,
         "load_average_1min": {"before": round(load_before[0], 2), "after": round(load_after[0], 2)},
         "settings": {k: list(v) for k, v in servers.items()}, "in_process_ceiling": ceiling, "rows": rows,
         "ratios": {str(c): round(r, 2) for c, r in ratios.items()},
