@@ -20,6 +20,10 @@ former and the current version in turn, for ``--rounds`` rounds:
 Each changes the numbers a little (early stopping lands on other epochs): the scores are printed
 beside the times. Embeddings come from the cache (extracted first if missing).
 
+Other rows: ``--dataset r52 --max-length 256 --sources minilm-l6:mean:6`` trains each source of
+``--sources`` (``model:pooling:layer``, comma-separated) alone, and with two or more also their
+``concat`` and ``attention`` fusion, on another built-in dataset.
+
 Results: benchmarks/results/head_training_<compare>.{json,md}.
 """
 
@@ -73,17 +77,21 @@ COMPARE = {
 }
 
 
-def sources(model: str, pooling: str, layer: int):
-    emb = extract(model, "sst2", poolings=pooling, splits=["train", "test"], progress=True)
+DEFAULT_SOURCES = "smollm2-135m:last:19,minilm-l6:mean:5"
+
+
+def sources(model: str, pooling: str, layer: int, dataset: str = "sst2", max_length: int | None = None):
+    kw = {"max_length": max_length} if max_length else {}
+    emb = extract(model, dataset, poolings=pooling, splits=["train", "test"], progress=True, **kw)
     return (np.asarray(emb.get("train", layer, pooling), dtype=np.float32),
             np.asarray(emb.get("test", layer, pooling), dtype=np.float32), emb.labels)
 
 
-def fit(variant, fusion: str, tr, te, y_tr, y_te):
+def fit(variant, fusion: str, tr, te, y_tr, y_te, n_classes: int = 2):
     context, kw = variant
     with context():
         t = time.perf_counter()
-        res = training.fit_seeds(tr, y_tr, te, y_te, n_classes=2, fusion=fusion, **kw)
+        res = training.fit_seeds(tr, y_tr, te, y_te, n_classes=n_classes, fusion=fusion, **kw)
         return time.perf_counter() - t, res
 
 
@@ -91,23 +99,35 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--compare", choices=sorted(COMPARE), required=True)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--dataset", default="sst2", help="built-in dataset (default sst2)")
+    ap.add_argument("--max-length", type=int, default=None, help="extraction's max length (default: extract's)")
+    ap.add_argument("--sources", default=DEFAULT_SOURCES,
+                    help=f"model:pooling:layer, comma-separated (default {DEFAULT_SOURCES}: the built-in run's)")
     ap.add_argument("--out", default=None, help="results path without suffix (default "
                     "benchmarks/results/head_training_<compare>)")
     args = ap.parse_args()
     args.out = args.out or str(HERE / "results" / f"head_training_{args.compare}")
     MODES = COMPARE[args.compare]
-    s_tr, s_te, labels = sources("smollm2-135m", "last", 19)
-    m_tr, m_te, _ = sources("minilm-l6", "mean", 5)
+    from layerfuse.data.builtin import load_builtin
+
+    n_classes = len(load_builtin(args.dataset).classes)
+    got = {}
+    for item in args.sources.split(","):
+        model, pooling, layer = item.split(":")
+        got[model] = sources(model, pooling, int(layer), args.dataset, args.max_length)
+    labels = next(iter(got.values()))[2]
     y_tr, y_te = labels["train"], labels["test"]
-    rows = [("smollm2-135m+minilm-l6", "concat", [s_tr, m_tr], [s_te, m_te]),
-            ("smollm2-135m+minilm-l6", "attention", [s_tr, m_tr], [s_te, m_te]),
-            ("smollm2-135m", "concat", [s_tr], [s_te]), ("minilm-l6", "concat", [m_tr], [m_te])]
+    rows = []
+    if len(got) > 1:
+        both = "+".join(got)
+        rows += [(both, f, [g[0] for g in got.values()], [g[1] for g in got.values()]) for f in ("concat", "attention")]
+    rows += [(model, "concat", [g[0]], [g[1]]) for model, g in got.items()]
     out = []
     for rnd in range(args.rounds):
         total = dict.fromkeys(MODES, 0.0)
         for name, fusion, tr, te in rows:
             for mode in (list(MODES) if rnd % 2 == 0 else list(MODES)[::-1]):
-                sec, r = fit(MODES[mode], fusion, tr, te, y_tr, y_te)
+                sec, r = fit(MODES[mode], fusion, tr, te, y_tr, y_te, n_classes)
                 total[mode] += sec
                 epochs = [p["epochs_run"] for p in r.per_seed]
                 out.append({"round": rnd + 1, "models": name, "fusion": fusion, "variant": mode, "seconds": sec,
@@ -123,13 +143,17 @@ def main() -> None:
                  for m in MODES}
     totals = {m: sum(r["seconds"] for r in out if r["variant"] == m) / args.rounds for m in MODES}
     cmd = f"python benchmarks/head_training.py --compare {args.compare}" + (
-        "" if args.rounds == 2 else f" --rounds {args.rounds}")
-    res = {"command": cmd, "compare": args.compare, "date": time.strftime("%Y-%m-%d %H:%M"), "cores": os.cpu_count(),
+        "" if args.rounds == 2 else f" --rounds {args.rounds}") + (
+        "" if args.dataset == "sst2" else f" --dataset {args.dataset}") + (
+        f" --max-length {args.max_length}" if args.max_length else "") + (
+        "" if args.sources == DEFAULT_SOURCES else f" --sources {args.sources}")
+    res = {"command": cmd, "compare": args.compare, "dataset": args.dataset, "sources": args.sources, "date": time.strftime("%Y-%m-%d %H:%M"), "cores": os.cpu_count(),
            "torch": torch.__version__, "rows": out, "seconds_per_epoch": per_epoch, "mean_total_seconds": totals}
     Path(args.out + ".json").write_text(json.dumps(res, indent=1))
     former, current = list(MODES)
-    lines = [f"Command: `{cmd}` ({res['date']}, {res['cores']} cores, torch {torch.__version__}; the built-in run's "
-             "4 rows x 3 seeds, MLP head)", "",
+    what = ("the built-in run's 4 rows x 3 seeds" if args.sources == DEFAULT_SOURCES and args.dataset == "sst2"
+            else f"{args.dataset}, {len(rows)} row(s) x 3 seeds")
+    lines = [f"Command: `{cmd}` ({res['date']}, {res['cores']} cores, torch {torch.__version__}; {what}, MLP head)", "",
              f"| round | models | fusion | {args.compare} | seconds | epochs (per seed) | s/epoch | test acc | val acc |",
              "| ---: | --- | --- | --- | ---: | --- | ---: | ---: | ---: |"]
     for r in out:

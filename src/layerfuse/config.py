@@ -66,11 +66,11 @@ DEFAULT_PATIENCE = 5
 DEFAULT_VAL_FRACTION = 0.1
 DEFAULT_LR = 1e-3
 DEFAULT_BATCH_SIZE = 64
-#: How the heads' training steps compute in ``layerfuse fuse`` and the estimator: float32, bfloat16
-#: (autocast) or auto (bfloat16 where the CPU runs it fast: the decision extraction's ``dtype auto``
-#: makes, ``run.grid.resolve_precision``). float32 there: bf16 heads were compared with float32 on
-#: SST-2's rows only (docs/benchmarks.md, training the heads); a run's ``fusion.precision`` is auto.
-DEFAULT_PRECISION = "float32"
+#: How the heads' training steps compute in a run (``fusion.precision``), ``layerfuse fuse`` and the
+#: estimator: float32, bfloat16 (autocast) or auto (bfloat16 where the CPU runs it fast: the decision
+#: extraction's ``dtype auto`` makes, ``run.grid.resolve_precision``). bf16 heads scored within their
+#: seeds' spread of float32's on SST-2, R8 and R52 (docs/benchmarks.md, training the heads).
+DEFAULT_PRECISION = "auto"
 #: Grid rows trained at a time, side by side in this and spawned processes: ``auto`` is one per core when the grid is
 #: large enough for processes to pay (``run.grid.PARALLEL_GRID_VALUES``), else 1.
 DEFAULT_WORKERS = "auto"
@@ -133,9 +133,7 @@ DEFAULT_CONFIG: dict = {
                "patience": DEFAULT_PATIENCE, "val_fraction": DEFAULT_VAL_FRACTION, "lr": DEFAULT_LR,
                "batch_size": DEFAULT_BATCH_SIZE, "engine": DEFAULT_ENGINE, "choose_by": DEFAULT_CHOOSE_BY,
                "choose_metric": DEFAULT_CHOOSE_METRIC, "search": DEFAULT_SEARCH,
-               # heads' training steps: float32, bfloat16 (autocast) or auto (bfloat16 where the CPU
-               # runs it fast, the same decision as extraction's dtype auto)
-               "precision": "auto"},
+               "precision": DEFAULT_PRECISION},
     "output": {"dir": "out/run-sst2", "save": "out/run-sst2/classifier"},
 }
 

@@ -114,10 +114,11 @@ class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
         Learning rate of the head.
     batch_size : int, default 64
         Mini-batch size of head training.
-    precision : {"float32", "bfloat16", "auto"}, default "float32"
-        How the head's training steps compute: float32, bfloat16 autocast (about 1.5x faster on a
-        CPU with bf16 instructions; compared with float32 on SST-2 only), or ``"auto"``: bfloat16
-        where this CPU runs bf16 matrix products fast (the decision ``dtype="auto"`` makes).
+    precision : {"auto", "float32", "bfloat16"}, default "auto"
+        How the head's training steps compute: float32, bfloat16 autocast (1.1-1.5x faster on a CPU
+        with bf16 instructions, scores within the seeds' spread of float32's), or ``"auto"``:
+        bfloat16 where this CPU runs bf16 matrix products fast (the decision ``dtype="auto"`` makes),
+        as ``layerfuse run`` does.
     seed : int, default 0
         Seed of the validation carve and of the head's initialisation.
     device : {"auto", "cpu", "cuda"}, default "auto"
