@@ -13,7 +13,7 @@ Reported per row: texts/s, p50/p95/p99 latency seen by the client, the mean batc
 server ran and its model time per text (both from the server's ``/metrics``). The client runs on
 the same cores as the server, in one process: by default a minimal asyncio HTTP/1.1 client (one
 keep-alive connection per client, ``TCP_NODELAY``; ``--client raw``), because httpx's
-``AsyncClient`` (``--client httpx``, the former client) spends ~3.4 ms of CPU per request there,
+``AsyncClient`` (``--client httpx``, the former client) spends ~3 ms of CPU per request there (benchmarks/serve_cpu.py),
 CPU the server's model then lacks, and a returning client is slow to send its next request.
 
 Before the servers start, the same classifier is timed in process, without HTTP: 32 texts one
