@@ -35,6 +35,7 @@ import json
 import os
 import platform
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -171,8 +172,6 @@ class RawConnection:
         self.reader = self.writer = None
 
     async def post(self, path: str, payload) -> int:
-        import socket
-
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
             self.writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
