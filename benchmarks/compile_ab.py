@@ -49,6 +49,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=400, help="SST-2 training sentences per repetition")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--batch-tokens", type=int, default=2048)
+    ap.add_argument("--out", help="results file (default benchmarks/results/compile_ab_<model>_<dtype>.json)")
     args = ap.parse_args()
     texts = load_builtin("sst2").splits["train"].texts[: args.n]
     bb = load_backbone(args.model, dtype=args.dtype, progress=False)
@@ -83,7 +84,8 @@ def main() -> None:
     ratio = statistics.median(a / b for a, b in zip(times["eager"], times["compiled"]))
     res = {"command": f"python benchmarks/compile_ab.py --model {args.model} --dtype {args.dtype} --reps {args.reps}"
                       + ("" if args.n == 400 else f" --n {args.n}")
-                      + ("" if args.batch_tokens == 2048 else f" --batch-tokens {args.batch_tokens}"),
+                      + ("" if args.batch_tokens == 2048 else f" --batch-tokens {args.batch_tokens}")
+                      + (f" --out {args.out}" if args.out else ""),
            "date": time.strftime("%Y-%m-%d %H:%M"), "torch": torch.__version__, "threads": torch.get_num_threads(),
            "texts": len(texts), "tokens": tokens, "batch_tokens": args.batch_tokens,
            "first_compiled_pass_s": first, "seconds": times,
@@ -93,7 +95,7 @@ def main() -> None:
     print(f"{args.model} {args.dtype}: eager {statistics.median(res['tokens_per_s']['eager']):.0f} tokens/s, "
           f"compiled {statistics.median(res['tokens_per_s']['compiled']):.0f} tokens/s, speed-up (median) "
           f"{ratio:.2f}x; first compiled pass {first:.1f} s; largest difference {diff:.2e} of the largest value")
-    path = ROOT / "benchmarks" / "results" / f"compile_ab_{args.model}_{args.dtype}.json"
+    path = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"compile_ab_{args.model}_{args.dtype}.json"
     path.write_text(json.dumps(res, indent=2))
     print(f"wrote {path}")
 

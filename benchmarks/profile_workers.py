@@ -44,6 +44,7 @@ def main() -> None:
     ap.add_argument("--dataset", default="sst2")
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--out", default=str(OUT), help=f"results file (default {OUT.relative_to(ROOT)})")
     args = ap.parse_args()
     quiet_libraries()
     ds = load_builtin(args.dataset)
@@ -66,8 +67,8 @@ def main() -> None:
            "train_texts": len(ds.splits["train"].texts), "cores": os.cpu_count(),
            "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]}, "rows": rows,
            "same_choice_with_workers": rows[1]["layers"] == rows[2]["layers"]}
-    OUT.write_text(json.dumps(res, indent=1) + "\n")
-    print(f"wrote {OUT}")
+    Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

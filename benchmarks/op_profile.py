@@ -1,0 +1,83 @@
+"""Where a forward pass spends its time, op by op: a ``torch.profiler`` trace of one extraction.
+
+    python benchmarks/op_profile.py                               # SmolLM2, bf16 where auto picks it
+    python benchmarks/op_profile.py --model minilm-l6 --dtype float32
+
+The first ``--texts`` SST-2 train sentences, length-sorted, through ``embed_sorted`` (every layer,
+mean + last pooling, the dtype's default token budget) once as a warm-up and once under the
+profiler. Prints and writes the ops by self CPU time (``aten::mm`` is the products; the element-wise
+ops between them are the rest of a pass). Results:
+``benchmarks/results/op_profile_<model>_<dtype>.{json,md}`` (or ``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from bench_util import write_results  # noqa: E402
+from layerfuse.cli.main import quiet_libraries  # noqa: E402
+from layerfuse.config import BATCH_TOKENS_BY_DTYPE  # noqa: E402
+from layerfuse.data.builtin import load_builtin  # noqa: E402
+from layerfuse.embed.backbones import load_backbone  # noqa: E402
+from layerfuse.embed.device import bf16_instructions, resolve_dtype  # noqa: E402
+from layerfuse.embed.extract import tokenize  # noqa: E402
+from layerfuse.embed.forward import embed_sorted  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--texts", type=int, default=600)
+    ap.add_argument("--rows", type=int, default=15, help="ops listed (default 15)")
+    ap.add_argument("--out", help="results path without suffix")
+    args = ap.parse_args()
+    quiet_libraries()
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    dtype = resolve_dtype(args.dtype, "cpu")
+    batch_tokens = BATCH_TOKENS_BY_DTYPE[dtype]
+    texts = load_builtin("sst2").splits["train"].texts[: args.texts]
+    bb = load_backbone(args.model, dtype=dtype, progress=False)
+    enc, _ = tokenize(bb, texts, 128)
+    enc = sorted(enc, key=len, reverse=True)
+    side = getattr(bb.tokenizer, "padding_side", "right") or "right"
+
+    def run():
+        return embed_sorted(bb, enc, ["mean", "last"], bb.n_layers, batch_tokens=batch_tokens, padding_side=side)
+
+    run()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+    rows = [{"op": e.key, "self_cpu_s": e.self_cpu_time_total / 1e6, "share": e.self_cpu_time_total / total,
+             "calls": e.count} for e in events[: args.rows]]
+    cpu = platform.processor() or platform.machine()
+    cmd = " ".join(["python benchmarks/op_profile.py", *sys.argv[1:]])
+    tokens = sum(len(e) for e in enc)
+    data = {"command": cmd, "date": time.strftime("%Y-%m-%d %H:%M"), "model": args.model, "dtype": dtype,
+            "texts": len(enc), "tokens": tokens, "batch_tokens": batch_tokens, "cpu": cpu,
+            "bf16_instructions": bf16_instructions(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "self_cpu_total_s": total / 1e6, "rows": rows, "load_average_1min": os.getloadavg()[0]}
+    md = [f"# Op profile: {args.model}, {dtype}", "",
+          f"`{cmd}` ({data['date']}, {cpu}, {os.cpu_count()} cores, bf16 instructions: {data['bf16_instructions']}, "
+          f"torch {torch.__version__}): {len(enc)} SST-2 train texts, {tokens:,} tokens, every layer, mean + last "
+          f"pooling, {batch_tokens}-token batches; self CPU time {total / 1e6:.2f} s in all.", "",
+          "| op | self CPU s | share | calls |", "| --- | ---: | ---: | ---: |"]
+    md += [f"| `{r['op']}` | {r['self_cpu_s']:.3f} | {r['share']:.1%} | {r['calls']} |" for r in rows]
+    print("\n".join(md[2:]))
+    write_results(args.out or ROOT / "benchmarks" / "results" / f"op_profile_{args.model}_{dtype}", data, md)
+
+
+if __name__ == "__main__":
+    main()
