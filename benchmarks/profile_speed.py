@@ -120,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads for everything (default: score_layers' own policy)")
+    ap.add_argument("--probe-threads", type=int, default=None,
+                    help="threads of the many-class probe's large products (score_layers' probe_threads; "
+                         "default: as the other large products; prepare_models gives a profile that runs "
+                         "alone every core)")
     ap.add_argument("--no-standalone", action="store_true",
                     help="skip the per-score standalone runs")
     ap.add_argument("--no-warmup", action="store_true",
@@ -143,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     totals = {k: 0.0 for k in shortlists}
     for (name, X), k in ((a, k) for a in arrays for k in shortlists):  # each array with every shortlist in turn
         prof = score_layers(X, y, folds=args.folds, windows=args.windows, name=f"{name} shortlist {k or 'off'}",
-                            progress=not args.no_progress, threads=args.threads, window_shortlist=k or None)
+                            progress=not args.no_progress, threads=args.threads, window_shortlist=k or None,
+                            probe_threads=args.probe_threads)
         totals[k] += prof.timings["total"]
         n_layers = prof.n_layers + 1
         n_windows = len(prof.window_rows())
@@ -187,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "data": desc,
         "config": {"folds": args.folds, "windows": args.windows, "threads": args.threads,
+                   "probe_threads": args.probe_threads,
                    "scores": list(SCORES)},
         "machine": {
             "cpu_count": os.cpu_count(),

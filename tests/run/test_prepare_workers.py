@@ -71,3 +71,19 @@ def test_run_extracts_only_the_splits_it_reads(tiny_model, cache_dir):
     (prep,) = prepare_models(ds, [tiny_model], poolings=("mean",), folds=3, windows=2, progress=False,
                              log=lambda *_: None)
     assert prep.emb.splits == ["train", "test"]
+
+
+def test_a_profile_that_runs_alone_gives_the_probe_every_thread(tiny_model, cache_dir, monkeypatch):
+    # One pooling (or profiles one after another): the many-class probe's products may use every
+    # torch thread; side by side in workers each profile gets its share (here: 2 threads, 1 pooling).
+    import layerfuse.run.workers as workers
+    from layerfuse.run.prepare import prepare_models
+    from layerfuse.scoring.threads import torch_threads
+
+    seen = []
+    real = workers.profile_job
+    monkeypatch.setattr(workers, "profile_job", lambda **kw: seen.append(kw["score_kw"]) or real(**kw))
+    with torch_threads(2):
+        prepare_models(_ds(), [tiny_model], poolings=("mean",), folds=3, windows=2, progress=False,
+                       log=lambda *_: None)
+    assert [kw["probe_threads"] for kw in seen] == [2]

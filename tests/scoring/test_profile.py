@@ -173,6 +173,8 @@ def test_score_layers_rejects_bad_input(data):
     bad[2, 7, 3] = np.nan
     with pytest.raises(LayerfuseError, match=r"X\[2\] has NaN/inf"):
         score_layers(bad, y, scores=("centroid",), windows=0, progress=False)
+    with pytest.raises(LayerfuseError, match="probe_threads must be a whole number"):
+        score_layers(X, y, probe_threads=0, progress=False)
 
 
 # -------------------------------------------------------------------------------- test column

@@ -126,6 +126,8 @@ def _model_profiles(ref: str, emb: Embeddings, y_train, digests: dict, *, folds:
                     progress: bool, log) -> dict[str, LayerProfile]:
     """One profile per pooling of ``emb``: a saved one that fits, else one read back from
     ``profile_dir``, else scored now (and saved there at once)."""
+    import torch
+
     from layerfuse.run.workers import profile_job, score_profiles_in_workers
     from layerfuse.scoring.layer_profile import ANALYSIS_COLUMN
     from layerfuse.scoring.layer_scores import effective_shortlist
@@ -161,9 +163,13 @@ def _model_profiles(ref: str, emb: Embeddings, y_train, digests: dict, *, folds:
                 continue
         todo[p] = (path, features, with_test)
     workers = _profile_workers(profile_workers, emb, todo)
+    # The many-class probe's two products are nearly all of such a profile: a profile that runs
+    # alone gives them every core, profiles side by side share the cores (docs/benchmarks.md).
+    probe_threads = max(1, torch.get_num_threads() // workers)
     jobs = {p: {"X": emb.array("train", p), "y": y_train,
                 "score_kw": {"folds": folds, "windows": windows, "name": f"{ref}/{p}",
-                             "window_shortlist": shortlist, "progress": progress and workers == 1},
+                             "window_shortlist": shortlist, "progress": progress and workers == 1,
+                             "probe_threads": probe_threads},
                 **({"X_test": emb.array("test", p), "y_test": emb.labels["test"]} if with_test else {})}
             for p, (_, _, with_test) in todo.items()}
 

@@ -417,8 +417,8 @@ def score_profiles_in_workers(jobs: dict, workers: int, log=print, on_done=None)
     ``jobs``: name -> keyword arguments of :func:`profile_job` (an array mapped from the cache
     travels to a worker as its file's path, see :func:`portable`; any other array pickled, so each
     worker holds a copy of its own pooling's arrays only). Each worker runs with this process's
-    torch thread count, so ``score_layers``' thread policy, and with it every number, is the same as
-    scoring the jobs one after another here. ``on_done(name, profile)`` is called as each arrives
+    torch thread count and the job's own ``probe_threads``, so ``score_layers``' thread policy, and
+    with it every number, is the same as scoring the same jobs one after another here. ``on_done(name, profile)`` is called as each arrives
     (e.g. to save it). Returns name -> LayerProfile."""
     import torch
 

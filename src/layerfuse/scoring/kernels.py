@@ -52,7 +52,7 @@ class Scorer:
         s = self.settings
         W, b, n_eval = fit_logistic(
             xs, self.yi, self.C, self.train_mask, l2=s["probe_l2"], max_iter=s["probe_max_iter"],
-            tol=s["probe_tol"], gram=gram, eig=eig, threads=self.big_threads,
+            tol=s["probe_tol"], gram=gram, eig=eig, threads=s.get("probe_threads") or self.big_threads,
         )
         d = xs.shape[1]
         Z = (xs @ W.view(d, -1) + b.view(-1)).view(self.n, self.F, self.C)

@@ -172,6 +172,7 @@ def score_layers(
     threads: int | None = None,
     window_shortlist: int | None = None,
     layer_hook=None,
+    probe_threads: int | None = None,
 ) -> LayerProfile:
     """Score every layer of ``X [L+1, N, d]`` against labels ``y [N]`` (training split only).
 
@@ -182,7 +183,10 @@ def score_layers(
     ``threads``: torch threads for the whole call. None (default): the large products (Gram
     matrix, k-NN similarities, many-class probes) use half the cores and everything else one
     thread: close to the fastest on an idle machine, and it avoids large slowdowns when other
-    jobs share the cores (docs/benchmarks.md#measurements-behind-the-defaults). ``window_shortlist``: score only the ``n`` windows whose member layers
+    jobs share the cores (docs/benchmarks.md#measurements-behind-the-defaults). ``probe_threads``:
+    threads of the many-class probe's two large products alone (None: as the other large
+    products); ``prepare_models`` gives a profile that runs alone every core, since those products
+    are nearly all of a many-class profile (R52: 97 %). ``window_shortlist``: score only the ``n`` windows whose member layers
     have the highest mean ``probe_acc`` (needs the probe among ``scores``) instead of every window;
     None (default) scores them all. ``layer_hook(layer, xs, stats, gram)``, if given, is called after
     each layer is scored with its standardised training features, their ``(mean, 1/std)`` and Gram
@@ -213,6 +217,8 @@ def score_layers(
         raise LayerfuseError(f"windows must be >= 0 (0 or 1 = no windows), got {windows}")
     if probe_l2 <= 0:
         raise LayerfuseError(f"probe_l2 must be > 0, got {probe_l2}")
+    if probe_threads is not None and (isinstance(probe_threads, bool) or int(probe_threads) < 1):
+        raise LayerfuseError(f"probe_threads must be a whole number >= 1 or None, got {probe_threads!r}")
     if window_shortlist is not None and (int(window_shortlist) < 1 or "probe" not in scores):
         raise LayerfuseError("window_shortlist must be >= 1 and needs the probe among the scores "
                              f"(got {window_shortlist!r} with scores {', '.join(scores)})")
@@ -234,7 +240,8 @@ def score_layers(
     }
     big = big_threads(threads)
     with torch_threads(int(threads) if threads else 1), torch.no_grad():
-        sc = Scorer(yi, len(classes), int(folds), int(seed), {**settings, "big_threads": big})
+        sc = Scorer(yi, len(classes), int(folds), int(seed),
+                    {**settings, "big_threads": big, "probe_threads": int(probe_threads) if probe_threads else big})
         clock = _Clock()
         layer_rows: list[dict] = []
         window_rows: list[dict] = []
