@@ -137,10 +137,12 @@ def in_process_ceiling(classifier: str, texts: list[str], n: int = 32, reps: int
     call for all ``n`` (the same pipeline, interleaved, best of ``reps``), the call for all timed
     with prediction's padding-aware batches and with the former greedy batches."""
     import layerfuse
-    from layerfuse.config import PREDICT_BATCH_COST
+    from layerfuse.embed.device import predict_batch_cost
 
     pipe = layerfuse.load(classifier)
     pipe.predict_proba(texts[:n])
+    param = next(next(iter(pipe._backbones.values())).model.parameters())
+    cost = predict_batch_cost(param.device.type, str(param.dtype).replace("torch.", ""))
     single, batch, greedy = [], [], []
     chunks = [texts[n * (r + 1): n * (r + 2)] for r in range(reps)]
     for chunk in chunks:
@@ -156,8 +158,8 @@ def in_process_ceiling(classifier: str, texts: list[str], n: int = 32, reps: int
             pipe.predict_proba(chunk)
             greedy.append(time.perf_counter() - t0)
     return {"texts": n, "one_call_each_s": round(min(single), 3), "one_call_for_all_s": round(min(batch), 3),
-            "padded_over_real_tokens": padding_ratios(pipe, chunks, PREDICT_BATCH_COST),
-            "ratio": round(min(single) / min(batch), 2), "batch_cost": PREDICT_BATCH_COST,
+            "padded_over_real_tokens": padding_ratios(pipe, chunks, cost),
+            "ratio": round(min(single) / min(batch), 2), "batch_cost": cost,
             "one_call_for_all_greedy_s": round(min(greedy), 3), "greedy_ratio": round(min(single) / min(greedy), 2),
             "planner_speedup": round(min(greedy) / min(batch), 2)}
 

@@ -29,6 +29,10 @@ BATCH_TOKENS_BY_DTYPE = {"float32": 1024, "bfloat16": 2048}
 #: Prediction's batch planner charges each batch this many tokens of overhead, so a request of
 #: mixed lengths is split where padding would cost more than a batch does (docs/serve.md).
 PREDICT_BATCH_COST = 64
+#: The same for bf16 backbones on a CPU with AMX, where the products are fast and a batch's
+#: element-wise work weighs more: 256 ran groups of 30 sentences 1.10x faster than 64
+#: (``python benchmarks/batch_cost_sweep.py``, docs/serve.md).
+PREDICT_BATCH_COST_AMX_BF16 = 256
 #: Processes that share a local extraction (``layerfuse.scale.local_extract``). One: on the 2-core
 #: EPYC two processes ran SmolLM2 at 1.01x and MiniLM at 0.86x of one (docs/benchmarks.md).
 DEFAULT_EXTRACT_WORKERS = 1

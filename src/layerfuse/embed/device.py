@@ -20,7 +20,7 @@ from pathlib import Path
 from layerfuse.errors import LayerfuseError
 from layerfuse.validation import check_choice
 
-__all__ = ["DTYPES", "fast_bf16", "bf16_instructions", "bf16_speedup", "bf16_measurement", "hardware_file",
+__all__ = ["DTYPES", "fast_bf16", "bf16_instructions", "predict_batch_cost", "bf16_speedup", "bf16_measurement", "hardware_file",
            "dtype_decision", "resolve_dtype", "resolve_device"]
 
 DTYPES = ("auto", "float32", "bfloat16")
@@ -63,6 +63,17 @@ def bf16_instructions() -> str:
     if "amx_bf16" in flags:
         return "AMX"
     return "AVX-512 BF16, no AMX" if "avx512_bf16" in flags else "none"
+
+
+def predict_batch_cost(device: str = "cpu", dtype: str = "float32") -> int:
+    """Tokens of overhead per model batch that prediction's batch planner charges
+    (:func:`layerfuse.embed.forward.plan_batches`): ``config.PREDICT_BATCH_COST_AMX_BF16`` for bf16
+    on a CPU with AMX, where it measured fastest, else ``config.PREDICT_BATCH_COST``."""
+    from layerfuse.config import PREDICT_BATCH_COST, PREDICT_BATCH_COST_AMX_BF16
+
+    if device == "cpu" and dtype == "bfloat16" and bf16_instructions() == "AMX":
+        return PREDICT_BATCH_COST_AMX_BF16
+    return PREDICT_BATCH_COST
 
 
 def _cpuinfo() -> str:

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from layerfuse.config import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_LENGTH, PREDICT_BATCH_COST
+from layerfuse.config import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_LENGTH
 from layerfuse.embed.backbones import Backbone, find_layer_list
 from layerfuse.embed.pooling import LayerPooler, pool
 from layerfuse.errors import LayerfuseError
@@ -255,15 +255,22 @@ def embed_sorted(backbone: Backbone, enc: list[list[int]], poolings: Sequence[st
 
 def embed_texts(backbone: Backbone, texts: Sequence[str], poolings: Sequence[str], depth: int, *,
                 max_length: int = DEFAULT_MAX_LENGTH, batch_tokens: int = DEFAULT_BATCH_TOKENS,
-                round_to: str | None = None, batch_cost: int = PREDICT_BATCH_COST) -> dict[str, np.ndarray]:
+                round_to: str | None = None, batch_cost: int | None = None) -> dict[str, np.ndarray]:
     """In memory, no cache: ``{pooling: [depth+1, N, d]}`` float32 in the texts' own order.
 
     Batches are cut by :func:`plan_batches` with ``batch_cost`` (a few dozen texts of mixed lengths,
-    as prediction and serving bring, pad far less than in greedy batches).
+    as prediction and serving bring, pad far less than in greedy batches); None takes
+    :func:`layerfuse.embed.device.predict_batch_cost` for the backbone's device and dtype.
 
     ``round_to="float16"`` rounds through float16, to match embeddings that a classifier was
     trained on when they came from a float16 cache.
     """
+    if batch_cost is None:
+        from layerfuse.embed.device import predict_batch_cost
+
+        param = next(backbone.model.parameters(), None)
+        batch_cost = predict_batch_cost(param.device.type if param is not None else "cpu",
+                                        str(param.dtype).replace("torch.", "") if param is not None else "float32")
     enc, _ = tokenize(backbone, texts, max_length)
     order = np.argsort(-np.array([len(e) for e in enc]), kind="stable")
     side = getattr(backbone.tokenizer, "padding_side", "right") or "right"
