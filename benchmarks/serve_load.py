@@ -52,8 +52,9 @@ from layerfuse.data.builtin import load_builtin  # noqa: E402
 from layerfuse.embed.device import bf16_instructions  # noqa: E402
 
 
-def start_server(classifier: str, *flags: str) -> tuple[subprocess.Popen, str, list[str]]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+def start_server(classifier: str, *flags: str, env: dict | None = None) -> tuple[subprocess.Popen, str, list[str]]:
+    env = {**os.environ, **(env or {}),
+           "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen([sys.executable, "-m", "layerfuse.cli", "serve", classifier, "--port", "0", *flags],
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
     log: list[str] = []
@@ -258,7 +259,7 @@ def markdown(res: dict) -> str:
     lines = [f"Command: `{res['command']}` ({res['when']}, {res['machine']})", "",
              f"Classifier: {res['classifier']} (backbones: {', '.join(res['backbones'])}); single-sentence "
              f"requests (SST-2 test sentences, mean {res['mean_words']:.1f} words); at most {res['requests']} "
-             f"requests or {res['seconds']:g} s per row, in {res['rounds']} rounds taken in turn by the two "
+             f"requests or {res['seconds']:g} s per row, in {res['rounds']} rounds taken in turn by the {len(res['settings'])} "
              f"servers; client: {res.get('client', 'httpx')}. Load average of the machine (1 min): {res['load_average_1min']['before']} before, "
              f"{res['load_average_1min']['after']} after.", "",
              "| clients | server | texts/s | p50 ms | p95 ms | p99 ms | mean batch | model ms/text | requests "
@@ -268,7 +269,8 @@ def markdown(res: dict) -> str:
         lines.append(f"| {row['clients']} | {row['server']} | {row['texts_per_s']} | {row['p50_ms']} | "
                      f"{row['p95_ms']} | {row['p99_ms']} | {row['mean_batch']:.1f} | {row['model_ms_per_text']} | "
                      f"{row['requests']} | {row['errors']} |")
-    lines += [""] + [f"At {c} clients: batched / one at a time = {r:.2f}× texts/s." for c, r in res["ratios"].items()]
+    lines += [""] + [f"At {c} clients: batched / one at a time = {r:.2f}× texts/s." if isinstance(c, int)
+                     else f"{c}: {r:.2f}× texts/s." for c, r in res["ratios"].items()]
     c = res.get("in_process_ceiling")
     if c:
         lines += ["", f"In process, without HTTP (the most batching can give here): {c['texts']} texts one "
@@ -299,6 +301,9 @@ def main() -> None:
                     help="load generator: raw (a minimal asyncio HTTP/1.1 client, the default) or httpx")
     ap.add_argument("--no-ceiling", dest="ceiling", action="store_false",
                     help="skip the in-process measurement of what batching can give at best")
+    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="also run both servers with this environment setting (repeatable), in the same "
+                         "rotation, e.g. GOMP_SPINCOUNT=10000 (libgomp's spinning, docs/serve.md)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/serve_load"),
                     help="results prefix (.json and .md are written)")
     args = ap.parse_args()
@@ -310,13 +315,20 @@ def main() -> None:
     man = json.loads((Path(args.classifier) / "manifest.json").read_text())
     servers = {"batched": ("--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms)),
                "one at a time": ("--max-batch", "1")}
+    extra_env = dict(kv.split("=", 1) for kv in args.env)
+    tag = ", ".join(f"{k}={v}" for k, v in extra_env.items())
+    envs = {name: None for name in servers}
+    if extra_env:  # the same two servers again with these settings, in the same rotation
+        for name, flags in list(servers.items()):
+            servers[f"{name} [{tag}]"] = flags
+            envs[f"{name} [{tag}]"] = extra_env
     load_before = os.getloadavg()
     ceiling = in_process_ceiling(args.classifier, texts) if args.ceiling else None
     if ceiling:
         print(f"in process, no HTTP: {ceiling['texts']} texts one call each {ceiling['one_call_each_s']} s, "
               f"one call for all {ceiling['one_call_for_all_s']} s: {ceiling['ratio']}x "
               f"(greedy batches {ceiling['one_call_for_all_greedy_s']} s: {ceiling['greedy_ratio']}x)", flush=True)
-    running = {name: start_server(args.classifier, *flags) for name, flags in servers.items()}
+    running = {name: start_server(args.classifier, *flags, env=envs[name]) for name, flags in servers.items()}
     rows = []
     try:
         for clients in levels:
@@ -346,6 +358,11 @@ def main() -> None:
     load_after = os.getloadavg()
     by = {(r["clients"], r["server"]): r for r in rows}
     ratios = {c: by[(c, "batched")]["texts_per_s"] / by[(c, "one at a time")]["texts_per_s"] for c in levels}
+    if extra_env:
+        for c in levels:
+            b, o = by[(c, f"batched [{tag}]")]["texts_per_s"], by[(c, f"one at a time [{tag}]")]["texts_per_s"]
+            ratios[f"At {c} clients [{tag}], batched / one at a time"] = b / o
+            ratios[f"At {c} clients, batched / one at a time [{tag}]"] = by[(c, "batched")]["texts_per_s"] / o
     import torch
 
     res = {
@@ -357,7 +374,8 @@ def main() -> None:
         "mean_words": float(np.mean([len(t.split()) for t in texts])),
         "requests": args.requests, "seconds": args.seconds, "rounds": args.rounds, "client": args.client,
         "load_average_1min": {"before": round(load_before[0], 2), "after": round(load_after[0], 2)},
-        "settings": {k: list(v) for k, v in servers.items()}, "in_process_ceiling": ceiling, "rows": rows,
+        "settings": {k: list(v) for k, v in servers.items()}, "env": {k: v for k, v in envs.items() if v},
+        "in_process_ceiling": ceiling, "rows": rows,
         "ratios": {str(c): round(r, 2) for c, r in ratios.items()},
     }
     out = Path(args.out)
@@ -365,7 +383,7 @@ def main() -> None:
     out.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
     out.with_suffix(".md").write_text(markdown({**res, "ratios": ratios}))
     for c, r in ratios.items():
-        print(f"at {c} clients: batched / one at a time = {r:.2f}x texts/s")
+        print(f"at {c} clients: batched / one at a time = {r:.2f}x texts/s" if isinstance(c, int) else f"{c}: {r:.2f}x")
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
 
 

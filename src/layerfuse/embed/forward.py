@@ -266,11 +266,14 @@ def embed_texts(backbone: Backbone, texts: Sequence[str], poolings: Sequence[str
     trained on when they came from a float16 cache.
     """
     if batch_cost is None:
+        batch_cost = backbone.extra.get("predict_batch_cost")
+    if batch_cost is None:  # once per backbone: it reads /proc/cpuinfo
         from layerfuse.embed.device import predict_batch_cost
 
         param = next(backbone.model.parameters(), None)
         batch_cost = predict_batch_cost(param.device.type if param is not None else "cpu",
                                         str(param.dtype).replace("torch.", "") if param is not None else "float32")
+        backbone.extra["predict_batch_cost"] = batch_cost
     enc, _ = tokenize(backbone, texts, max_length)
     order = np.argsort(-np.array([len(e) for e in enc]), kind="stable")
     side = getattr(backbone.tokenizer, "padding_side", "right") or "right"
