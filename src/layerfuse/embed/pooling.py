@@ -2,7 +2,7 @@
 
 :func:`pool` works on any leading shape; :class:`LayerPooler` is the streaming form used during the
 forward pass: it prepares the mask-derived indices once per batch and pools one layer at a time,
-staying in the compute dtype except for the mean's sum (accumulated in float32, as before).
+staying in the compute dtype except for the mean's sum (float32, as before).
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ class LayerPooler:
     """Pool one layer's ``[B, T, d]`` states into ``{pooling: float32 [B, d]}`` for a fixed mask.
 
     Gives the same numbers as ``pool(h.float(), mask, p)``: ``last``/``first`` gather and ``max``
-    takes a maximum in the compute dtype before the (exact) conversion to float32, and the mean
-    zeroes padding in the compute dtype and sums in float32, so no layer is copied to float32.
+    takes a maximum in the compute dtype before the (exact) conversion to float32, so only the
+    mean converts the whole layer, and that one layer at a time.
     """
 
     def __init__(self, mask, poolings):
@@ -81,10 +81,7 @@ class LayerPooler:
         out = {}
         for p in self.poolings:
             if p == "mean":
-                # Zeroing is exact in any dtype and the sum accumulates in float32 either way, so
-                # this equals ``hidden.float().masked_fill(...).sum(-2)`` without a float32 copy of
-                # the layer (tests/embed/test_streaming.py checks it bit for bit).
-                out[p] = hidden.masked_fill(self.pad, 0.0).sum(-2, dtype=torch.float32) / self.count
+                out[p] = hidden.float().masked_fill(self.pad, 0.0).sum(-2) / self.count
             elif p == "max":
                 out[p] = hidden.masked_fill(self.pad, torch.finfo(hidden.dtype).min).amax(-2).float()
             else:
