@@ -17,8 +17,6 @@ rounds) and the padded / real tokens of the cut. Writes
 from __future__ import annotations
 
 import argparse
-import contextlib
-import functools
 import os
 import platform
 import random
@@ -32,20 +30,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
 from bench_util import write_results  # noqa: E402
-
-
-@contextlib.contextmanager
-def planner_cost(cost: int):
-    """Prediction's batch planner with per-batch cost ``cost`` for the block."""
-    from layerfuse.embed import forward
-
-    original = forward.embed_texts
-    forward.embed_texts = functools.partial(original, batch_cost=cost)
-    try:
-        yield
-    finally:
-        forward.embed_texts = original
+from serve_load import batch_cost as planner_cost  # noqa: E402
 
 
 def padding(pipe, groups: list[list[str]], cost: int) -> dict:
@@ -83,7 +71,7 @@ def main() -> None:
     import torch
 
     import layerfuse
-    from layerfuse.embed.device import predict_batch_cost
+    from layerfuse.embed.forward import prediction_batch_cost
     from layerfuse.data.builtin import load_builtin
     from layerfuse.embed.device import bf16_instructions
     from layerfuse.serve.batcher import in_short_lived_thread
@@ -97,8 +85,7 @@ def main() -> None:
         with planner_cost(c):
             for g in groups:
                 pipe.predict_proba(g)
-    param = next(next(iter(pipe._backbones.values())).model.parameters())  # loaded by the warm-up
-    default_cost = predict_batch_cost(param.device.type, str(param.dtype).replace("torch.", ""))
+    default_cost = prediction_batch_cost(next(iter(pipe._backbones.values())))  # loaded by the warm-up
     ms = {c: [] for c in costs}
     for r in range(args.rounds):
         order = costs[r % len(costs):] + costs[: r % len(costs)]

@@ -138,12 +138,11 @@ def in_process_ceiling(classifier: str, texts: list[str], n: int = 32, reps: int
     call for all ``n`` (the same pipeline, interleaved, best of ``reps``), the call for all timed
     with prediction's padding-aware batches and with the former greedy batches."""
     import layerfuse
-    from layerfuse.embed.device import predict_batch_cost
+    from layerfuse.embed.forward import prediction_batch_cost
 
     pipe = layerfuse.load(classifier)
     pipe.predict_proba(texts[:n])
-    param = next(next(iter(pipe._backbones.values())).model.parameters())
-    cost = predict_batch_cost(param.device.type, str(param.dtype).replace("torch.", ""))
+    cost = prediction_batch_cost(next(iter(pipe._backbones.values())))
     single, batch, greedy = [], [], []
     chunks = [texts[n * (r + 1): n * (r + 2)] for r in range(reps)]
     for chunk in chunks:

@@ -18,7 +18,8 @@ from layerfuse.embed.backbones import Backbone, find_layer_list
 from layerfuse.embed.pooling import LayerPooler, pool
 from layerfuse.errors import LayerfuseError
 
-__all__ = ["plan_batches", "forward_pooled", "forward_all_layers", "tokenize", "embed_sorted", "embed_texts"]
+__all__ = ["plan_batches", "forward_pooled", "forward_all_layers", "tokenize", "embed_sorted", "embed_texts",
+           "prediction_batch_cost"]
 
 #: Largest magnitude stored as float16 (its maximum is 65,504); a pooled array with a larger value
 #: is stored in float32.
@@ -253,6 +254,21 @@ def embed_sorted(backbone: Backbone, enc: list[list[int]], poolings: Sequence[st
     return outs
 
 
+def prediction_batch_cost(backbone: Backbone) -> int:
+    """The per-batch cost prediction's planner charges for ``backbone``'s device and dtype
+    (:func:`layerfuse.embed.device.predict_batch_cost`), looked up once per backbone (it reads
+    /proc/cpuinfo) and kept in ``backbone.extra``."""
+    cost = backbone.extra.get("predict_batch_cost")
+    if cost is None:
+        from layerfuse.embed.device import predict_batch_cost
+
+        param = next(backbone.model.parameters(), None)
+        cost = predict_batch_cost(param.device.type if param is not None else "cpu",
+                                  str(param.dtype).replace("torch.", "") if param is not None else "float32")
+        backbone.extra["predict_batch_cost"] = cost
+    return cost
+
+
 def embed_texts(backbone: Backbone, texts: Sequence[str], poolings: Sequence[str], depth: int, *,
                 max_length: int = DEFAULT_MAX_LENGTH, batch_tokens: int = DEFAULT_BATCH_TOKENS,
                 round_to: str | None = None, batch_cost: int | None = None) -> dict[str, np.ndarray]:
@@ -260,20 +276,13 @@ def embed_texts(backbone: Backbone, texts: Sequence[str], poolings: Sequence[str
 
     Batches are cut by :func:`plan_batches` with ``batch_cost`` (a few dozen texts of mixed lengths,
     as prediction and serving bring, pad far less than in greedy batches); None takes
-    :func:`layerfuse.embed.device.predict_batch_cost` for the backbone's device and dtype.
+    :func:`prediction_batch_cost` for the backbone's device and dtype.
 
     ``round_to="float16"`` rounds through float16, to match embeddings that a classifier was
     trained on when they came from a float16 cache.
     """
     if batch_cost is None:
-        batch_cost = backbone.extra.get("predict_batch_cost")
-    if batch_cost is None:  # once per backbone: it reads /proc/cpuinfo
-        from layerfuse.embed.device import predict_batch_cost
-
-        param = next(backbone.model.parameters(), None)
-        batch_cost = predict_batch_cost(param.device.type if param is not None else "cpu",
-                                        str(param.dtype).replace("torch.", "") if param is not None else "float32")
-        backbone.extra["predict_batch_cost"] = batch_cost
+        batch_cost = prediction_batch_cost(backbone)
     enc, _ = tokenize(backbone, texts, max_length)
     order = np.argsort(-np.array([len(e) for e in enc]), kind="stable")
     side = getattr(backbone.tokenizer, "padding_side", "right") or "right"
