@@ -1,5 +1,5 @@
 """Small helpers shared by the benchmark scripts: per-row peak memory, matmul ceilings, how far
-two runs' arrays differ, and writing a result as JSON plus a Markdown table."""
+two runs' arrays differ, length-sorted token ids, and writing a result as JSON plus a Markdown table."""
 
 from __future__ import annotations
 
@@ -15,6 +15,15 @@ def max_rel_diff(reference, other) -> float:
     """Largest |other - reference| over the largest |reference| (both read as float32)."""
     ref = np.asarray(reference, dtype=np.float32)
     return float(np.abs(np.asarray(other, dtype=np.float32) - ref).max() / np.abs(ref).max())
+
+
+def sorted_tokens(backbone, texts, max_length: int) -> tuple[list[list[int]], str]:
+    """``texts`` as ``backbone``'s token ids (at most ``max_length``), longest first, and its
+    padding side: what ``layerfuse.embed.forward.embed_sorted`` takes."""
+    from layerfuse.embed.forward import tokenize
+
+    enc, _ = tokenize(backbone, texts, max_length)
+    return sorted(enc, key=len, reverse=True), getattr(backbone.tokenizer, "padding_side", "right") or "right"
 
 
 def write_results(out, data: dict, md_lines: list[str]) -> None:

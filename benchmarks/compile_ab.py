@@ -27,10 +27,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from bench_util import max_rel_diff  # noqa: E402
+from bench_util import max_rel_diff, sorted_tokens  # noqa: E402
 from layerfuse.data.builtin import load_builtin  # noqa: E402
 from layerfuse.embed.backbones import find_layer_list, load_backbone  # noqa: E402
-from layerfuse.embed.forward import embed_sorted, tokenize  # noqa: E402
+from layerfuse.embed.forward import embed_sorted  # noqa: E402
 
 POOLINGS = ("mean", "last")
 
@@ -53,8 +53,7 @@ def main() -> None:
     args = ap.parse_args()
     texts = load_builtin("sst2").splits["train"].texts[: args.n]
     bb = load_backbone(args.model, dtype=args.dtype, progress=False)
-    enc, _ = tokenize(bb, texts, 512)
-    enc = sorted(enc, key=len, reverse=True)
+    enc, _ = sorted_tokens(bb, texts, 512)
     tokens = int(sum(len(e) for e in enc))
     run(bb, enc[:16], args.batch_tokens)  # warm-up of the eager path
 

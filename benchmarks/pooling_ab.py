@@ -27,14 +27,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from bench_util import max_rel_diff, write_results  # noqa: E402
+from bench_util import max_rel_diff, sorted_tokens, write_results  # noqa: E402
 from layerfuse.cli.main import quiet_libraries  # noqa: E402
 from layerfuse.config import BATCH_TOKENS_BY_DTYPE  # noqa: E402
 from layerfuse.data.builtin import load_builtin  # noqa: E402
 from layerfuse.embed import pooling  # noqa: E402
 from layerfuse.embed.backbones import load_backbone  # noqa: E402
 from layerfuse.embed.device import bf16_instructions, resolve_dtype  # noqa: E402
-from layerfuse.embed.extract import tokenize  # noqa: E402
 from layerfuse.embed.forward import embed_sorted  # noqa: E402
 
 POOLINGS = ["mean", "last"]
@@ -69,10 +68,8 @@ def main() -> None:
     batch_tokens = BATCH_TOKENS_BY_DTYPE[dtype]
     texts = load_builtin("sst2").splits["train"].texts[: args.texts]
     bb = load_backbone(args.model, dtype=dtype, progress=False)
-    enc, _ = tokenize(bb, texts, 128)
-    enc = sorted(enc, key=len, reverse=True)
+    enc, side = sorted_tokens(bb, texts, 128)
     tokens = sum(len(e) for e in enc)
-    side = getattr(bb.tokenizer, "padding_side", "right") or "right"
     import layerfuse.embed.forward as forward
 
     current_cls = forward.LayerPooler
