@@ -22,6 +22,10 @@ on this machine (the model's own cost per text at batch 1 and at batch 32). The 
 also timed with the former greedy batches (``batch_cost=0``), to show what the padding-aware
 planner of ``layerfuse.embed.forward.plan_batches`` gives.
 
+``--env NAME=VALUE`` and ``--flags '...'`` add a second pair of the same two servers, with that
+environment setting or those extra ``layerfuse serve`` flags (e.g. ``--http h11 --loop asyncio``),
+to the same rotation.
+
 Results go to ``benchmarks/results/serve_load.{json,md}``.
 """
 
@@ -35,6 +39,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -303,6 +308,9 @@ def main() -> None:
     ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                     help="also run both servers with this environment setting (repeatable), in the same "
                          "rotation, e.g. GOMP_SPINCOUNT=10000 (libgomp's spinning, docs/serve.md)")
+    ap.add_argument("--flags", default="", metavar="'SERVE FLAGS'",
+                    help="also run both servers with these extra `layerfuse serve` flags, in the same rotation "
+                         "(with --env: one second pair with both), e.g. '--http h11 --loop asyncio'")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/serve_load"),
                     help="results prefix (.json and .md are written)")
     args = ap.parse_args()
@@ -315,11 +323,13 @@ def main() -> None:
     servers = {"batched": ("--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms)),
                "one at a time": ("--max-batch", "1")}
     extra_env = dict(kv.split("=", 1) for kv in args.env)
-    tag = ", ".join(f"{k}={v}" for k, v in extra_env.items())
+    extra_flags = tuple(shlex.split(args.flags))
+    tag = ", ".join([f"{k}={v}" for k, v in extra_env.items()] + ([" ".join(extra_flags)] if extra_flags else []))
     envs = {name: None for name in servers}
-    if extra_env:  # the same two servers again with these settings, in the same rotation
+    variant = bool(extra_env or extra_flags)
+    if variant:  # the same two servers again with these settings, in the same rotation
         for name, flags in list(servers.items()):
-            servers[f"{name} [{tag}]"] = flags
+            servers[f"{name} [{tag}]"] = flags + extra_flags
             envs[f"{name} [{tag}]"] = extra_env
     load_before = os.getloadavg()
     ceiling = in_process_ceiling(args.classifier, texts) if args.ceiling else None
@@ -357,7 +367,7 @@ def main() -> None:
     load_after = os.getloadavg()
     by = {(r["clients"], r["server"]): r for r in rows}
     ratios = {c: by[(c, "batched")]["texts_per_s"] / by[(c, "one at a time")]["texts_per_s"] for c in levels}
-    if extra_env:
+    if variant:
         for c in levels:
             b, o = by[(c, f"batched [{tag}]")]["texts_per_s"], by[(c, f"one at a time [{tag}]")]["texts_per_s"]
             ratios[f"At {c} clients [{tag}], batched / one at a time"] = b / o
@@ -365,7 +375,7 @@ def main() -> None:
     import torch
 
     res = {
-        "command": "python benchmarks/serve_load.py " + " ".join(sys.argv[1:]),
+        "command": "python benchmarks/serve_load.py " + shlex.join(sys.argv[1:]),
         "when": time.strftime("%Y-%m-%d %H:%M"),
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, bf16 instructions: {bf16_instructions()}, "
                    f"torch {torch.__version__}; classifier dtype {man.get('extraction', {}).get('dtype', '?')}",

@@ -283,3 +283,20 @@ def test_create_app_takes_a_classifier_folder(classifier, reference):
         out = client.post("/v1/predict", json={"texts": texts}).json()["predictions"]
     got = np.array([[p["probabilities"][c] for c in reference.classes] for p in out])
     np.testing.assert_allclose(got, reference.predict_proba(texts), atol=1e-5)
+
+
+@pytest.mark.parametrize("flag,value,module", [("--http", "httptools", "httptools"), ("--loop", "uvloop", "uvloop")])
+def test_a_parser_or_loop_that_is_not_installed_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, flag, value,
+                                                                      module):
+    import importlib.util
+
+    from layerfuse.cli import serve as serve_cli
+    from layerfuse.cli.main import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(serve_cli.importlib.util, "find_spec", lambda name, *a: None if name == module else real(name, *a))
+    assert main(["serve", str(tmp_path), flag, value]) == 2
+    err = capsys.readouterr().err
+    assert f"{flag} {value} needs the {module} package" in err and f"{flag} auto" in err
+    assert serve_cli._resolved("auto", serve_cli._HTTP, "h11") in ("h11", "httptools")
+    assert serve_cli._resolved("auto", {"auto": None, "x": module}, "fallback") == "fallback"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import signal
 import socket
@@ -14,6 +15,10 @@ from layerfuse import config as C
 from layerfuse.errors import LayerfuseError
 
 __all__ = ["add_serve_command", "cmd_serve"]
+
+# uvicorn's choices, and the module each one needs (None: part of uvicorn's own dependencies).
+_HTTP = {"auto": None, "h11": None, "httptools": "httptools"}
+_LOOP = {"auto": None, "asyncio": None, "uvloop": "uvloop"}
 
 _EXAMPLES = """
 layerfuse serve out/run-sst2/classifier
@@ -52,6 +57,12 @@ def add_serve_command(sub, examples) -> argparse.ArgumentParser:
     p.add_argument("--device", default=C.DEFAULT_DEVICE, help=f"auto, cpu or cuda (default {C.DEFAULT_DEVICE})")
     p.add_argument("--cache-dir", help="cache root (for dequantised GGUF models)")
     p.add_argument("--access-log", action="store_true", help="log every request (off by default)")
+    p.add_argument("--http", default="auto", choices=sorted(_HTTP),
+                   help="HTTP parser: auto (httptools when installed, as the serve extra does; else h11), "
+                        "h11 or httptools (default auto)")
+    p.add_argument("--loop", default="auto", choices=sorted(_LOOP),
+                   help="event loop: auto (uvloop when installed, as the serve extra does; else asyncio), "
+                        "asyncio or uvloop (default auto)")
     p.set_defaults(func=cmd_serve)
     return p
 
@@ -67,6 +78,18 @@ def _check(args) -> None:
     for flag, value, ok, want in checks:
         if not ok:
             raise LayerfuseError(f"{flag} must be {want}, got {value}")
+    for flag, value, needs in (("--http", args.http, _HTTP[args.http]), ("--loop", args.loop, _LOOP[args.loop])):
+        if needs and importlib.util.find_spec(needs) is None:
+            raise LayerfuseError(f"{flag} {value} needs the {needs} package, which is not installed: "
+                                 f"pip install {needs} (the serve extra installs it), or use {flag} auto")
+
+
+def _resolved(choice: str, options: dict, fallback: str) -> str:
+    """What uvicorn picks for ``choice``: ``auto`` means the fast module when importable."""
+    if choice != "auto":
+        return choice
+    fast = next(name for name, module in options.items() if module)
+    return fast if importlib.util.find_spec(fast) else fallback
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -151,10 +174,10 @@ def cmd_serve(args) -> int:
 
     app = create_app(pipe, settings, manifest=manifest, on_ready=on_ready, on_failed=on_failed)
     config = uvicorn.Config(app, log_level="warning", access_log=args.access_log, lifespan="on",
-                            timeout_graceful_shutdown=args.shutdown_timeout)
+                            http=args.http, loop=args.loop, timeout_graceful_shutdown=args.shutdown_timeout)
     server = _server_class(uvicorn)(config)
     log(f"listening on http://{shown}:{port} (loading the model; GET /v1/health says ready when done; "
-        f"API docs at /docs)")
+        f"API docs at /docs; HTTP {_resolved(args.http, _HTTP, 'h11')}, loop {_resolved(args.loop, _LOOP, 'asyncio')})")
     try:
         server.run(sockets=[sock])
     finally:
