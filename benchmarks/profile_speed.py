@@ -11,6 +11,7 @@ per-layer preparation (standardisation, X'X, its eigendecomposition) is visible 
     python benchmarks/profile_speed.py --model smollm2-135m --out benchmarks/results/profile_speed_smollm2_sst2.json
     python benchmarks/profile_speed.py --cache-array mean.npy --cache-array last.npy --labels y.npy
     python benchmarks/profile_speed.py --model smollm2-135m --max-length 128 --window-shortlists 0,12 --no-standalone
+    python benchmarks/profile_speed.py --model smollm2-135m --dataset r52 --max-length 256 --pooling last --window-shortlists 12 --no-standalone
 
 ``--window-shortlists 0,12`` profiles every array once per value, side by side in one run (0: every
 window, the former default; 12: the default shortlist), and prints the ratio of the totals.
@@ -78,8 +79,9 @@ def load_arrays(args) -> tuple[list[tuple[str, np.ndarray]], np.ndarray, str]:
         from layerfuse.embed.extract import extract
 
         emb = extract(args.model, args.dataset, poolings="mean,last", splits=["train"], max_length=args.max_length)
-        arrays = [(f"{args.model}/{p}", emb.array("train", p)) for p in emb.poolings]
-        return arrays, emb.labels["train"], f"cache: {args.model} on {args.dataset} train, mean + last pooling"
+        keep = emb.poolings if not args.pooling else [args.pooling]
+        arrays = [(f"{args.model}/{p}", emb.array("train", p)) for p in keep]
+        return arrays, emb.labels["train"], f"cache: {args.model} on {args.dataset} train, {' + '.join(keep)} pooling"
     if args.cache_array:
         if not args.labels:
             raise LayerfuseError("--cache-array needs --labels PATH.npy (one label per row)")
@@ -108,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", help="profile this model's cached embeddings of --dataset train (e.g. smollm2-135m)")
     ap.add_argument("--dataset", default="sst2", help="built-in dataset for --model (default sst2)")
     ap.add_argument("--max-length", type=int, default=512, help="extraction max length for --model (default 512)")
+    ap.add_argument("--pooling", choices=["mean", "last"],
+                    help="profile only this pooling of --model (default: both)")
     ap.add_argument("--cache-array", action="append", metavar="PATH.npy",
                     help="a real [L+1, N, d] array to time (repeat for several poolings)")
     ap.add_argument("--labels", metavar="PATH.npy", help="labels for --cache-array")

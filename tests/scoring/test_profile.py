@@ -146,6 +146,73 @@ def test_probe_products_are_the_plain_products():
     torch.testing.assert_close(gw, xs.T @ R + 0.3 * W, rtol=1e-5, atol=1e-4)
 
 
+def _probe_problem(seed: int = 2, n: int = 400, d: int = 24, c: int = 4):
+    import torch
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, c, n)
+    A = rng.standard_normal((d, d)) * 0.4 + np.eye(d)
+    Xr = (rng.standard_normal((n, d)) + 0.8 * rng.standard_normal((c, d))[y]) @ A
+    xs, _, gram = standardise(Xr.astype(np.float32), gram=True)
+    folds = torch.from_numpy(np.arange(n) % 5)
+    mask = (folds[:, None] != torch.arange(5)[None, :]).to(torch.float32)
+    return xs, torch.from_numpy(y), c, mask, gram
+
+
+@pytest.mark.parametrize("large", [False, True])
+def test_probe_whitenings_and_warm_start_reach_one_optimum(monkeypatch, large):
+    """The eigen-whitened solver (for large problems with the features whitened once) and the
+    Cholesky one fit the same model; a start at the optimum stays there in a few evaluations, a
+    start at a neighbour's optimum reaches the same optimum as a cold start in fewer."""
+    import torch
+
+    from layerfuse.scoring import solver
+
+    monkeypatch.setattr(solver, "LARGE_PROBE", 0 if large else 1e12)
+    xs, y, c, mask, gram = _probe_problem()
+    eig = torch.linalg.eigh(gram)
+    kw = dict(l2=1e-2, tol=1e-6, max_iter=500)
+    W_c, b_c, n_cold = fit_logistic(xs, y, c, mask, gram=gram, **kw)
+    W_e, b_e, n_eig = fit_logistic(xs, y, c, mask, eig=eig, **kw)
+    assert W_e.shape == W_c.shape == (xs.shape[1], 5, c) and b_e.shape == (5, c)
+    torch.testing.assert_close(W_e, W_c, rtol=0, atol=2e-3)
+    torch.testing.assert_close(b_e, b_c, rtol=0, atol=2e-3)
+    _, _, n_again = fit_logistic(xs, y, c, mask, eig=eig, init=(W_e, b_e), **kw)
+    assert n_again <= n_eig // 3, (n_again, n_eig)
+    # a neighbouring "layer": the same features, slightly perturbed
+    g = torch.Generator().manual_seed(0)
+    xs2, _, gram2 = standardise(xs + 0.15 * torch.randn(xs.shape, generator=g), gram=True)
+    eig2 = torch.linalg.eigh(gram2)
+    W_cold, b_cold, n_cold2 = fit_logistic(xs2, y, c, mask, eig=eig2, **kw)
+    W_warm, b_warm, n_warm2 = fit_logistic(xs2, y, c, mask, eig=eig2, init=(W_e, b_e), **kw)
+    assert n_warm2 < n_cold2
+    torch.testing.assert_close(W_warm, W_cold, rtol=0, atol=2e-3)
+    torch.testing.assert_close(b_warm, b_cold, rtol=0, atol=2e-3)
+
+
+def test_scorer_warm_starts_from_the_layers_probed_before():
+    import torch
+
+    from layerfuse.scoring.kernels import Scorer
+
+    xs, y, c, _, gram = _probe_problem()
+    settings = {"probe_l2": 1e-2, "probe_max_iter": 100, "probe_tol": 1e-4, "knn_sample": 0}
+    sc = Scorer(y.numpy(), c, 5, 0, settings)
+    assert sc.warm_start("layer", [0]) is None and sc.warm_start("window", [0, 1]) is None
+    sc.probe(xs, gram, block=("layer", [0]))
+    sc.probe(2 * xs, gram, block=("layer", [1]))
+    (W0, b0), (W1, b1) = sc.solutions[0], sc.solutions[1]
+    assert sc.warm_start("layer", [1])[0] is W0 and sc.warm_start("layer", [5]) is None
+    Ww, bw = sc.warm_start("window", [0, 1])
+    torch.testing.assert_close(Ww, (W0 + W1) / 2)
+    torch.testing.assert_close(bw, (b0 + b1) / 2)
+    Wk, bk = sc.warm_start("topk", [0, 1])
+    assert Wk.shape == (2 * W0.shape[0], 5, c)
+    torch.testing.assert_close(Wk[: W0.shape[0]], W0 / 2)
+    sc.probe(xs, gram)  # no block: nothing kept
+    assert sorted(sc.solutions) == [0, 1]
+
+
 def test_memmap_input_and_label_values(tmp_path, data):
     X, y = data
     path = tmp_path / "X.npy"

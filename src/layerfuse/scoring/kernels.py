@@ -5,6 +5,7 @@ LogME, sharing labels, folds and the k-NN subsample across layers (:class:`Score
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -46,14 +47,43 @@ class Scorer:
         q = np.sort(rng.choice(self.n, size=m, replace=False)) if m < self.n else np.arange(self.n)
         self.knn_rows = torch.from_numpy(q)
         self.arange = torch.arange(self.n)
+        self.solutions: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # each layer's probe (W, b)
+
+    # ---- warm starts ---------------------------------------------------------------------------
+    def warm_start(self, kind: str, layers: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """A start near the probe's optimum for a block, from the layers probed before it: the
+        previous layer's solution for a layer (neighbouring layers of the residual stream are
+        alike), the mean of the members' solutions for an averaged window, each member's solution
+        divided by k, stacked, for the concatenation of k layers (its logits are then the members'
+        mean). None when a needed layer has not been probed. The optimum does not depend on the
+        start (the problem is strictly convex); R52 with 52 classes reaches it in ~40 % fewer
+        evaluations (docs/benchmarks.md)."""
+        if kind == "layer":
+            return self.solutions.get(layers[0] - 1)
+        sols = [self.solutions.get(i) for i in layers]
+        if not sols or any(s is None for s in sols):
+            return None
+        b = torch.stack([s[1] for s in sols]).mean(0)
+        if kind == "window":
+            return torch.stack([s[0] for s in sols]).mean(0), b
+        if kind == "topk":
+            return torch.cat([s[0] / len(sols) for s in sols], dim=0), b
+        return None
 
     # ---- probe -----------------------------------------------------------------------------
-    def probe(self, xs: torch.Tensor, gram: torch.Tensor | None, eig=None) -> dict:
+    def probe(self, xs: torch.Tensor, gram: torch.Tensor | None, eig=None,
+              block: tuple[str, Sequence[int]] | None = None) -> dict:
+        """CV probe scores of one standardised block. ``block`` (kind, layers), as in a profile
+        row, starts the fit from :meth:`warm_start` and keeps a layer's solution for the next."""
         s = self.settings
+        init = self.warm_start(*block) if block is not None else None
         W, b, n_eval = fit_logistic(
             xs, self.yi, self.C, self.train_mask, l2=s["probe_l2"], max_iter=s["probe_max_iter"],
             tol=s["probe_tol"], gram=gram, eig=eig, threads=s.get("probe_threads") or self.big_threads,
+            init=init,
         )
+        if block is not None and block[0] == "layer":
+            self.solutions[int(block[1][0])] = (W, b)
         d = xs.shape[1]
         Z = (xs @ W.view(d, -1) + b.view(-1)).view(self.n, self.F, self.C)
         pred = Z[self.arange, self.fold].argmax(1).numpy()

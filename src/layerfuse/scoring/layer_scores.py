@@ -102,6 +102,7 @@ def _score_features(
     what: str = "X",
     inplace: bool = False,
     keep: dict | None = None,
+    block: tuple[str, Sequence[int]] | None = None,
 ) -> dict:
     """All requested scores of one [N, d] float32 feature block.
 
@@ -109,6 +110,7 @@ def _score_features(
     preconditioner, Fisher, LogME) and, when LogME is requested, its eigendecomposition, which
     the probe then uses as its preconditioner instead of a Cholesky factor. ``keep`` (a dict)
     receives the standardised block, its statistics and Gram matrix (``xs``, ``stats``, ``gram``).
+    ``block`` (kind, layers) names what the features are, for the probe's warm start.
     """
     t0 = time.perf_counter()
     need_gram = any(s in scores for s in ("probe", "fisher", "logme"))
@@ -126,7 +128,7 @@ def _score_features(
     for name in scores:
         t1 = time.perf_counter()
         if name == "probe":
-            out.update(sc.probe(xs, gram, eig))
+            out.update(sc.probe(xs, gram, eig, block=block))
         elif name == "centroid":
             out.update(sc.centroid(xs))
         elif name == "knn":
@@ -231,6 +233,7 @@ def score_layers(
         "probe_l2": float(probe_l2),
         "probe_max_iter": int(probe_max_iter),
         "probe_tol": float(probe_tol),
+        "probe_start": "warm: the previous layer's solution, the members' for windows and top-k",
         "knn_k": int(knn_k),
         "knn_sample": int(knn_sample),
         "fisher_shrink": float(fisher_shrink),
@@ -263,7 +266,8 @@ def score_layers(
                 row = {"kind": "layer", "start": layer, "end": layer, "layers": [layer],
                        "depth": layer / max(L, 1)}
                 kept: dict = {}
-                row.update(_score_features(sc, a, scores, clock, f"X[{layer}]", inplace=online_w < 2, keep=kept))
+                row.update(_score_features(sc, a, scores, clock, f"X[{layer}]", inplace=online_w < 2, keep=kept,
+                                           block=("layer", [layer])))
                 layer_rows.append(row)
                 if layer_hook is not None:
                     t_h = time.perf_counter()
@@ -281,7 +285,8 @@ def score_layers(
                                  "layers": list(range(start, layer + 1)),
                                  "depth": window_depth(start, layer, L)}
                         w_row.update(_score_features(sc, acc / width, window_scores, None,
-                                                     f"window {start}..{layer}", True))
+                                                     f"window {start}..{layer}", True,
+                                                     block=("window", w_row["layers"])))
                         window_rows.append(w_row)
                 if online_w >= 2:
                     recent.append(a)
@@ -306,7 +311,7 @@ def score_layers(
             feats = torch.cat([layer_f32(X, i) for i in top], dim=1)
             k_row = {"kind": "topk", "start": min(top), "end": max(top), "layers": top,
                      "depth": float("nan")}
-            k_row.update(_score_features(sc, feats, ("probe",), None, "top-k", True))
+            k_row.update(_score_features(sc, feats, ("probe",), None, "top-k", True, block=("topk", top)))
             del feats
             rows.append(k_row)
         clock.add("topk", time.perf_counter() - t_k)
@@ -348,7 +353,7 @@ def _shortlisted_windows(sc: Scorer, X, layer_rows: list[dict], max_w: int, n_ke
         w_row = {"kind": "window", "start": start, "end": end, "layers": list(range(start, end + 1)),
                  "depth": window_depth(start, end, L)}
         w_row.update(_score_features(sc, feats / (end - start + 1), window_scores, None,
-                                     f"window {start}..{end}", True))
+                                     f"window {start}..{end}", True, block=("window", w_row["layers"])))
         rows.append(w_row)
     return rows
 

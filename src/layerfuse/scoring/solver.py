@@ -11,7 +11,11 @@ import torch
 from layerfuse.config import DEFAULT_PROBE_MAX_ITER, DEFAULT_PROBE_TOL
 from layerfuse.scoring.threads import torch_threads
 
-__all__ = ["fit_logistic", "logits", "weight_grad"]
+__all__ = ["LARGE_PROBE", "fit_logistic", "logits", "weight_grad"]
+
+# N * d * folds * classes above which a fit counts as large: its [N, F*C] work runs on ``threads``
+# and, whitened by ``eig``, it multiplies pre-whitened features (e.g. R52: 52 classes x 5 folds).
+LARGE_PROBE = 2e8
 
 # --------------------------------------------------------------------------------------------
 # the batched logistic-regression probe
@@ -46,6 +50,7 @@ def fit_logistic(
     gram: torch.Tensor | None = None,
     eig: tuple[torch.Tensor, torch.Tensor] | None = None,
     threads: int | None = None,
+    init: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Fit one multinomial logistic regression per column of ``train_mask`` at once.
 
@@ -58,8 +63,13 @@ def fit_logistic(
     (Böhning's bound on the Hessian, from all N rows), which makes the problem close to
     isotropic: ~10-25 evaluations reach the tolerance where plain L-BFGS needs hundreds.
     With ``eig`` (eigenvalues, eigenvectors of the Gram matrix) the same whitening is done as
-    ``W = U diag(1/sqrt(0.5 s + l2)) V`` instead. ``threads`` is used for the two [N, d] x
-    [d, F*C] products when they are large (many classes); the rest runs on the caller's setting.
+    ``W = U diag(1/sqrt(0.5 s + l2)) V`` instead, and for many columns with the features whitened
+    once (``xs U diag(r)``) so that an evaluation's products use V directly. ``threads`` is used for an
+    evaluation's [N, F*C] work when it is large (many classes: the two [N, d] x [d, F*C] products
+    and the softmax between them); the rest runs on the caller's setting.
+    ``init`` (W [d, F, C], b [F, C]) starts L-BFGS there instead of at zero, e.g. from the
+    neighbouring layer's solution: the optimum is the same (the problem is strictly convex), a
+    start near it needs fewer evaluations.
 
     Longer than 80 lines on purpose: the whitening maps and the loss closure share the factor and
     the weights, and one place for the whole solver keeps its maths readable top to bottom.
@@ -69,8 +79,9 @@ def fit_logistic(
     C = n_classes
     M = train_mask.to(torch.float32)
     nf = M.sum(0).clamp_min(1.0)
-    Y = torch.nn.functional.one_hot(yi, C).to(torch.float32)  # N, C
     wts = (M / nf)[:, :, None]  # N, F, 1: each row's weight in problem f's mean loss
+    large = n * d * F * C > LARGE_PROBE  # e.g. 52 classes x 5 folds
+    big = threads if large else None
     if eig is not None:
         evals, evecs = eig
         r = (0.5 * evals.clamp_min(0.0) + l2).rsqrt()[:, None]  # d, 1
@@ -80,6 +91,9 @@ def fit_logistic(
 
         def to_v_grad(g: torch.Tensor) -> torch.Tensor:
             return r * (evecs.T @ g)
+
+        def to_v(w: torch.Tensor) -> torch.Tensor:
+            return (evecs.T @ w) / r
 
     else:
         if gram is None:
@@ -98,31 +112,64 @@ def fit_logistic(
         def to_v_grad(g: torch.Tensor) -> torch.Tensor:
             return torch.linalg.solve_triangular(Lc, g, upper=False)
 
+        def to_v(w: torch.Tensor) -> torch.Tensor:
+            return Lc.T @ w
+
+    # What an evaluation multiplies: the features by W (= to_w(V)), or, for many columns with
+    # ``eig``, the whitened features xs U diag(r) by V itself (an [N, d] x [d, d] product once
+    # instead of U diag(r) V twice per evaluation; with few columns it costs more than it saves,
+    # SST-2: ~20 evaluations of 10 columns). penalty_w(weights) is what the l2 penalty pairs them
+    # with: W itself, or r^2 V (0.5 l2 ||W||^2 = 0.5 l2 ||r V||^2); back maps a gradient to V.
+    if eig is not None and large:
+        feats = xs @ (evecs * r.T)
+        r2 = r * r
+
+        def data_weights(v: torch.Tensor) -> torch.Tensor:
+            return v
+
+        def penalty_w(m: torch.Tensor) -> torch.Tensor:
+            return r2 * m
+
+        def back(g: torch.Tensor) -> torch.Tensor:
+            return g
+
+    else:
+        feats, data_weights, back = xs, to_w, to_v_grad
+
+        def penalty_w(m: torch.Tensor) -> torch.Tensor:
+            return m
+
     sb = math.sqrt(2.0)  # the bias's curvature is bounded by 0.5 -> scale by 1/sqrt(0.5)
-    V = torch.zeros(d + 1, F * C, dtype=torch.float32, requires_grad=True)
+    V = torch.zeros(d + 1, F * C, dtype=torch.float32)
+    if init is not None:
+        W0, b0 = init
+        V[:d] = to_v(W0.reshape(d, F * C).to(torch.float32))
+        V[d] = b0.reshape(F * C).to(torch.float32) / sb
+    V.requires_grad_(True)
     n_eval = [0]
 
-    def unpack(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return to_w(v[:d]), sb * v[d]
-
-    large = n * d * F * C > 2e8  # e.g. 52 classes x 5 folds
-    big = threads if large else None
+    yidx = yi.view(n, 1, 1).expand(n, F, 1)
+    minus_one = torch.full((n, F, 1), -1.0, dtype=torch.float32)
 
     def closure() -> torch.Tensor:
         n_eval[0] += 1
         v = V.detach()
-        W, b = unpack(v)
+        Wd, b = data_weights(v[:d]), sb * v[d]  # what multiplies feats (W, or V when pre-whitened)
+        Wp = penalty_w(Wd)
+        # The loss and its residual in place on one [N, F, C] block: softmax as exp(Z - max) / sum,
+        # the label's logit and the "- Y" by index instead of products with the one-hot matrix.
         with torch_threads(big):
-            Z = logits(xs, W, b, large).reshape(n, F, C)
-        lse = torch.logsumexp(Z, dim=2, keepdim=True)
-        P = torch.exp(Z - lse)
-        nll = lse[..., 0] - (Z * Y[:, None, :]).sum(2)  # N, F
-        loss = (nll * wts[..., 0]).sum() + 0.5 * l2 * (W * W).sum()
-        R = ((P - Y[:, None, :]) * wts).view(n, F * C)
-        with torch_threads(big):
-            gW = weight_grad(xs, R, W, l2)
+            Z = logits(feats, Wd, b, large).reshape(n, F, C)
+            zy = Z.gather(2, yidx)[..., 0]  # N, F: the label's logit
+            zmax = Z.amax(2, keepdim=True)
+            E = Z.sub_(zmax).exp_()
+            s = E.sum(2, keepdim=True)
+            nll = s.log()[..., 0] + zmax[..., 0] - zy  # N, F
+            loss = (nll * wts[..., 0]).sum() + 0.5 * l2 * (Wd * Wp).sum()
+            R = E.div_(s).scatter_add_(2, yidx, minus_one).mul_(wts).view(n, F * C)  # (P - Y) * wts
+            gW = weight_grad(feats, R, Wp, l2)
         g = torch.empty_like(v)
-        g[:d] = to_v_grad(gW)
+        g[:d] = back(gW)
         g[d] = sb * R.sum(0)
         V.grad = g
         return loss
@@ -137,5 +184,6 @@ def fit_logistic(
         line_search_fn="strong_wolfe",
     )
     opt.step(closure)
-    W, b = unpack(V.detach())
+    v = V.detach()
+    W, b = to_w(v[:d]), sb * v[d]
     return W.view(d, F, C), b.view(F, C), n_eval[0]
