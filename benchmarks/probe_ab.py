@@ -13,6 +13,11 @@ multinomial probe of ``layerfuse.scoring`` is fitted three ways, in rotated orde
 * ``in place + warm start``: the same, started from the previous layer's solution
   (:meth:`layerfuse.scoring.kernels.Scorer.warm_start`, what a profile does).
 
+``--test-column`` times instead the analysis-only test column's fit (one probe on all of train per
+layer, Cholesky-whitened, as ``layer_scores.TestColumn`` does it): started at zero (``cold``, as
+before 2026-12-07) and from the previous layer's fit (``warm``, what it does now); the accuracy
+column is then training accuracy.
+
 Reported per variant: seconds, loss evaluations, CV accuracy per layer, the best layer, and the
 largest accuracy difference to ``former``. Results go to ``benchmarks/results/probe_ab*.{json,md}``.
 """
@@ -99,6 +104,8 @@ def main() -> None:
     ap.add_argument("--layers", help="first,last layer (default: all)")
     ap.add_argument("--threads", type=int, default=os.cpu_count(),
                     help="threads of the probe's large products (a profile that runs alone gets every core)")
+    ap.add_argument("--test-column", action="store_true",
+                    help="time the all-train fit of the analysis-only test column, cold vs warm start")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/probe_ab"))
     args = ap.parse_args()
     from layerfuse.embed.extract import extract
@@ -112,15 +119,27 @@ def main() -> None:
                 "probe_tol": DEFAULT_PROBE_TOL, "knn_sample": 0, "probe_threads": args.threads}
     sc = Scorer(yi, len(classes), DEFAULT_FOLDS, 0, settings)
     lo, hi = (int(v) for v in args.layers.split(",")) if args.layers else (0, X.shape[0] - 1)
-    names = ["former", "in place", "in place + warm start"]
+    names = ["cold", "warm"] if args.test_column else ["former", "in place", "in place + warm start"]
+    k = len(names)
+    ones = torch.ones(len(yi), 1)
+    prev = None
     rows = []
     load_before = os.getloadavg()
     with torch_threads(1), torch.no_grad():  # score_layers' own setting for everything but the products
         for i, layer in enumerate(range(lo, hi + 1)):
             xs, _, gram = standardise(layer_f32(X, layer), gram=True)
-            eig = torch.linalg.eigh(gram)
+            eig = None if args.test_column else torch.linalg.eigh(gram)
             row = {"layer": layer}
-            for name in names[i % 3:] + names[:i % 3]:  # rotated order: drift hits every variant alike
+            for name in names[i % k:] + names[:i % k]:  # rotated order: drift hits every variant alike
+                if args.test_column:
+                    t0 = time.perf_counter()
+                    W, b, ne = fit_logistic(xs, sc.yi, sc.C, ones, l2=DEFAULT_PROBE_L2, gram=gram,
+                                            threads=args.threads, init=prev if name == "warm" else None)
+                    row[name] = {"s": round(time.perf_counter() - t0, 3), "evals": ne,
+                                 "acc": round(float(((xs @ W[:, 0] + b[0]).argmax(1).numpy() == yi).mean()), 5)}
+                    if name == "warm":
+                        warm_fit = (W, b)
+                    continue
                 kw = dict(l2=DEFAULT_PROBE_L2, max_iter=DEFAULT_PROBE_MAX_ITER, tol=DEFAULT_PROBE_TOL, eig=eig,
                           threads=args.threads)
                 t0 = time.perf_counter()
@@ -133,31 +152,36 @@ def main() -> None:
                                             **kw)
                     sc.solutions[layer] = (W, b)
                 row[name] = {"s": round(time.perf_counter() - t0, 3), "evals": ne, "acc": round(cv_acc(sc, xs, W, b), 5)}
+            if args.test_column:
+                prev = warm_fit
             rows.append(row)
             print(f"layer {layer:>2}  " + "  ".join(f"{n}: {row[n]['s']:.2f} s {row[n]['evals']} evals "
                                                     f"acc {row[n]['acc']:.4f}" for n in names), flush=True)
     total = {n: round(sum(r[n]["s"] for r in rows), 2) for n in names}
     evals = {n: int(sum(r[n]["evals"] for r in rows)) for n in names}
     best = {n: max(rows, key=lambda r: (r[n]["acc"], -r["layer"]))["layer"] for n in names}
-    diff = {n: round(max(abs(r[n]["acc"] - r["former"]["acc"]) for r in rows), 5) for n in names[1:]}
-    ratio = {n: round(total["former"] / total[n], 2) for n in names[1:]}
+    base = names[0]
+    diff = {n: round(max(abs(r[n]["acc"] - r[base]["acc"]) for r in rows), 5) for n in names[1:]}
+    ratio = {n: round(total[base] / total[n], 2) for n in names[1:]}
     res = {"command": "python benchmarks/probe_ab.py " + " ".join(sys.argv[1:]), "when": time.strftime("%Y-%m-%d %H:%M"),
            "machine": f"{os.cpu_count()} cores, {platform.machine()}, torch {torch.__version__}",
            "load_average_1min": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
            "data": f"{args.model} {args.dataset} train, {args.pooling} pooling, {X.shape[1]} x {X.shape[2]}, "
                    f"{len(classes)} classes, {DEFAULT_FOLDS} folds",
-           "threads": args.threads, "total_s": total, "evals": evals, "speedup_over_former": ratio,
-           "best_layer": best, "max_abs_acc_diff_vs_former": diff, "rows": rows}
+           "threads": args.threads, "what": "test column (all-train fit)" if args.test_column else "CV probe",
+           "total_s": total, "evals": evals, f"speedup_over_{base}": ratio,
+           "best_layer": best, f"max_abs_acc_diff_vs_{base}": diff, "rows": rows}
     md = [f"Command: `{res['command']}` ({res['when']}, {res['machine']}; load average {res['load_average_1min']})", "",
-          f"Data: {res['data']}; layers {lo}..{hi}; probe products on {args.threads} threads.", "",
-          "| solver | seconds | vs former | loss evaluations | best layer | largest CV accuracy difference to former |",
+          f"Data: {res['data']}; layers {lo}..{hi}; {res['what']}; probe products on {args.threads} threads.", "",
+          f"| solver | seconds | vs {base} | loss evaluations | best layer | largest {'training' if args.test_column else 'CV'} "
+          f"accuracy difference to {base} |",
           "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for n in names:
         md.append(f"| {n} | {total[n]} | {ratio.get(n, 1.0):.2f}× | {evals[n]} | {best[n]} | {diff.get(n, 0.0)} |")
     write_results(args.out, res, md)
     for n in names[1:]:
-        print(f"{n}: {ratio[n]:.2f}x the former solver ({total['former']} s -> {total[n]} s), "
-              f"best layer {best[n]} (former {best['former']}), accuracy within {diff[n]}")
+        print(f"{n}: {ratio[n]:.2f}x {base} ({total[base]} s -> {total[n]} s), "
+              f"best layer {best[n]} ({base} {best[base]}), accuracy within {diff[n]}")
 
 
 if __name__ == "__main__":

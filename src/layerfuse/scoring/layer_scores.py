@@ -459,6 +459,7 @@ class TestColumn:
         self.mask = torch.ones(len(yi), 1)
         self.l2 = float(l2)
         self.acc: dict[int, float] = {}
+        self.solution: tuple[int, tuple[torch.Tensor, torch.Tensor]] | None = None  # the last layer's fit
 
     def check(self, profile: LayerProfile, X_train: Any) -> None:
         """Refuse a profile scored on other training data than this column's."""
@@ -482,7 +483,10 @@ class TestColumn:
             with torch_threads(big):
                 gram = xs.T @ xs / xs.shape[0]
         xt, _, _ = standardise(layer_f32(self.X_test, layer), stats, what=f"X_test[{layer}]", inplace=True)
-        W, b, _ = fit_logistic(xs, self.yi, len(self.classes), self.mask, l2=self.l2, gram=gram, threads=big)
+        prev = self.solution if self.solution is not None and self.solution[0] == int(layer) - 1 else None
+        W, b, _ = fit_logistic(xs, self.yi, len(self.classes), self.mask, l2=self.l2, gram=gram, threads=big,
+                               init=prev[1] if prev else None)  # warm start, as the CV probe's layers
+        self.solution = (int(layer), (W, b))
         pred = (xt @ W[:, 0, :] + b[0]).argmax(1).numpy()
         self.acc[int(layer)] = float((pred == self.yt).mean())
 
