@@ -58,11 +58,10 @@ def add_serve_command(sub, examples) -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", help="cache root (for dequantised GGUF models)")
     p.add_argument("--access-log", action="store_true", help="log every request (off by default)")
     p.add_argument("--http", default="auto", choices=sorted(_HTTP),
-                   help="HTTP parser: auto (httptools when installed, as the serve extra does; else h11), "
-                        "h11 or httptools (default auto)")
+                   help="HTTP parser: auto (httptools when installed, else h11; the serve extra installs "
+                        "neither httptools nor uvloop, docs/serve.md), h11 or httptools (default auto)")
     p.add_argument("--loop", default="auto", choices=sorted(_LOOP),
-                   help="event loop: auto (uvloop when installed, as the serve extra does; else asyncio), "
-                        "asyncio or uvloop (default auto)")
+                   help="event loop: auto (uvloop when installed, else asyncio), asyncio or uvloop (default auto)")
     p.set_defaults(func=cmd_serve)
     return p
 
@@ -81,7 +80,7 @@ def _check(args) -> None:
     for flag, value, needs in (("--http", args.http, _HTTP[args.http]), ("--loop", args.loop, _LOOP[args.loop])):
         if needs and importlib.util.find_spec(needs) is None:
             raise LayerfuseError(f"{flag} {value} needs the {needs} package, which is not installed: "
-                                 f"pip install {needs} (the serve extra installs it), or use {flag} auto")
+                                 f"pip install {needs}, or use {flag} auto")
 
 
 def _resolved(choice: str, options: dict, fallback: str) -> str:
