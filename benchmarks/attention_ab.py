@@ -28,13 +28,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from bench_util import max_rel_diff, write_results  # noqa: E402
+from bench_util import max_rel_diff, sorted_tokens, write_results  # noqa: E402
 from layerfuse.cli.main import quiet_libraries  # noqa: E402
 from layerfuse.config import BATCH_TOKENS_BY_DTYPE  # noqa: E402
 from layerfuse.data.builtin import load_builtin  # noqa: E402
 from layerfuse.embed.backbones import load_backbone  # noqa: E402
 from layerfuse.embed.device import resolve_dtype  # noqa: E402
-from layerfuse.embed.extract import tokenize  # noqa: E402
 from layerfuse.embed.forward import embed_sorted  # noqa: E402
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "attention_ab"
@@ -59,8 +58,7 @@ def main() -> None:
     results = []
     for model in args.models.split(","):
         bb = load_backbone(model, dtype=dtype, device="cpu", progress=False)
-        enc, _ = tokenize(bb, texts, 512)
-        enc = sorted(enc, key=len, reverse=True)
+        enc, _ = sorted_tokens(bb, texts, 512)  # the side stays embed_sorted's default, as measured
         tokens = sum(map(len, enc))
 
         def run(impl, ids=enc):

@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_util import matmul_ceiling, measured  # noqa: E402
+from bench_util import matmul_ceiling, measured, sorted_tokens  # noqa: E402
 from layerfuse.config import DEFAULT_BATCH_TOKENS  # noqa: E402
 from layerfuse.data.builtin import load_builtin  # noqa: E402
 from layerfuse.embed.backbones import load_backbone, resolve  # noqa: E402
@@ -83,9 +83,7 @@ def run_hidden_states(bb, texts: list[str], batch_tokens: int, streaming: bool =
     """The former method: sorted batches, output_hidden_states, pooled afterwards (tokenising
     counted, no cache write). ``streaming=True``: the same driver with streaming pooling."""
     t0 = time.perf_counter()
-    enc, _ = tokenize(bb, texts, 512)
-    enc = sorted(enc, key=len, reverse=True)
-    side = getattr(bb.tokenizer, "padding_side", "right") or "right"
+    enc, side = sorted_tokens(bb, texts, 512)
     embed_sorted(bb, enc, POOLINGS, bb.n_layers, batch_tokens=batch_tokens, padding_side=side, streaming=streaming)
     return {"seconds": time.perf_counter() - t0, "tokens": int(sum(len(e) for e in enc))}
 
