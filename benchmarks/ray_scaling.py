@@ -33,6 +33,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_util import write_results  # noqa: E402
 os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])
 
 
@@ -142,7 +145,6 @@ def project(args) -> int:
     result = {"measured": {"ratio_2_workers_vs_1": meas["ratio_2_workers_vs_1"], "cpu_efficiency_2_workers": eff,
                            "driver": driver, "driver_tokenize_tokens_per_s": tok_rate}, "assumed": a, "rows": rows}
     out = Path(args.out).with_name("ray_projection")
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     lines = [f"# Projection: {a['documents']:,} documents x {a['tokens_per_document']} tokens on N GPU workers", "",
              f"Measured here: CPU-time efficiency of 2 workers {meas['cpu_efficiency_2_workers']:.2f} (used as "
              f"{eff:.2f}, applied to every N > 1; the wall-time "
@@ -158,7 +160,7 @@ def project(args) -> int:
         lines.append(f"| {r['model']} | {r['gpu_workers']} | {r['tokenize_s'] / 3600:.2f} | {r['compute_s'] / 3600:.2f} | {r['driver_write_s'] / 3600:.2f} | "
                      f"{r['network_s'] / 3600:.2f} | {r['finalise_s'] / 3600:.2f} | {r['wall_s'] / 3600:.2f} | "
                      f"{r['bound_by']} | {r['cache_gb']:.0f} |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_results(out, result, lines)
     print("\n".join(lines))
     return 0
 
@@ -217,8 +219,6 @@ def main(argv=None) -> int:
                   best["ray 2 workers"]["tokens_per_s"] / best["local 2 threads"]["tokens_per_s"], 3),
               "driver": costs, "n_layers": n_layers, "width": width}
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     lines = [f"# Ray scaling: {args.model}, {len(xs)} SST-2 sentences, every layer ({n_layers + 1}), "
              f"chunks of {args.chunk_texts}", "",
              f"{os.cpu_count()} CPUs, {platform.platform()}, torch {torch.__version__}, ray {ray.__version__}; "
@@ -240,7 +240,7 @@ def main(argv=None) -> int:
               f"{max(x['load_average_1min'][1] for v in rows.values() for x in v):.1f}."]
     lines += ["", f"Driver, per {costs['chunk_mb']} MB chunk ({' x '.join(map(str, costs['chunk_shape']))} float16): "
               f"write_chunk {costs['write_chunk_mb_per_s']} MB/s, finalise {costs['finalise_mb_per_s']} MB/s."]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_results(out, result, lines)
     print("\n".join(lines))
     print(f"\nratio 2 workers / 1 worker: {ratio:.2f}x  -> {out.with_suffix('.json')}")
     return 0
