@@ -1,5 +1,6 @@
 """Small helpers shared by the benchmark scripts: per-row peak memory, matmul ceilings, how far
-two runs' arrays differ, length-sorted token ids, and writing a result as JSON plus a Markdown table."""
+two runs' arrays differ, length-sorted token ids (of SST-2 sentences through a loaded backbone), and
+writing a result as JSON plus a Markdown table."""
 
 from __future__ import annotations
 
@@ -24,6 +25,22 @@ def sorted_tokens(backbone, texts, max_length: int) -> tuple[list[list[int]], st
 
     enc, _ = tokenize(backbone, texts, max_length)
     return sorted(enc, key=len, reverse=True), getattr(backbone.tokenizer, "padding_side", "right") or "right"
+
+
+def sst2_sorted(model: str, dtype: str, n_texts: int, max_length: int):
+    """The set-up of the single-backbone extraction benchmarks: ``dtype`` resolved (``auto`` as
+    ``layerfuse`` does), its default token budget, the backbone loaded on the CPU, and the first
+    ``n_texts`` SST-2 train sentences as :func:`sorted_tokens`. Returns
+    ``(dtype, batch_tokens, backbone, token_ids, padding_side)``."""
+    from layerfuse.config import BATCH_TOKENS_BY_DTYPE
+    from layerfuse.data.builtin import load_builtin
+    from layerfuse.embed.backbones import load_backbone
+    from layerfuse.embed.device import resolve_dtype
+
+    dtype = resolve_dtype(dtype, "cpu")
+    backbone = load_backbone(model, dtype=dtype, progress=False)
+    enc, side = sorted_tokens(backbone, list(load_builtin("sst2").splits["train"].texts[:n_texts]), max_length)
+    return dtype, BATCH_TOKENS_BY_DTYPE[dtype], backbone, enc, side
 
 
 def write_results(out, data: dict, md_lines: list[str]) -> None:

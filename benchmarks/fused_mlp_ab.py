@@ -28,10 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_util import max_rel_diff, sorted_tokens, write_results  # noqa: E402
+from bench_util import max_rel_diff, sst2_sorted, write_results  # noqa: E402
 
-from layerfuse.data.builtin import load_builtin  # noqa: E402
-from layerfuse.embed.backbones import load_backbone  # noqa: E402
 from layerfuse.embed.forward import embed_sorted  # noqa: E402
 
 
@@ -62,8 +60,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/fused_mlp_ab"))
     args = ap.parse_args()
-    bb = load_backbone(args.model, dtype=args.dtype, progress=False)
-    enc, side = sorted_tokens(bb, list(load_builtin("sst2").splits["train"].texts[: args.n]), 512)
+    _, _, bb, enc, side = sst2_sorted(args.model, args.dtype, args.n, 512)
     tokens = sum(map(len, enc))
 
     def run():

@@ -22,12 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from bench_util import sorted_tokens, write_results  # noqa: E402
+from bench_util import sst2_sorted, write_results  # noqa: E402
 from layerfuse.cli.main import quiet_libraries  # noqa: E402
-from layerfuse.config import BATCH_TOKENS_BY_DTYPE  # noqa: E402
-from layerfuse.data.builtin import load_builtin  # noqa: E402
-from layerfuse.embed.backbones import load_backbone  # noqa: E402
-from layerfuse.embed.device import bf16_instructions, resolve_dtype  # noqa: E402
+from layerfuse.embed.device import bf16_instructions  # noqa: E402
 from layerfuse.embed.forward import embed_sorted  # noqa: E402
 
 
@@ -43,11 +40,7 @@ def main() -> None:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    dtype = resolve_dtype(args.dtype, "cpu")
-    batch_tokens = BATCH_TOKENS_BY_DTYPE[dtype]
-    texts = load_builtin("sst2").splits["train"].texts[: args.texts]
-    bb = load_backbone(args.model, dtype=dtype, progress=False)
-    enc, side = sorted_tokens(bb, texts, 128)
+    dtype, batch_tokens, bb, enc, side = sst2_sorted(args.model, args.dtype, args.texts, 128)
 
     def run():
         return embed_sorted(bb, enc, ["mean", "last"], bb.n_layers, batch_tokens=batch_tokens, padding_side=side)

@@ -27,13 +27,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from bench_util import max_rel_diff, sorted_tokens, write_results  # noqa: E402
+from bench_util import max_rel_diff, sst2_sorted, write_results  # noqa: E402
 from layerfuse.cli.main import quiet_libraries  # noqa: E402
-from layerfuse.config import BATCH_TOKENS_BY_DTYPE  # noqa: E402
-from layerfuse.data.builtin import load_builtin  # noqa: E402
 from layerfuse.embed import pooling  # noqa: E402
-from layerfuse.embed.backbones import load_backbone  # noqa: E402
-from layerfuse.embed.device import bf16_instructions, resolve_dtype  # noqa: E402
+from layerfuse.embed.device import bf16_instructions  # noqa: E402
 from layerfuse.embed.forward import embed_sorted  # noqa: E402
 
 POOLINGS = ["mean", "last"]
@@ -64,11 +61,7 @@ def main() -> None:
     ap.add_argument("--out", help="results path without suffix (default benchmarks/results/pooling_ab_<model>)")
     args = ap.parse_args()
     quiet_libraries()
-    dtype = resolve_dtype(args.dtype, "cpu")
-    batch_tokens = BATCH_TOKENS_BY_DTYPE[dtype]
-    texts = load_builtin("sst2").splits["train"].texts[: args.texts]
-    bb = load_backbone(args.model, dtype=dtype, progress=False)
-    enc, side = sorted_tokens(bb, texts, 128)
+    dtype, batch_tokens, bb, enc, side = sst2_sorted(args.model, args.dtype, args.texts, 128)
     tokens = sum(len(e) for e in enc)
     import layerfuse.embed.forward as forward
 
