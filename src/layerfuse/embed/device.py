@@ -103,21 +103,30 @@ def hardware_file(root: str | os.PathLike | None = None) -> Path:
 
     from layerfuse.cache.layout import cache_root, hardware_root
 
+    # The product is part of the key: a measurement kept with the former, load-prone one is retaken.
     ident = json.dumps({"cpu": _cpu_model(), "bf16": bf16_instructions(), "cores": os.cpu_count(),
-                        "torch": torch.__version__})
+                        "torch": torch.__version__, "product": list(MEASURED_PRODUCT)})
     return hardware_root(cache_root(root)) / (hashlib.sha256(ident.encode()).hexdigest()[:16] + ".json")
 
 
-def measure_bf16_speedup(rounds: int = 30) -> float:
-    """fp32 time / bf16 time of a [256, 1024] × [1024, 1024] product: the median over ``rounds`` of
+#: The product :func:`measure_bf16_speedup` times, ``(m, k, n)``. The former [256, 1024] × [1024,
+#: 1024] took ~0.2 ms in bf16 on an AMX CPU, so thread wake-ups decided its ratio: one busy core
+#: beside it moved it between 3.2× and 10.7× (and a kept 1.49× once chose fp32 on an AMX Xeon);
+#: [512, 2048] × [2048, 2048] gave 4.3–4.7× with the core busy or idle (``benchmarks/dtype_auto.py``).
+MEASURED_PRODUCT = (512, 2048, 2048)
+
+
+def measure_bf16_speedup(rounds: int = 15, shape: tuple[int, int, int] = MEASURED_PRODUCT) -> float:
+    """fp32 time / bf16 time of a :data:`MEASURED_PRODUCT` product: the median over ``rounds`` of
     the ratio within a round, the two dtypes run back to back so that a burst of load hits both
-    (about 0.3 s in all); how much steadier this is than a best-of-5 timing under load:
-    docs/benchmarks.md#measurements-behind-the-defaults."""
+    (about 0.3 s in all); how much steadier this is under load than a best-of-5 timing and than
+    the former smaller product: docs/benchmarks.md#--dtype-auto-is-the-same-on-a-busy-machine."""
     import statistics
 
     import torch
 
-    mats = {dt: (torch.randn(256, 1024).to(dt), torch.randn(1024, 1024).to(dt)) for dt in (torch.float32, torch.bfloat16)}
+    m, k, n = shape
+    mats = {dt: (torch.randn(m, k).to(dt), torch.randn(k, n).to(dt)) for dt in (torch.float32, torch.bfloat16)}
     for a, b in mats.values():
         a @ b  # warm-up
     ratios = []
@@ -148,7 +157,8 @@ def bf16_measurement(root: str | os.PathLike | None = None) -> dict | None:
     except (OSError, ValueError, KeyError, TypeError):
         rec = {"bf16_speedup": measure_bf16_speedup(), "cpu": _cpu_model(), "bf16_instructions": bf16_instructions(),
                "measured": time.strftime("%Y-%m-%d %H:%M"),
-               "what": "fp32/bf16 time of a [256,1024]x[1024,1024] matmul, median of 30 back-to-back rounds"}
+               "what": "fp32/bf16 time of a [{},{}]x[{},{}] matmul, median of 15 back-to-back rounds".format(
+                   *MEASURED_PRODUCT[:2], *MEASURED_PRODUCT[1:])}
         try:
             import torch
 
