@@ -13,7 +13,12 @@ Rows, all on the same texts with the same loaded weights (mean + last pooling un
   Tokenising included, no cache write.
 * ``streaming, same driver``: that very driver with streaming pooling instead (the fair pair).
 * ``layerfuse``: ``extract_texts`` (streaming pooling through forward hooks, written to a fresh
-  cache), fp32 and bf16.
+  cache), fp32 and bf16, eager (``compile="off"``).
+* ``layerfuse, compiled``: the same with the blocks compiled (``compile="on"``,
+  :mod:`layerfuse.embed.compiled`), after the eager rows and the memory panel (compiling leaves
+  memory behind in the process); compiling runs first on 16 texts, its time (warm or cold inductor
+  cache, as the machine has it) reported apart. Skipped with
+  ``--no-compile`` or where no C++ compiler is on the PATH.
 * ``sentence-transformers encode`` (MiniLM only, where installed): the peer a user would pick,
   last layer only, its own batching (batch 32).
 
@@ -25,6 +30,8 @@ path ran it), streaming every layer, and the last layer only (a plain forward pa
 key/value cache), and streaming only layers 0-1, ``--memory-rounds`` times in rotated order (the
 least peak of each path is reported with the most), to show that streaming's peak does not grow
 with the layer count.
+``--batch-tokens auto`` (the default) gives each dtype the budget a run uses
+(``BATCH_TOKENS_BY_DTYPE``: fp32 1,024, bf16 2,048), every path of that dtype the same.
 bf16 rows run only where the CPU has bf16 instructions (AMX or AVX-512 BF16) unless ``--dtypes
 float32,bfloat16`` asks for them: elsewhere bf16 is emulated, orders of magnitude slower, and
 ``--dtype auto`` never picks it.
@@ -48,9 +55,10 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_util import matmul_ceiling, measured, sorted_tokens  # noqa: E402
-from layerfuse.config import DEFAULT_BATCH_TOKENS  # noqa: E402
+from layerfuse.config import BATCH_TOKENS_BY_DTYPE  # noqa: E402
 from layerfuse.data.builtin import load_builtin  # noqa: E402
 from layerfuse.embed.backbones import load_backbone, resolve  # noqa: E402
+from layerfuse.embed.compiled import compile_blocks, compiler, eager_blocks  # noqa: E402
 from layerfuse.embed.device import _cpu_model, bf16_instructions, dtype_decision  # noqa: E402
 from layerfuse.embed.extract import extract_texts  # noqa: E402
 from layerfuse.embed.forward import _model_kwargs, embed_sorted, forward_all_layers, forward_pooled, tokenize  # noqa: E402
@@ -90,12 +98,23 @@ def run_hidden_states(bb, texts: list[str], batch_tokens: int, streaming: bool =
     return {"seconds": time.perf_counter() - t0, "tokens": int(sum(len(e) for e in enc))}
 
 
-def run_layerfuse(bb, texts: list[str], batch_tokens: int) -> dict:
+def run_layerfuse(bb, texts: list[str], batch_tokens: int, compile: str = "off") -> dict:
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
         _, st = extract_texts(bb, texts, text_fingerprint="bench", poolings=POOLINGS, cache_dir=d,
-                              batch_tokens=batch_tokens, progress=False)
+                              batch_tokens=batch_tokens, progress=False, compile=compile)
         return {"seconds": time.perf_counter() - t0, "tokens": st["tokens"]}
+
+
+def run_compiled(bb, texts: list[str], batch_tokens: int) -> dict:
+    """The layerfuse row with compiled blocks (compiled in the warm-up: the graph is reused here),
+    eager again afterwards so that later rows and the memory panel run as before."""
+    compile_blocks(bb, warm_up=False)
+    try:
+        r = run_layerfuse(bb, texts, batch_tokens, compile="on")
+    finally:
+        eager_blocks(bb)
+    return r
 
 
 def run_sentence_transformers(model_dir: str, texts: list[str], n_tokens: int):
@@ -193,7 +212,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--n", type=int, default=300, help="number of SST-2 train sentences (default 300)")
-    ap.add_argument("--batch-tokens", type=int, default=DEFAULT_BATCH_TOKENS)
+    ap.add_argument("--batch-tokens", default="auto",
+                    help="padded tokens per batch, or auto: each dtype the budget a run uses (default auto)")
+    ap.add_argument("--no-compile", action="store_true", help="skip the compiled rows")
     ap.add_argument("--out", default=None, help="results path without suffix (default "
                     "benchmarks/results/extract_throughput[_<model>])")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice); "
@@ -227,29 +248,52 @@ def run_all(args) -> None:
     bbs = {dt: load_backbone(args.model, dtype=dt, progress=True) for dt in dtypes}
     bb32, bb16 = bbs["float32"], bbs.get("bfloat16")
     flops_per_token = 2 * non_embedding_params(bb32.model)
+    bt = {dt: _budget(args.batch_tokens, dt) for dt in dtypes}
+    compile_rows = not args.no_compile and compiler() is not None
     # Warm up each path on a few texts so one-time costs are not counted.
     run_reference(bb32, texts[:4])
-    for bb in bbs.values():
-        run_hidden_states(bb, texts[:16], args.batch_tokens)
-        run_layerfuse(bb, texts[:16], args.batch_tokens)
+    for dt, bb in bbs.items():
+        run_hidden_states(bb, texts[:16], bt[dt])
+        run_layerfuse(bb, texts[:16], bt[dt])
     n_tokens = sum(len(e) for e in tokenize(bb32, texts, 512)[0])
+    b32, b16 = bt["float32"], bt.get("bfloat16")
     plan = [row for row in [
         ("reference (batch 2, unsorted, last layer)", lambda: run_reference(bb32, texts), "float32"),
-        ("output_hidden_states (sorted batches, all layers)", lambda: run_hidden_states(bb32, texts, args.batch_tokens),
+        ("output_hidden_states (sorted batches, all layers)", lambda: run_hidden_states(bb32, texts, b32),
          "float32"),
-        ("output_hidden_states (sorted batches, all layers)", lambda: run_hidden_states(bb16, texts, args.batch_tokens),
+        ("output_hidden_states (sorted batches, all layers)", lambda: run_hidden_states(bb16, texts, b16),
          "bfloat16"),
         ("streaming, same driver (sorted batches, all layers, no cache write)",
-         lambda: run_hidden_states(bb32, texts, args.batch_tokens, streaming=True), "float32"),
+         lambda: run_hidden_states(bb32, texts, b32, streaming=True), "float32"),
         ("streaming, same driver (sorted batches, all layers, no cache write)",
-         lambda: run_hidden_states(bb16, texts, args.batch_tokens, streaming=True), "bfloat16"),
-        ("layerfuse (streaming, all layers)", lambda: run_layerfuse(bb32, texts, args.batch_tokens), "float32"),
-        ("layerfuse (streaming, all layers)", lambda: run_layerfuse(bb16, texts, args.batch_tokens), "bfloat16"),
+         lambda: run_hidden_states(bb16, texts, b16, streaming=True), "bfloat16"),
+        ("layerfuse (streaming, all layers)", lambda: run_layerfuse(bb32, texts, b32), "float32"),
+        ("layerfuse (streaming, all layers)", lambda: run_layerfuse(bb16, texts, b16), "bfloat16"),
     ] if row[2] in dtypes]
+
     if not bb32.is_decoder:
         src = str(resolve(args.model)[0])
         plan.append(("sentence-transformers encode (last layer)",
                      lambda: run_sentence_transformers(src, texts, n_tokens), "float32"))
+    rows = run_rows(plan, texts, flops_per_token, ceiling)
+    # The memory panel before anything is compiled: compiling leaves memory behind in the process.
+    mem = memory_panel(bbs, args.memory_tokens, args.memory_rounds)
+    compile_seconds = {}
+    for dt, bb in bbs.items() if compile_rows else []:
+        t0 = time.perf_counter()
+        if compile_blocks(bb, announce=print):
+            run_layerfuse(bb, texts[:16], bt[dt], compile="on")
+            compile_seconds[dt] = time.perf_counter() - t0
+            print(f"compiled {dt} blocks and ran 16 texts in {compile_seconds[dt]:.1f} s", flush=True)
+        eager_blocks(bb)
+    rows += run_rows([("layerfuse, compiled (streaming, all layers)",
+                       (lambda bb=bbs[dt], b=bt[dt]: run_compiled(bb, texts, b)), dt)
+                      for dt in dtypes if dt in compile_seconds], texts, flops_per_token, ceiling)
+    write_results(args, texts, rows, mem, ceiling, flops_per_token, bt, compile_seconds)
+
+
+def run_rows(plan, texts, flops_per_token, ceiling) -> list[dict]:
+    """Each ``(name, fn, dtype)`` of ``plan`` once: its throughput, share of the ceiling and peak RSS."""
     rows = []
     for name, fn, dt in plan:
         r = measured(fn)
@@ -262,8 +306,12 @@ def run_all(args) -> None:
         print(f"{name:<52} {dt:<9} {r['texts_per_s']:7.1f} texts/s {r['tokens_per_s']:7.0f} tok/s "
               f"{r['gflops']:6.1f} GFLOP/s ({100 * r['ceiling_fraction']:.0f}% of ceiling) "
               f"peak +{r['peak_above_start_mb']:.0f} MB", flush=True)
-    mem = memory_panel(bbs, args.memory_tokens, args.memory_rounds)
-    write_results(args, texts, rows, mem, ceiling, flops_per_token)
+    return rows
+
+
+def _budget(spec, dtype: str) -> int:
+    """``--batch-tokens``: a number, or auto (the dtype's budget in a run)."""
+    return BATCH_TOKENS_BY_DTYPE[dtype] if str(spec) == "auto" else int(spec)
 
 
 def _dtypes(spec: str) -> list[str]:
@@ -280,13 +328,17 @@ def _row(rows, prefix, dt):
     return next((r for r in rows if r["name"].startswith(prefix) and r["dtype"] == dt), None)
 
 
-def write_results(args, texts, rows, mem, ceiling, flops_per_token) -> None:
+def write_results(args, texts, rows, mem, ceiling, flops_per_token, budgets, compile_seconds) -> None:
     ref = rows[0]
     default_dtype, why = dtype_decision("cpu")
     hs = {dt: _row(rows, "output_hidden_states", dt) for dt in ("float32", "bfloat16")}
     lf = {dt: _row(rows, "layerfuse", dt) for dt in ("float32", "bfloat16")}
     sd = {dt: _row(rows, "streaming, same driver", dt) for dt in ("float32", "bfloat16")}
+    cp = {dt: _row(rows, "layerfuse, compiled", dt) for dt in ("float32", "bfloat16")}
     pairs = {
+        "compiled_bf16_vs_output_hidden_states_bf16": (cp["bfloat16"], hs["bfloat16"]),
+        "compiled_bf16_vs_eager_bf16": (cp["bfloat16"], lf["bfloat16"]),
+        "compiled_fp32_vs_eager_fp32": (cp["float32"], lf["float32"]),
         "bf16_vs_output_hidden_states_bf16": (lf["bfloat16"], hs["bfloat16"]),
         "bf16_vs_output_hidden_states_fp32": (lf["bfloat16"], hs["float32"]),
         "fp32_vs_output_hidden_states_fp32": (lf["float32"], hs["float32"]),
@@ -304,13 +356,15 @@ def write_results(args, texts, rows, mem, ceiling, flops_per_token) -> None:
     print("ratios: " + ", ".join(f"{k} {v:.2f}×" for k, v in ratios.items()))
     command = ("python benchmarks/extract_throughput.py" + _model_flag(args.model)
                + ("" if args.n == 300 else f" --n {args.n}")
-               + ("" if args.batch_tokens == DEFAULT_BATCH_TOKENS else f" --batch-tokens {args.batch_tokens}")
+               + ("" if str(args.batch_tokens) == "auto" else f" --batch-tokens {args.batch_tokens}")
+               + (" --no-compile" if args.no_compile else "")
                + (f" --threads {args.threads}" if args.threads else "")
                + ("" if args.dtypes == "auto" else f" --dtypes {args.dtypes}")
                + (f" --out {args.out}" if args.out else ""))
     result = {
         "command": command, "date": time.strftime("%Y-%m-%d %H:%M"), "model": args.model, "texts": len(texts),
-        "batch_tokens": args.batch_tokens, "load_average_1min": os.getloadavg()[0],
+        "batch_tokens": budgets, "compile_seconds_warm_up": compile_seconds,
+        "load_average_1min": os.getloadavg()[0],
         "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
                     "torch": torch.__version__, "bf16_instructions": bf16_instructions()},
         "matmul_ceiling_gflops": ceiling, "flops_per_token": flops_per_token,
@@ -322,7 +376,8 @@ def write_results(args, texts, rows, mem, ceiling, flops_per_token) -> None:
         f"Command: `{command}` ({result['date']}, {len(texts)} SST-2 train sentences, {args.model}, "
         f"{result['machine']['cpu']}, {result['machine']['cores']} cores shared with other jobs "
         f"(load average {result['load_average_1min']:.1f}), bf16 instructions: {bf16_instructions()}, "
-        f"torch {torch.__version__}, `--batch-tokens {args.batch_tokens}`)",
+        f"torch {torch.__version__}; token budget per batch: "
+        + ", ".join(f"{dt} {b:,}" for dt, b in budgets.items()) + ")",
         "",
         f"Matmul ceiling measured in the same run: fp32 {ceiling['float32']:.0f} GFLOP/s, "
         f"bf16 {ceiling['bfloat16']:.0f} GFLOP/s; {flops_per_token / 1e6:.0f} MFLOP per token.",
@@ -335,7 +390,11 @@ def write_results(args, texts, rows, mem, ceiling, flops_per_token) -> None:
                      f"{r['gflops']:.1f} | {100 * r['ceiling_fraction']:.0f}% | {r['peak_above_start_mb']:.0f} MB | "
                      f"{r['texts_per_s'] / ref['texts_per_s']:.2f}× |")
     lines += ["", "Ratios (texts/s): " + ", ".join(f"{k.replace('_', ' ')} {v:.2f}×" for k, v in ratios.items()) + ".",
-              "", f"`--dtype auto` here → {default_dtype}: {why}.", "",
+              "", f"`--dtype auto` here → {default_dtype}: {why}.", ""]
+    if compile_seconds:
+        lines += ["Compiling (in the warm-up, inductor's cache as this machine had it) and running 16 texts: "
+                  + ", ".join(f"{dt} {s:.1f} s" for dt, s in compile_seconds.items()) + ".", ""]
+    lines += [
               f"One batch of {mem[0]['batch'][0]}×{mem[0]['batch'][1]} tokens, peak RSS above its start, the least "
               f"and the most of {args.memory_rounds} rotated rounds (the least is what the path needs; the rest is "
               "the allocator and what ran before):", "",

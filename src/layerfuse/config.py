@@ -38,6 +38,9 @@ PREDICT_BATCH_COST_AMX_BF16 = 256
 DEFAULT_EXTRACT_WORKERS = 1
 DEFAULT_CHUNK_TEXTS = 512  # texts per checksummed cache chunk: the unit an interrupted run resumes from
 DEFAULT_DTYPE = "auto"
+#: ``compile``: auto (torch.compile the blocks for a CPU pass long enough to repay compiling,
+#: :data:`layerfuse.embed.compiled.COMPILE_MIN_FLOP`), on or off.
+DEFAULT_COMPILE = "auto"
 DEFAULT_DEVICE = "auto"
 DEFAULT_STORAGE = "float16"
 
@@ -123,6 +126,7 @@ DEFAULT_CONFIG: dict = {
     "models": list(DEFAULT_MODELS),
     "extraction": {"pooling": list(DEFAULT_POOLINGS), "max_length": DEFAULT_MAX_LENGTH, "dtype": DEFAULT_DTYPE,
                    "batch_tokens": "auto", "device": DEFAULT_DEVICE, "storage": DEFAULT_STORAGE,
+                   "compile": DEFAULT_COMPILE,
                    # where the forward passes run (layerfuse.scale): local, or ray with these resources
                    "engine": DEFAULT_ENGINE, "ray_address": None, "num_workers": None,
                    "cpus_per_worker": DEFAULT_CPUS_PER_WORKER,

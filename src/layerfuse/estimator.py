@@ -27,6 +27,7 @@ from layerfuse.config import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_BATCH_TOKENS,
     DEFAULT_DEVICE,
+    DEFAULT_COMPILE,
     DEFAULT_DTYPE,
     DEFAULT_FOLDS,
     DEFAULT_FUSION,
@@ -123,6 +124,10 @@ class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
         Seed of the validation carve and of the head's initialisation.
     device : {"auto", "cpu", "cuda"}, default "auto"
         Where the backbones run.
+    compile : {"auto", "on", "off"}, default "auto"
+        Run the transformer blocks through ``torch.compile`` while extracting ``fit``'s texts
+        (auto: on a CPU with a C++ compiler, for enough texts to repay compiling;
+        :mod:`layerfuse.embed.compiled`). Prediction runs eager.
     cache_dir : str or path-like, default None
         Keep embeddings and layer profiles under this cache root (opt-in caching). None: a
         temporary folder per ``fit``.
@@ -149,7 +154,7 @@ class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
                  batch_tokens=DEFAULT_BATCH_TOKENS, max_epochs=DEFAULT_MAX_EPOCHS, patience=DEFAULT_PATIENCE,
                  val_fraction=DEFAULT_VAL_FRACTION, lr=DEFAULT_LR, batch_size=DEFAULT_BATCH_SIZE, precision=DEFAULT_PRECISION,
                  seed=DEFAULT_SEED,
-                 device=DEFAULT_DEVICE,
+                 device=DEFAULT_DEVICE, compile=DEFAULT_COMPILE,
                  cache_dir=None, progress=False, text_column=DEFAULT_TEXT_COLUMN, label_column=DEFAULT_LABEL_COLUMN):
         self.models = models
         self.layers = layers
@@ -172,6 +177,7 @@ class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
         self.precision = precision
         self.seed = seed
         self.device = device
+        self.compile = compile
         self.cache_dir = cache_dir
         self.progress = progress
         self.text_column = text_column
@@ -210,7 +216,7 @@ class LayerFusionClassifier(ClassifierMixin, BaseEstimator):
         ds = Dataset("fit", [str(c) for c in self.classes_], {"train": Split(texts, y_idx.astype(np.int64))},
                      source="LayerFusionClassifier.fit")
         extraction = {"max_length": self.max_length, "dtype": self.dtype, "batch_tokens": self.batch_tokens,
-                      "device": self.device}
+                      "device": self.device, "compile": self.compile}
         with fit_cache(self.cache_dir) as root:
             preps = prepare_models(ds, models, poolings=parse_poolings(self.pooling), layers=self.layers, k=self.k,
                                    folds=self.folds, windows=self.windows, window_shortlist=self.window_shortlist,

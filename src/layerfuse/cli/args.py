@@ -67,6 +67,10 @@ def add_extract_args(p: argparse.ArgumentParser) -> None:
                    help="compute dtype; auto = bfloat16 where it measures faster than float32 (a bf16 GPU, an AMX "
                         "CPU; a quick matmul check), else float32 (default auto)")
     g.add_argument("--device", default=C.DEFAULT_DEVICE, help="auto (a GPU when present), cpu or cuda (default auto)")
+    g.add_argument("--compile", default=C.DEFAULT_COMPILE, choices=["auto", "on", "off"],
+                   help="run the transformer blocks through torch.compile: auto = on a CPU with a C++ compiler, "
+                        "for a pass long enough to repay compiling (100 TFLOP: SmolLM2 ~470k tokens); the generated code is "
+                        f"kept in the cache for the next run (default {C.DEFAULT_COMPILE}; docs/benchmarks.md)")
     g.add_argument("--storage", default=C.DEFAULT_STORAGE, choices=["float16", "float32"],
                    help=f"cache dtype (default {C.DEFAULT_STORAGE}; a chunk whose values outgrow float16 is kept "
                         "in float32)")
@@ -93,7 +97,7 @@ def config_from_args(args, *, models: str) -> dict:
         "models": models,
         "extraction": {"pooling": args.pooling, "max_length": args.max_length, "dtype": args.dtype,
                        "batch_tokens": args.batch_tokens, "device": args.device, "storage": args.storage,
-                       "workers": args.extract_workers, **engine_fields(args)},
+                       "workers": args.extract_workers, "compile": args.compile, **engine_fields(args)},
     }
     return merge_config(user, "command line")
 

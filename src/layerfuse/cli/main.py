@@ -42,7 +42,7 @@ FLAGS = {
     "test": "--test", "dataset": "--dataset", "text_column": "--text-column", "label_column": "--label-column",
     "test_fraction": "--test-fraction", "encoding": "--encoding", "pooling": "--pooling", "poolings": "--pooling",
     "max_length": "--max-length", "batch_tokens": "--batch-tokens", "dtype": "--dtype", "device": "--device",
-    "storage": "--storage", "combos": "--combos", "cache_dir": "--cache-dir", "fusion": "--fusion", "heads": "--heads",
+    "storage": "--storage", "compile": "--compile", "combos": "--combos", "cache_dir": "--cache-dir", "fusion": "--fusion", "heads": "--heads",
 }
 
 
@@ -165,6 +165,9 @@ def _run_parser(p: argparse.ArgumentParser) -> None:
     add_workers_arg(p)
     p.add_argument("--extract-workers", type=positive_arg, metavar="N",
                    help="processes sharing a local CPU extraction (overrides extraction.workers; default 1)")
+    p.add_argument("--compile", choices=["auto", "on", "off"],
+                   help="torch.compile the transformer blocks (overrides extraction.compile; default auto: on a CPU "
+                        "with a C++ compiler, for a pass long enough to repay compiling)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_engine_args(p, grid=True)
 

@@ -33,7 +33,8 @@ def cmd_extract(args) -> int:
     emb = extract(
         cfg["models"][0], data=ds, poolings=args.pooling, max_length=args.max_length, batch_tokens=args.batch_tokens,
         dtype=args.dtype, device=args.device, layers=layers, storage=args.storage, cache_dir=args.cache_dir,
-        progress=not args.no_progress and not args.json, workers=args.extract_workers, **engine,
+        progress=not args.no_progress and not args.json, workers=args.extract_workers, compile=args.compile,
+        **engine,
     )
     st = emb.stats
     exported = None
@@ -220,6 +221,8 @@ def cmd_run(args) -> int:
     flags = engine_fields(args)  # engine flags override the file's extraction.* (and --engine fusion.engine too)
     if args.extract_workers is not None:
         flags["workers"] = args.extract_workers
+    if args.compile is not None:
+        flags["compile"] = args.compile
     if flags:
         cfg = merge_config({**cfg, "extraction": {**cfg["extraction"], **flags},
                             "fusion": {**cfg["fusion"], "engine": flags.get("engine", cfg["fusion"]["engine"])}},

@@ -26,6 +26,7 @@ from layerfuse.config import (
     BATCH_TOKENS_BY_DTYPE,
     DEFAULT_BATCH_TOKENS,
     DEFAULT_CHUNK_TEXTS,
+    DEFAULT_COMPILE,
     DEFAULT_CPUS_PER_WORKER,
     DEFAULT_DEVICE,
     DEFAULT_DTYPE,
@@ -36,6 +37,7 @@ from layerfuse.config import (
     DEFAULT_STORAGE,
 )
 from layerfuse.embed.backbones import Backbone, describe_reference, load_backbone
+from layerfuse.embed.compiled import compile_blocks, compile_decision, normalise_compile
 from layerfuse.embed.device import resolve_device, resolve_dtype
 from layerfuse.embed.forward import embed_sorted, tokenize
 from layerfuse.embed.pooling import parse_poolings
@@ -154,13 +156,15 @@ def extract_texts(
     desc: str = "extract",
     loader=None,
     runner=None,
+    compile: str = DEFAULT_COMPILE,
 ) -> tuple[dict[str, np.ndarray], dict]:
     """Extract (or read from cache) ``{pooling: [depth+1, N, d]}`` for one list of texts.
 
     ``loader`` is called without arguments to get the :class:`Backbone` only when something must
     be computed. ``runner`` (e.g. :class:`layerfuse.scale.ray_extract.RayExtraction`) computes the
     missing chunks elsewhere instead of in this process; everything else, the cache writes
-    included, is the same. Returns the arrays and a stats dict.
+    included, is the same. ``compile`` (auto/on/off) is :func:`layerfuse.embed.compiled.compile_decision`'s
+    setting for the local engine. Returns the arrays and a stats dict.
 
     Longer than 80 lines: one resumable pass over an entry (lock it, find the finished chunks,
     compute the missing ones, assemble) shares the entry, the lock and the progress bar from start
@@ -268,6 +272,8 @@ def extract_texts(
     done = {i for i in range(n_chunks) if all(e.chunk_info(p, i) for p in todo_poolings)}
     todo = [i for i in range(n_chunks) if i not in done]
     total_tokens = int(sum(lengths[order[i * chunk_texts:(i + 1) * chunk_texts]].sum() for i in todo))
+    if runner is None and todo:
+        _maybe_compile(backbone, compile, total_tokens, use_depth, cache_dir, progress, desc, stats)
     bar = None
     if progress and todo:
         from tqdm.auto import tqdm
@@ -319,6 +325,24 @@ def extract_texts(
     return arrays, stats
 
 
+def _maybe_compile(backbone, setting, tokens, depth, cache_dir, progress, desc, stats) -> None:
+    """Compile ``backbone``'s blocks for this pass where :func:`compile_decision` says so (once per
+    loaded backbone); the choice, its reason and the compile time go into ``stats``."""
+    def say(msg):
+        if progress:
+            print(f"{desc}: {msg}", file=sys.stderr, flush=True)
+
+    already = bool(backbone.extra.get("compiled"))
+    on, why = compile_decision(setting, backbone, tokens, depth)
+    if on and not already:
+        say(f"compiling {backbone.ref}'s blocks with torch.compile ({why}; the generated code is kept for next time) …")
+        on = compile_blocks(backbone, root=cache_dir, announce=say)
+        if on:
+            say(f"compiled in {backbone.extra['compile_seconds']:.1f} s")
+            stats["compile_seconds"] = backbone.extra["compile_seconds"]
+    stats.update(compiled=bool(on), compile_reason=why)
+
+
 def _auto_dtype_in_cache(model, ds, split, dtype, max_length, depth, storage, cache_dir) -> str:
     """``dtype`` unless the cache holds an entry for these texts and settings made under the other
     automatic choice; then that one, so a rerun resumes or reuses it instead of starting over."""
@@ -358,6 +382,7 @@ def extract(
     cpus_per_worker: float = DEFAULT_CPUS_PER_WORKER,
     gpus_per_worker: float | None = None,
     workers: int | str = DEFAULT_EXTRACT_WORKERS,
+    compile: str | bool = DEFAULT_COMPILE,
     **data_kw,
 ) -> Embeddings:
     """Per-layer pooled embeddings of ``model`` over every split of a dataset.
@@ -374,8 +399,14 @@ def extract(
     ``workers`` processes share each split on a CPU (:mod:`layerfuse.scale.local_extract`; 1, the
     default: this process alone); the entry's key, order and shapes are the same whatever the
     count, its values the same to the compute dtype's rounding.
+
+    ``compile`` (``auto``, ``on``, ``off``): whether this process runs the blocks through
+    ``torch.compile`` (:mod:`layerfuse.embed.compiled`; auto: on a CPU, with a C++ compiler, for a
+    pass long enough to repay compiling). Worker processes and Ray actors run eager. Whether a
+    split ran compiled is in ``stats["splits"][split]["compiled"]``.
     """
     poolings = parse_poolings(poolings)
+    compile = normalise_compile(compile)
     check_choice(storage, STORAGE, "`storage`")
     if max_length < 2:
         raise LayerfuseError(f"`max_length` must be at least 2, got {max_length}")
@@ -406,14 +437,15 @@ def extract(
     try:
         return _extract_splits(model, dataset, train, test, data, poolings, max_length, batch_tokens, dtype, device,
                                layers, limit, storage, cache_dir, splits, progress, runner, data_kw,
-                               asked_dtype if engine == "local" else dtype, why)
+                               asked_dtype if engine == "local" else dtype, why, compile)
     finally:
         if runner is not None:
             runner.close()
 
 
 def _extract_splits(model, dataset, train, test, data, poolings, max_length, batch_tokens, dtype, device, layers,
-                    limit, storage, cache_dir, splits, progress, runner, data_kw, asked_dtype, why) -> Embeddings:
+                    limit, storage, cache_dir, splits, progress, runner, data_kw, asked_dtype, why,
+                    compile=DEFAULT_COMPILE) -> Embeddings:
     """The body of :func:`extract` once the engine, device and dtype are settled: one backbone
     (loaded on first need) runs every split, then :func:`_extraction_stats` sums them. ``asked_dtype``
     ``auto`` lets an unfinished entry of an earlier auto run decide the dtype; ``why`` holds the line
@@ -452,7 +484,8 @@ def _extract_splits(model, dataset, train, test, data, poolings, max_length, bat
         arrs, st = extract_texts(
             ref, sp.texts, text_fingerprint=ds.text_fingerprint(split), poolings=poolings, max_length=max_length,
             batch_tokens=batch_tokens, dtype=dtype, device=device, depth=depth, storage=storage,
-            cache_dir=cache_dir, progress=progress, desc=f"{model} {ds.name}/{split}", loader=loader, runner=runner)
+            cache_dir=cache_dir, progress=progress, desc=f"{model} {ds.name}/{split}", loader=loader, runner=runner,
+            compile=compile)
         for p, a in arrs.items():
             arrays[(split, p)] = a
         keys[split] = st.get("key")
@@ -508,5 +541,7 @@ def _extraction_stats(model, ds, use_splits, per_split, total_seconds, bb, *, dt
         "max_length": max_length,
         "batch_tokens": batch_tokens,
         "storage": storage,
+        "compiled": any(s.get("compiled") for s in per_split.values()),
+        "compile_seconds": sum(s.get("compile_seconds", 0.0) for s in per_split.values()),
         "engine": "local" if runner is None else dict(runner.stats),
     }

@@ -79,6 +79,7 @@ _FIELDS: dict[str, tuple[str, float | None, float | None]] = {
     "extraction.device": ("str", None, None),
     "extraction.storage": ("str", None, None),
     "extraction.workers": ("int", 1, None),
+    "extraction.compile": ("switch", None, None),
     "profile.folds": ("int", 2, None),
     "profile.windows": ("int", 1, None),
     "profile.eval_test": ("bool", None, None),
@@ -100,7 +101,7 @@ _FIELDS: dict[str, tuple[str, float | None, float | None]] = {
 #: Fields that also take the word "auto".
 _AUTO = {"extraction.batch_tokens"}
 _OPTIONAL = {"profile.window_shortlist", "data.limit", "data.test", "data.train", "data.dataset", "data.label_column"}
-_WORDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a text",
+_WORDS = {"switch": "auto, on or off", "int": "a whole number", "float": "a number", "bool": "true or false", "str": "a text",
           "data": "a file or folder path (or, from Python, a DataFrame or datasets table)"}
 
 
@@ -138,6 +139,14 @@ def _check_fields(cfg: dict, source: str) -> None:
         if kind == "bool":
             if not isinstance(value, bool):
                 raise bad
+            continue
+        if kind == "switch":  # auto / on / off, YAML's true / false taken as on / off
+            from layerfuse.embed.compiled import normalise_compile
+
+            try:
+                cfg[section][name] = normalise_compile(value)
+            except LayerfuseError:
+                raise bad from None
             continue
         if isinstance(value, bool):
             raise bad
