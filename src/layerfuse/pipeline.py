@@ -116,6 +116,22 @@ class FusionPipeline:
     def predict_proba(self, texts: Sequence[str], **kw) -> np.ndarray:
         return self.trained.predict_proba(self.sources(texts, **kw))
 
+    def compile(self, *, device: str = "cpu", cache_dir=None, announce=None) -> list[str]:
+        """Load every backbone and run its blocks through ``torch.compile``
+        (:func:`layerfuse.embed.compiled.compile_blocks`; a model that fails to compile stays eager
+        and ``announce`` says why). Worth it for a long-lived process (``layerfuse serve
+        --compile``); returns the backbones that run compiled."""
+        from layerfuse.embed.compiled import compile_blocks
+
+        done = []
+        for s in self.specs:
+            if s.model in self.lexical or s.model in done:
+                continue
+            bb = self._backbone(s.model, s.fingerprint, device, cache_dir)
+            if compile_blocks(bb, root=cache_dir, announce=announce):
+                done.append(s.model)
+        return done
+
     def predict(self, texts: Sequence[str], **kw) -> list[str]:
         proba = self.predict_proba(texts, **kw)
         return [self.classes[i] for i in proba.argmax(1)]

@@ -300,3 +300,25 @@ def test_a_parser_or_loop_that_is_not_installed_is_one_line_and_exit_2(tmp_path,
     assert f"{flag} {value} needs the {module} package" in err and f"{flag} auto" in err
     assert serve_cli._resolved("auto", serve_cli._HTTP, "h11") in ("h11", "httptools")
     assert serve_cli._resolved("auto", {"auto": None, "x": module}, "fallback") == "fallback"
+
+
+def test_compile_at_start_gives_the_same_predictions(classifier, reference):
+    from fastapi.testclient import TestClient
+
+    from layerfuse.embed.compiled import compiler
+    from layerfuse.serve import create_app
+    from layerfuse.serve.app import ServeSettings
+
+    if compiler() is None:
+        pytest.skip("torch.compile on a CPU needs a C++ compiler")
+    said = []
+    texts = make_texts(5, seed=7)[0]
+    with TestClient(create_app(classifier, ServeSettings(compile=True), log=said.append)) as client:
+        end = time.monotonic() + 180
+        while client.get("/v1/health").status_code != 200 and time.monotonic() < end:
+            time.sleep(0.1)
+        out = client.post("/v1/predict", json={"texts": texts}).json()["predictions"]
+        one = client.post("/v1/predict", json={"texts": texts[:1]}).json()["predictions"]
+    assert any(line.startswith("compiled ") and "no backbone" not in line for line in said), said
+    got = np.array([[p["probabilities"][c] for c in reference.classes] for p in out + one])
+    np.testing.assert_allclose(got, reference.predict_proba(texts + texts[:1]), atol=1e-5)

@@ -55,7 +55,11 @@ def add_serve_command(sub, examples) -> argparse.ArgumentParser:
                    help="seconds in-flight requests get to finish after SIGTERM/Ctrl-C "
                         f"(default {C.DEFAULT_SERVE_SHUTDOWN_TIMEOUT:g})")
     p.add_argument("--device", default=C.DEFAULT_DEVICE, help=f"auto, cpu or cuda (default {C.DEFAULT_DEVICE})")
-    p.add_argument("--cache-dir", help="cache root (for dequantised GGUF models)")
+    p.add_argument("--cache-dir", help="cache root (for dequantised GGUF models and compiled code)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the backbones' blocks at start, before ready (needs a C++ compiler; ~17 s "
+                        "the first time on a machine, a few seconds once the code is kept in the cache; "
+                        "docs/serve.md)")
     p.add_argument("--access-log", action="store_true", help="log every request (off by default)")
     p.add_argument("--http", default="auto", choices=sorted(_HTTP),
                    help="HTTP parser: auto (httptools when installed, else h11; the serve extra installs "
@@ -154,7 +158,7 @@ def cmd_serve(args) -> int:
     manifest = json.loads((Path(args.classifier) / MANIFEST).read_text())
     settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_texts=args.max_texts,
                              max_text_bytes=args.max_text_bytes, max_queue=args.max_queue,
-                             device=resolve_device(args.device), cache_dir=args.cache_dir)
+                             device=resolve_device(args.device), cache_dir=args.cache_dir, compile=args.compile)
     sock = _listen(args.host, args.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
@@ -171,7 +175,7 @@ def cmd_serve(args) -> int:
         if server is not None:
             server.should_exit = True
 
-    app = create_app(pipe, settings, manifest=manifest, on_ready=on_ready, on_failed=on_failed)
+    app = create_app(pipe, settings, manifest=manifest, on_ready=on_ready, on_failed=on_failed, log=log)
     config = uvicorn.Config(app, log_level="warning", access_log=args.access_log, lifespan="on",
                             http=args.http, loop=args.loop, timeout_graceful_shutdown=args.shutdown_timeout)
     server = _server_class(uvicorn)(config)

@@ -66,7 +66,11 @@ class ServeSettings:
     device : str
         Where the backbones run: ``cpu`` or ``cuda``.
     cache_dir : str, optional
-        Cache root (dequantised GGUF models).
+        Cache root (dequantised GGUF models, compiled code).
+    compile : bool
+        Compile the backbones' blocks at start (:meth:`FusionPipeline.compile`), before the server
+        reports ready; the warm-up then also runs one-text and one-token batches, which
+        ``torch.compile`` specialises, so no request pays for compiling.
     """
 
     max_batch: int = DEFAULT_SERVE_MAX_BATCH
@@ -76,6 +80,7 @@ class ServeSettings:
     max_queue: int = DEFAULT_SERVE_MAX_QUEUE
     device: str = "cpu"
     cache_dir: str | None = None
+    compile: bool = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,7 +290,7 @@ class _CountRequests:
 
 
 def create_app(pipeline, settings: ServeSettings | None = None, *, manifest: dict | None = None,
-               warmup: bool = True, on_ready=None, on_failed=None):
+               warmup: bool = True, on_ready=None, on_failed=None, log=None):
     """A FastAPI app serving ``pipeline``.
 
     One long function on purpose: the endpoints are closures over this app's own batcher, metrics
@@ -311,6 +316,8 @@ def create_app(pipeline, settings: ServeSettings | None = None, *, manifest: dic
     on_failed : callable, optional
         Called with the exception if loading the model fails (in the worker thread); the server
         then answers 503 ``failed``, and a command line server should exit.
+    log : callable, optional
+        Called with a line of text for what the start does (compiling).
 
     Returns
     -------
@@ -334,8 +341,15 @@ def create_app(pipeline, settings: ServeSettings | None = None, *, manifest: dic
     def startup():
         t0 = time.perf_counter()
         try:
-            if warmup:
+            if settings.compile:
+                done = pipeline.compile(**kw, announce=log)
+                if log is not None:
+                    log(f"compiled {', '.join(done) or 'no backbone'} in {time.perf_counter() - t0:.1f} s")
+            if warmup or settings.compile:
                 pipeline.predict_proba(["warm up"], **kw)
+            if settings.compile:  # sizes 1 are specialised by torch.compile: a batch of one text, a one-token text
+                pipeline.predict_proba(["ok"], **kw)
+                pipeline.predict_proba(["ok", "warm up the batch"], **kw)
         except BaseException as e:
             if on_failed is not None:
                 on_failed(e)
