@@ -7,7 +7,10 @@ products on the same input. Stacking the two weights gives one [T, d] x [d, 2h] 
 and larger kernel calls. The benchmark patches the loaded model's MLPs (benchmark only; the
 library does not) and times all-layer extraction over the same length-sorted SST-2 sentences
 with and without the patch, alternating ``--rounds`` times, then reports tokens/s, the median
-ratio and how far the pooled vectors move. Results: ``benchmarks/results/fused_mlp_ab*.{json,md}``.
+ratio and how far the pooled vectors move. ``--compiled`` compares the same inside compiled blocks
+(``layerfuse.embed.compiled.compile_blocks(gate_up=False)`` against ``gate_up=True``, the
+library's own stacking), each side compiled before its timed passes.
+Results: ``benchmarks/results/fused_mlp_ab*.{json,md}``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_util import max_rel_diff, sst2_sorted, write_results  # noqa: E402
 
+from layerfuse.embed.compiled import compile_blocks, eager_blocks  # noqa: E402
 from layerfuse.embed.forward import embed_sorted  # noqa: E402
 
 
@@ -58,6 +62,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=600, help="SST-2 train sentences (default 600)")
     ap.add_argument("--batch-tokens", type=int, default=2048)
     ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--compiled", action="store_true", help="both sides with compiled blocks")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/fused_mlp_ab"))
     args = ap.parse_args()
     _, _, bb, enc, side = sst2_sorted(args.model, args.dtype, args.n, 512)
@@ -71,27 +76,44 @@ def main() -> None:
     def flat(out: dict) -> np.ndarray:  # embed_sorted's {pooling: array}
         return np.concatenate([np.asarray(v, dtype=np.float32).ravel() for _, v in sorted(out.items())])
 
+    def patch(fused: bool) -> int:
+        """Put the side in place (and, compiled, compile it on a small batch); returns MLPs patched."""
+        if args.compiled:
+            compile_blocks(bb, gate_up=fused)
+            return len(bb.extra["stacked_mlps"])
+        if fused:
+            state["former"], n = fuse(bb.model)
+            return n
+        return 0
+
+    def unpatch() -> None:
+        if args.compiled:
+            eager_blocks(bb)
+        for mod, fwd in state.pop("former", {}).items():
+            mod.forward = fwd
+
+    state: dict = {}
     with torch.inference_mode():
+        patch(False)
         run()  # warm-up
         _, ref = run()
-        former, n_patched = fuse(bb.model)
+        unpatch()
+        n_patched = patch(True)
         run()
         _, fused_out = run()
-        for mod, fwd in former.items():
-            mod.forward = fwd
+        unpatch()
         secs: dict[str, list[float]] = {"separate": [], "fused": []}
         for r in range(args.rounds):
             for name in (("separate", "fused") if r % 2 == 0 else ("fused", "separate")):
-                if name == "fused":
-                    former, _ = fuse(bb.model)
+                patch(name == "fused")
+                run()  # a new compiled wrapper looks its graph up on the first pass
                 secs[name].append(run()[0])
-                if name == "fused":
-                    for mod, fwd in former.items():
-                        mod.forward = fwd
+                unpatch()
     tps = {k: [tokens / s for s in v] for k, v in secs.items()}
     ratios = [f / s for f, s in zip(tps["fused"], tps["separate"])]
     diff = max_rel_diff(flat(ref), flat(fused_out))
     res = {"command": "python benchmarks/fused_mlp_ab.py " + " ".join(sys.argv[1:]), "when": time.strftime("%Y-%m-%d %H:%M"),
+           "compiled": args.compiled,
            "machine": f"{os.cpu_count()} cores, {platform.machine()}, torch {torch.__version__}",
            "model": args.model, "dtype": args.dtype, "tokens": tokens, "patched_mlps": n_patched,
            "tokens_per_s": {k: [round(x) for x in v] for k, v in tps.items()},
@@ -99,7 +121,8 @@ def main() -> None:
            "max_rel_diff_pooled": diff}
     md = [f"Command: `{res['command']}` ({res['when']}, {res['machine']})", "",
           f"{args.model} {args.dtype}, {len(enc)} SST-2 sentences ({tokens:,} tokens), every layer, "
-          f"{args.batch_tokens}-token batches; {n_patched} MLPs patched; {args.rounds} alternating rounds.", "",
+          f"{args.batch_tokens}-token batches; {n_patched} MLPs patched; {args.rounds} alternating rounds"
+          + ("; both sides with compiled blocks" if args.compiled else "") + ".", "",
           "| round | separate tokens/s | fused tokens/s | fused / separate |", "| ---: | ---: | ---: | ---: |"]
     md += [f"| {i + 1} | {tps['separate'][i]:.0f} | {tps['fused'][i]:.0f} | {ratios[i]:.3f}× |" for i in range(args.rounds)]
     md += ["", f"Median {res['median_ratio']:.3f}×; pooled vectors move by at most {diff:.1e} of the largest value."]

@@ -36,6 +36,9 @@ def test_compiled_blocks_give_the_eager_vectors_and_undo(bb, tmp_path, one_torch
     early_eager = _embed(bb, depth=1)
     assert compile_blocks(bb, root=tmp_path, announce=pytest.fail)
     assert bb.extra["compiled"] and bb.extra["compile_seconds"] > 0
+    assert len(bb.extra["stacked_mlps"]) == bb.n_layers  # the tiny llama's MLPs: gate and up as one product
+    mlp = bb.extra["stacked_mlps"][0]
+    assert mlp.gate_proj.weight.data_ptr() == mlp.gate_up_weight.data_ptr()  # views, no copy
     assert any((tmp_path / "inductor").iterdir())  # the generated code is kept under the cache root
     done = _embed(bb)  # batches of several shapes: one dynamic graph
     early = _embed(bb, depth=1)  # the early stop still ends the pass after block 1
@@ -43,7 +46,8 @@ def test_compiled_blocks_give_the_eager_vectors_and_undo(bb, tmp_path, one_torch
         np.testing.assert_allclose(done[p], eager[p], rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(early[p], early_eager[p], rtol=1e-4, atol=1e-5)
     eager_blocks(bb)
-    assert "compiled" not in bb.extra
+    assert "compiled" not in bb.extra and "forward" not in mlp.__dict__ and not hasattr(mlp, "gate_up_weight")
+    np.testing.assert_allclose(_embed(bb)["mean"], eager["mean"], rtol=1e-5, atol=1e-6)
     assert all(not hasattr(b.forward, "_torchdynamo_orig_callable") for b in bb.layer_modules())
 
 
