@@ -197,20 +197,16 @@ def compile_blocks(backbone, *, root=None, warm_up: bool = True, announce=None, 
 
 
 def _warm_up(backbone) -> None:
-    """One pass over a small two-text batch of different lengths (sizes 0 and 1 are specialised by
-    torch.compile, so the batch and its length stay above them)."""
-    import torch
-
-    from layerfuse.embed.forward import _pad, forward_pooled
+    """One pass (:func:`~layerfuse.embed.forward.embed_sorted`) over one batch of two token lists
+    of different lengths (sizes 0 and 1 are specialised by torch.compile, so the batch and its
+    length stay above them)."""
+    from layerfuse.embed.forward import embed_sorted
 
     tok = backbone.tokenizer
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
     first = min(int(getattr(tok, "vocab_size", 100) or 100) - 1, 100)
     seqs = [list(range(first - 7, first + 1)), list(range(first - 4, first + 1))]
-    ids, mask = _pad(seqs, pad_id, getattr(tok, "padding_side", "right") or "right")
-    dev = next(backbone.model.parameters()).device
-    with torch.inference_mode():
-        forward_pooled(backbone, ids.to(dev), mask.to(dev), backbone.n_layers, ["mean"])
+    embed_sorted(backbone, seqs, ["mean"], backbone.n_layers,
+                 padding_side=getattr(tok, "padding_side", "right") or "right")
 
 
 def eager_blocks(backbone) -> None:
