@@ -129,3 +129,53 @@ def test_known_shape_reads_aliases_and_folders(tmp_path):
     assert known_shape(str(tmp_path)) == (4, 64)
     assert known_shape(str(tmp_path / "missing")) is None
     assert known_shape("some-org/some-model") is None
+
+
+@pytest.mark.parametrize("end", ["kill", "stop"])
+def test_a_workers_pipe_is_closed_only_once_no_call_is_using_it(monkeypatch, end):
+    # A call's thread that read the pipe's descriptor number just before the pipe was closed used
+    # to write its task to whatever reused that number: once, the next worker's pipe (CI: a kept
+    # worker answered another test's 2 / 1 with 2.0).
+    import threading
+    import time
+
+    from layerfuse.errors import LayerfuseError
+    from layerfuse.run import workers
+
+    events, go_on = [], threading.Event()
+
+    class Pipe:
+        def send(self, message):
+            events.append("send")
+            go_on.wait(10)
+
+        def recv(self):
+            events.append("recv")
+            raise EOFError
+
+        def close(self):
+            events.append("close")
+
+    class Process:
+        exitcode = -15
+
+        def is_alive(self):
+            return False
+
+        def join(self, timeout=None):
+            pass
+
+    monkeypatch.setattr(workers._Worker, "_spawn", staticmethod(lambda: (Pipe(), Process())))
+    w = workers._Worker()
+    fut = w.call(None, int, ())
+    while "send" not in events:
+        time.sleep(0.01)
+    ending = threading.Thread(target=getattr(w, end))
+    ending.start()
+    time.sleep(0.3)
+    assert "close" not in events  # the call's thread is still inside send
+    go_on.set()
+    ending.join(10)
+    assert events == ["send", "recv", "close"]
+    with pytest.raises(LayerfuseError, match="ended unexpectedly"):
+        fut.result(timeout=10)

@@ -81,15 +81,28 @@ class _Worker:
     does."""
 
     def __init__(self):
+        import threading
+
+        # Held by a call's thread while it uses the pipe, and by stop()/kill() while they close it:
+        # a call thread that read the pipe's descriptor number just before a close would otherwise
+        # write to whatever file or pipe reuses that number next (once, a later worker's pipe: that
+        # worker answered a task it was never given).
+        self._lock = threading.Lock()
+        self._ended = self._pipe_closed = False
+        self.conn, self.proc = self._spawn()
+
+    @staticmethod
+    def _spawn():
+        """The started process and this end of the pipe to it."""
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child, os.getpid()), daemon=True,
-                                name="layerfuse-worker")
+        conn, child = ctx.Pipe()
+        proc = ctx.Process(target=_worker_main, args=(child, os.getpid()), daemon=True, name="layerfuse-worker")
         with spawning_without_main():
-            self.proc.start()
+            proc.start()
         child.close()
+        return conn, proc
 
     def call(self, setup, fn, args):
         """Run ``fn(*args)`` there (after ``setup = (initializer, initargs)`` if given); a Future."""
@@ -100,8 +113,13 @@ class _Worker:
 
         def body():
             try:
-                self.conn.send((setup, fn, args))
-                status, value = self.conn.recv()
+                with self._lock:
+                    try:
+                        self.conn.send((setup, fn, args))
+                        status, value = self.conn.recv()
+                    finally:
+                        if self._ended:  # kill() gave up waiting for this thread to let go
+                            self._close_pipe()
             except (EOFError, OSError, BrokenPipeError):
                 code = self.proc.exitcode
                 fut.set_exception(LayerfuseError(
@@ -124,20 +142,38 @@ class _Worker:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Ask it to end (or end it, if it is busy or does not answer)."""
+        if not self._lock.acquire(timeout=timeout):  # a call still running there: end it
+            self.kill()
+            return
         try:
-            self.conn.close()  # the worker's recv sees EOF once its current call is done
-        except OSError:
-            pass
+            self._close_pipe()  # the worker's recv sees EOF and it returns
+        finally:
+            self._lock.release()
         self.proc.join(timeout)
         if self.proc.is_alive():
             self.proc.terminate()
             self.proc.join(timeout)
 
     def kill(self) -> None:
-        """End it now, whatever it is running."""
+        """End it now, whatever it is running; the pipe is closed once no call's thread uses it
+        (a call waiting on the ended process sees EOF and lets go)."""
         if self.proc.is_alive():
             self.proc.terminate()
         self.proc.join(5.0)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(5.0)
+        self._ended = True
+        if self._lock.acquire(timeout=10.0):  # else the call's thread closes it when it lets go
+            try:
+                self._close_pipe()
+            finally:
+                self._lock.release()
+
+    def _close_pipe(self) -> None:
+        if self._pipe_closed:
+            return
+        self._pipe_closed = True
         try:
             self.conn.close()
         except OSError:
