@@ -12,7 +12,9 @@ benchmarks/results/env_ab.{json,md}.
 
 Settings worth knowing: ``THP_MEM_ALLOC_ENABLE=1`` makes torch's CPU allocator ask for transparent
 huge pages for large tensors (useful where THP is ``madvise``); ``OMP_PROC_BIND``/``OMP_PLACES``
-pin the OpenMP threads to cores.
+pin the OpenMP threads to cores; ``GOMP_SPINCOUNT`` / ``OMP_WAIT_POLICY`` say how long libgomp's
+threads spin before they sleep between parallel regions. ``--compiled``: the blocks run compiled
+(:mod:`layerfuse.embed.compiled`), whose fused kernels are many short parallel regions.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ texts = load_builtin("sst2").splits["train"].texts[:{texts}]
 enc, _ = tokenize(bb, texts, 128)
 enc = sorted(enc, key=len, reverse=True)
 bt = BATCH_TOKENS_BY_DTYPE[{dtype!r}]
+if {compiled!r}:
+    from layerfuse.embed.compiled import compile_blocks
+    assert compile_blocks(bb, announce=print), "could not compile the blocks"
 embed_sorted(bb, enc[::20], ["mean", "last"], bb.n_layers, batch_tokens=bt)
 f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 t0 = time.perf_counter()
@@ -67,12 +72,14 @@ def main() -> None:
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     ap.add_argument("--texts", type=int, default=1200)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--compiled", action="store_true", help="compile the blocks first (layerfuse.embed.compiled)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "env_ab"))
     args = ap.parse_args()
     settings = {"unchanged": {}}
     for spec in args.env:
         settings[spec] = dict(item.split("=", 1) for item in shlex.split(spec))
-    code = CHILD.format(src=str(ROOT / "src"), model=args.model, dtype=args.dtype, texts=args.texts)
+    code = CHILD.format(src=str(ROOT / "src"), model=args.model, dtype=args.dtype, texts=args.texts,
+                       compiled=args.compiled)
     load_before = os.getloadavg()[0]
     runs: dict = {name: [] for name in settings}
     for r in range(args.rounds):
@@ -91,10 +98,11 @@ def main() -> None:
     data = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M"),
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
             "model": args.model, "dtype": args.dtype, "texts": args.texts, "rounds": args.rounds,
+            "compiled": args.compiled,
             "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]}, "rows": rows}
     md = [f"Command: `{command}` ({data['date']}, {data['machine']}; load average {load_before:.1f} before, "
           f"{data['load_average_1min']['after']:.1f} after)", "",
-          f"{args.model} in {args.dtype}, {args.texts} SST-2 train texts, every layer, mean + last, two timed passes "
+          f"{args.model} in {args.dtype}{', compiled blocks' if args.compiled else ''}, {args.texts} SST-2 train texts, every layer, mean + last, two timed passes "
           f"per child process; {args.rounds} rounds, the settings in turn.", "",
           "| setting | tokens/s per round | median | vs unchanged | minor faults per round |",
           "| --- | --- | ---: | ---: | --- |"]
