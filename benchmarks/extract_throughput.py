@@ -175,13 +175,16 @@ def memory_panel(bbs: dict, n_tokens: int, rounds: int = 3) -> list[dict]:
 def sweep(budgets: list[int], args) -> None:
     texts = load_builtin("sst2").splits["train"].texts[: args.n]
     bbs = {dt: load_backbone(args.model, dtype=dt, progress=True) for dt in _dtypes(args.dtypes)}
+    mode = "on" if args.sweep_compiled else "off"
     for bb in bbs.values():
-        run_layerfuse(bb, texts[:16], budgets[0])
+        if args.sweep_compiled and not compile_blocks(bb, announce=print):
+            sys.exit("could not compile the blocks")
+        run_layerfuse(bb, texts[:16], budgets[0], compile=mode)
     rows = []
     for b in budgets:
         row = {"batch_tokens": b}
         for dt, bb in bbs.items():
-            r = measured(lambda: run_layerfuse(bb, texts, b))
+            r = measured(lambda: run_layerfuse(bb, texts, b, compile=mode))
             row[f"{dt}_tokens_per_s"] = r["tokens"] / r["seconds"]
             row[f"{dt}_peak_above_start_mb"] = r["peak_above_start_mb"]
         rows.append(row)
@@ -192,11 +195,13 @@ def sweep(budgets: list[int], args) -> None:
     out.write_text(json.dumps({"command": f"python benchmarks/extract_throughput.py --sweep {args.sweep}"
                                + _model_flag(args.model) + ("" if args.n == 300 else f" --n {args.n}")
                                + (f" --threads {args.threads}" if args.threads else "")
+                               + (" --sweep-compiled" if args.sweep_compiled else "")
                                + ("" if args.dtypes == "auto" else f" --dtypes {args.dtypes}")
                                + (f" --out {args.out}" if args.out else ""),
                                "threads": torch.get_num_threads(),
                                "date": time.strftime("%Y-%m-%d %H:%M"), "model": args.model, "texts": len(texts),
-                               "load_average_1min": os.getloadavg()[0], "rows": rows}, indent=2))
+                               "load_average_1min": os.getloadavg()[0], "compiled": args.sweep_compiled,
+                               "rows": rows}, indent=2))
     print(f"wrote {out}")
 
 
@@ -224,6 +229,7 @@ def main() -> None:
                          "instructions)")
     ap.add_argument("--memory-tokens", type=int, default=8192, help="tokens in the memory panel's one batch")
     ap.add_argument("--memory-rounds", type=int, default=3, help="rotated rounds of the memory panel (default 3)")
+    ap.add_argument("--sweep-compiled", action="store_true", help="with --sweep: the blocks compiled")
     ap.add_argument("--sweep", help="instead: compare batch-token budgets, e.g. 512,1024,2048,4096,8192, for fp32 and "
                     "bf16 side by side; writes benchmarks/results/extract_batch_sweep[_<model>].json")
     args = ap.parse_args()
