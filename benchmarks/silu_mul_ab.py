@@ -123,9 +123,11 @@ def main() -> None:
         return
 
     def child(kind: str) -> dict:
-        out = subprocess.run([sys.executable, __file__, "--child", kind, "--texts", str(args.texts),
-                              "--reps", str(args.reps)], capture_output=True, text=True, check=True).stdout
-        return json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
+        done = subprocess.run([sys.executable, __file__, "--child", kind, "--texts", str(args.texts),
+                               "--reps", str(args.reps)], capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.exit(f"the {kind} child failed:\n{done.stderr[-3000:]}")
+        return json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
 
     kernel = child("kernel")
     print(f"kernel alone: {kernel['rows']} x {kernel['width']} in {kernel['ms']:.2f} ms "
