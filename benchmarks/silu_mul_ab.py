@@ -9,6 +9,10 @@ activations of the last ``--texts`` sentences (elements per second), and (2) who
 over the ``--texts`` sentences with the kernel as inductor writes it (``base``) or replaced by an
 opaque custom op running eager ``silu`` then in-place ``mul_`` (``op``), each variant in its own
 process (the compiled code differs), alternating ``--rounds`` times. Prints tokens/s and the ratio.
+(3) ``timed``: one more process whose custom op runs the kernel compiled on its own (the code
+``kernel_alone`` times) and clocks every call inside real passes: the kernel's seconds, elements/s
+and share of the pass, the wall-clock counterpart of the profile's row (the profiler's
+per-kernel records are not free; with ``op`` ≈ ``base`` the timed kernel stands for the fused one).
 """
 
 from __future__ import annotations
@@ -50,6 +54,33 @@ def _patch_custom_op() -> None:
     compiled._fused_gate_up = forward
 
 
+def _patch_timed_op(clock: list) -> None:
+    """The custom op runs the SiLU x up kernel compiled on its own and adds each call's
+    ``(seconds, elements)`` to ``clock``."""
+    import torch
+    import torch.nn.functional as F
+
+    from layerfuse.embed import compiled
+
+    kernel = torch.compile(lambda t: F.silu(t[..., : t.shape[-1] // 2]) * t[..., t.shape[-1] // 2:], dynamic=True)
+
+    @torch.library.custom_op("layerfuse_bench::silu_mul_timed", mutates_args=(), schema="(Tensor gu) -> Tensor")
+    def silu_mul(gu):
+        t0 = time.perf_counter()
+        out = kernel(gu)
+        clock.append((time.perf_counter() - t0, gu.numel() // 2))
+        return out
+
+    @silu_mul.register_fake
+    def _(gu):
+        return gu.new_empty((*gu.shape[:-1], gu.shape[-1] // 2))
+
+    def forward(self, x):
+        return self.down_proj(silu_mul(F.linear(x, self.gate_up_weight)))
+
+    compiled._fused_gate_up = forward
+
+
 def one_pass(variant: str, texts: int, reps: int) -> dict:
     """In this process: compile (``variant``), warm up, then ``reps`` timed passes."""
     from bench_util import sst2_sorted
@@ -58,8 +89,11 @@ def one_pass(variant: str, texts: int, reps: int) -> dict:
     from layerfuse.embed.forward import embed_sorted
 
     quiet_libraries()
+    clock: list = []
     if variant == "op":
         _patch_custom_op()
+    elif variant == "timed":
+        _patch_timed_op(clock)
     dtype, bt, bb, enc, side = sst2_sorted("smollm2-135m", "bfloat16", texts, 128)
     if not compile_blocks(bb, announce=print):
         sys.exit("could not compile the blocks")
@@ -69,12 +103,19 @@ def one_pass(variant: str, texts: int, reps: int) -> dict:
 
     run()
     tokens = sum(map(len, enc))
-    rates = []
+    rates, kernel_s, elements = [], [], 0
     for _ in range(reps):
+        clock.clear()
         t0 = time.perf_counter()
         run()
         rates.append(tokens / (time.perf_counter() - t0))
-    return {"variant": variant, "tokens": tokens, "tokens_per_s": rates}
+        kernel_s.append(sum(s for s, _ in clock))
+        elements = sum(n for _, n in clock)
+    out = {"variant": variant, "tokens": tokens, "tokens_per_s": rates}
+    if variant == "timed":
+        out.update(kernel_seconds=kernel_s, kernel_calls=len(clock), kernel_elements=elements,
+                   kernel_share=[k * r / tokens for k, r in zip(kernel_s, rates)])
+    return out
 
 
 def kernel_alone(texts: int) -> dict:
@@ -115,7 +156,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="alternations of the two variants (default 2)")
     ap.add_argument("--reps", type=int, default=3, help="timed passes per process (default 3)")
     ap.add_argument("--out", help="results path without suffix")
-    ap.add_argument("--child", choices=["base", "op", "kernel"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=["base", "op", "kernel", "timed"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         r = kernel_alone(args.texts) if args.child == "kernel" else one_pass(args.child, args.texts, args.reps)
@@ -139,23 +180,33 @@ def main() -> None:
             print(f"round {r + 1} {kind}: tokens/s " + ", ".join(f"{v:,.0f}" for v in passes[-1]["tokens_per_s"]),
                   flush=True)
 
-    def median(kind):
-        import statistics
+    import statistics
 
+    def median(kind):
         return statistics.median(v for p in passes if p["variant"] == kind for v in p["tokens_per_s"])
 
+    timed = child("timed")
+    share = statistics.median(timed["kernel_share"])
+    in_pass = timed["kernel_elements"] / statistics.median(timed["kernel_seconds"])
+    print(f"timed in passes: {timed['kernel_calls']} calls, {in_pass / 1e9:.2f} G elements/s, "
+          f"{100 * share:.1f} % of the pass (tokens/s " + ", ".join(f"{v:,.0f}" for v in timed["tokens_per_s"]) + ")",
+          flush=True)
     ratio = median("op") / median("base")
     cmd = " ".join(["python benchmarks/silu_mul_ab.py", *sys.argv[1:]])
     print(f"custom op / inductor kernel: {ratio:.3f}x (medians {median('op'):,.0f} / {median('base'):,.0f} tokens/s)")
     data = {"command": cmd, "date": time.strftime("%Y-%m-%d %H:%M"), "texts": args.texts, "kernel_alone": kernel,
-            "passes": passes, "op_vs_base": ratio, "load_average_1min": os.getloadavg()[0]}
+            "passes": passes, "op_vs_base": ratio,
+            "timed": timed, "timed_share": share, "timed_elements_per_s": in_pass, "load_average_1min": os.getloadavg()[0]}
     md = ["# SiLU x up: inductor's kernel alone, and replaced by eager ops", "",
           f"`{cmd}` ({data['date']}, {os.cpu_count()} cores): SmolLM2-135M bf16, compiled blocks, "
           f"{args.texts} SST-2 train sentences.", "",
           f"* kernel alone on layer 15's real gate/up product: {kernel['rows']} x {kernel['width']} in "
           f"{kernel['ms']:.2f} ms, {kernel['elements_per_s'] / 1e9:.2f} G elements/s",
           f"* whole passes, custom op (eager silu + mul_) / inductor's kernel: **{ratio:.3f}x** "
-          f"(median {median('op'):,.0f} vs {median('base'):,.0f} tokens/s)", "",
+          f"(median {median('op'):,.0f} vs {median('base'):,.0f} tokens/s)",
+          f"* the kernel clocked inside real passes (compiled on its own, called from the custom op): "
+          f"{timed['kernel_calls']} calls per pass, {in_pass / 1e9:.2f} G elements/s, **{100 * share:.1f} %** "
+          f"of the pass (median of {len(timed['kernel_share'])} passes)", "",
           "| round | variant | tokens/s |", "| --- | --- | --- |"]
     md += [f"| {i // 2 + 1} | {p['variant']} | " + ", ".join(f"{v:,.0f}" for v in p["tokens_per_s"]) + " |"
            for i, p in enumerate(passes)]
