@@ -2,6 +2,7 @@
 
     python benchmarks/attention_ab.py                          # SmolLM2 and MiniLM, bf16 where auto picks it
     python benchmarks/attention_ab.py --dtype float32 --texts 600 --rounds 4
+    python benchmarks/attention_ab.py --models smollm2-135m --compiled --rounds 4
 
 transformers loads both packaged models with ``attn_implementation="sdpa"``, which on a CPU runs
 ``_scaled_dot_product_flash_attention_for_cpu``. For the short, padded, length-sorted batches of an
@@ -10,8 +11,10 @@ backbone, a warm-up pass in each implementation, then ``--rounds`` rounds over t
 length-sorted SST-2 train texts, every layer, mean + last pooling, the order of the two
 implementations alternating from round to round. Each round's sdpa/eager time ratio is kept; the
 median and range of the ratios count (this machine is shared and noisy). The pooled arrays of the
-two are compared (max |difference| over the array's max |value|). Writes
-benchmarks/results/attention_ab.{json,md}.
+two are compared (max |difference| over the array's max |value|). ``--compiled`` runs the blocks
+compiled (:func:`layerfuse.embed.compiled.compile_blocks`; the warm-up compiles each
+implementation's graph), where inductor fuses eager attention's mask, softmax and casts but leaves
+sdpa one opaque kernel. Writes benchmarks/results/attention_ab.{json,md}.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ def main() -> None:
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--texts", type=int, default=1200)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--compiled", action="store_true", help="compile the blocks (layerfuse's compile: on)")
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     args = ap.parse_args()
     quiet_libraries()
@@ -58,6 +62,11 @@ def main() -> None:
     results = []
     for model in args.models.split(","):
         bb = load_backbone(model, dtype=dtype, device="cpu", progress=False)
+        if args.compiled:
+            from layerfuse.embed.compiled import compile_blocks
+
+            if not compile_blocks(bb, warm_up=False):
+                sys.exit(f"could not compile {model}'s blocks")
         enc, _ = sorted_tokens(bb, texts, 512)  # the side stays embed_sorted's default, as measured
         tokens = sum(map(len, enc))
 
@@ -91,12 +100,14 @@ def main() -> None:
               f"{row['tokens_per_s']['eager']:,.0f}; max rel diff mean {diff['mean']:.1e}, last {diff['last']:.1e}",
               flush=True)
     meta = {"machine": cpu, "cores": os.cpu_count(), "dtype": dtype, "batch_tokens": batch_tokens,
+            "compiled": args.compiled,
             "texts": len(texts), "rounds": args.rounds, "date": time.strftime("%Y-%m-%d %H:%M"),
             "load_average_1min": os.getloadavg()[0],
             "command": "python benchmarks/attention_ab.py " + " ".join(sys.argv[1:])}
     lines = [f"# Attention kernel on a CPU: sdpa vs eager ({cpu}, {os.cpu_count()} cores)", "",
              f"`{meta['command'].strip()}` ({meta['date']}): {len(texts)} SST-2 train texts, every layer, mean + "
-             f"last pooling, {dtype}, {batch_tokens}-token batches, {args.rounds} alternating rounds after a "
+             f"last pooling, {dtype}{', compiled blocks' if args.compiled else ''}, {batch_tokens}-token batches, "
+             f"{args.rounds} alternating rounds after a "
              f"warm-up; load average {meta['load_average_1min']:.1f}.", "",
              "| model | tokens | sdpa tok/s | eager tok/s | eager speed-up (median, range) | max rel. diff (mean / last) |",
              "|---|---:|---:|---:|---|---|"]
