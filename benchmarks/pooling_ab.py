@@ -2,6 +2,7 @@
 
     python benchmarks/pooling_ab.py                       # SmolLM2, bf16 where auto picks it
     python benchmarks/pooling_ab.py --model minilm-l6 --rounds 6
+    python benchmarks/pooling_ab.py --compiled              # compiled blocks: eager mean vs compiled mean
 
 ``layerfuse.embed.pooling.LayerPooler`` pools every layer of a batch inside the forward pass. Its
 mean converts the whole ``[B, T, d]`` layer to float32, zeroes the padding and sums (``copy``, the
@@ -12,6 +13,11 @@ mean + last pooling) once with each, the order alternating from round to round a
 of both; each round's copy / no-copy time ratio is kept and the median and range reported (above
 1: no copy is faster). The pooled arrays of the two are compared (max |difference| over max
 |value|: 0 means bit-identical). Writes ``benchmarks/results/pooling_ab[_<model>].{json,md}``.
+
+``--compiled``: both sides run compiled blocks (:func:`layerfuse.embed.compiled.compile_blocks`);
+``compiled mean`` pools as layerfuse then does (the mean through a compiled
+:func:`~layerfuse.embed.pooling.masked_mean`), ``eager mean`` with the eager formula. Each round
+also clocks the pooler's calls: seconds of pooling per pass.
 """
 
 from __future__ import annotations
@@ -58,6 +64,8 @@ def main() -> None:
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--texts", type=int, default=1200)
     ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--compiled", action="store_true",
+                    help="compiled blocks on both sides: the eager mean against the compiled mean")
     ap.add_argument("--out", help="results path without suffix (default benchmarks/results/pooling_ab_<model>)")
     args = ap.parse_args()
     quiet_libraries()
@@ -66,53 +74,89 @@ def main() -> None:
     import layerfuse.embed.forward as forward
 
     current_cls = forward.LayerPooler
+    pooling_s = [0.0]
 
-    def run(cls):
-        forward.LayerPooler = cls
+    def clocked(cls):
+        class Clocked(cls):
+            def __call__(self, hidden):
+                t0 = time.perf_counter()
+                try:
+                    return super().__call__(hidden)
+                finally:
+                    pooling_s[0] += time.perf_counter() - t0
+
+        return Clocked
+
+    compiled_mean = None
+    if args.compiled:
+        from layerfuse.embed.compiled import compile_blocks
+
+        if not compile_blocks(bb, announce=print):
+            sys.exit("could not compile the blocks")
+        compiled_mean = bb.extra["pooled_mean"]
+
+    def run(variant):
+        cls, mean = variant
+        forward.LayerPooler = clocked(cls)
+        if args.compiled:
+            bb.extra["pooled_mean"] = mean
+        pooling_s[0] = 0.0
         try:
             t0 = time.perf_counter()
             out = embed_sorted(bb, enc, POOLINGS, bb.n_layers, batch_tokens=batch_tokens, padding_side=side)
             return time.perf_counter() - t0, out
         finally:
             forward.LayerPooler = current_cls
+            if args.compiled:
+                bb.extra["pooled_mean"] = compiled_mean
 
-    variants = {"copy": current_cls, "no copy": NoCopyPooler}
-    for cls in variants.values():  # warm-up
-        run(cls)
+    if args.compiled:
+        variants = {"eager mean": (current_cls, pooling.masked_mean), "compiled mean": (current_cls, compiled_mean)}
+    else:
+        variants = {"copy": (current_cls, None), "no copy": (NoCopyPooler, None)}
+    names = list(variants)
+    for v in variants.values():  # warm-up
+        run(v)
     cpu = platform.processor() or platform.machine()
     print(f"{args.model}: {len(enc)} texts, {tokens:,} tokens, {dtype}, {batch_tokens}-token batches, "
           f"{args.rounds} rounds; {cpu}, {os.cpu_count()} cores", flush=True)
     seconds = {k: [] for k in variants}
+    pooled = {k: [] for k in variants}
     outs = {}
     for r in range(args.rounds):
-        order = list(variants) if r % 2 == 0 else list(variants)[::-1]
+        order = names if r % 2 == 0 else names[::-1]
         for name in order:
             s, outs[name] = run(variants[name])
             seconds[name].append(s)
-        print(f"  round {r + 1}: copy {seconds['copy'][-1]:.2f} s, no copy {seconds['no copy'][-1]:.2f} s",
-              flush=True)
-    ratios = [a / b for a, b in zip(seconds["copy"], seconds["no copy"])]
-    diff = {p: max_rel_diff(outs["copy"][p], outs["no copy"][p]) for p in POOLINGS}
+            pooled[name].append(pooling_s[0])
+        print(f"  round {r + 1}: " + ", ".join(f"{n} {seconds[n][-1]:.2f} s (pooling {pooled[n][-1]:.2f} s)"
+                                              for n in names), flush=True)
+    ratios = [a / b for a, b in zip(seconds[names[0]], seconds[names[1]])]
+    diff = {p: max_rel_diff(outs[names[0]][p], outs[names[1]][p]) for p in POOLINGS}
     speed = statistics.median(ratios)
-    print(f"no copy / copy speed {speed:.2f}x (rounds {min(ratios):.2f}-{max(ratios):.2f}); "
-          f"max rel diff mean {diff['mean']:.1e}, last {diff['last']:.1e}")
+    print(f"{names[1]} / {names[0]} speed {speed:.2f}x (rounds {min(ratios):.2f}-{max(ratios):.2f}); "
+          f"pooling per pass (median) " + ", ".join(f"{n} {statistics.median(pooled[n]):.2f} s" for n in names)
+          + f"; max rel diff mean {diff['mean']:.1e}, last {diff['last']:.1e}")
     cmd = " ".join(["python benchmarks/pooling_ab.py", *sys.argv[1:]])
     data = {"command": cmd, "date": time.strftime("%Y-%m-%d %H:%M"), "model": args.model, "dtype": dtype,
-            "batch_tokens": batch_tokens, "texts": len(enc), "tokens": tokens, "seconds": seconds,
+            "batch_tokens": batch_tokens, "texts": len(enc), "tokens": tokens, "compiled": args.compiled,
+            "seconds": seconds, "pooling_seconds": pooled,
             "ratios": ratios, "speedup_median": speed, "max_rel_diff": diff, "cpu": cpu,
             "bf16_instructions": bf16_instructions(), "cores": os.cpu_count(),
             "load_average_1min": os.getloadavg()[0]}
     tps = {k: tokens / statistics.median(v) for k, v in seconds.items()}
-    md = [f"# Mean pooling with and without a float32 copy: {args.model}", "",
+    title = "the eager and the compiled mean, compiled blocks" if args.compiled else "with and without a float32 copy"
+    md = [f"# Mean pooling, {title}: {args.model}", "",
           f"`{cmd}` ({data['date']}, {cpu}, {os.cpu_count()} cores, bf16 instructions: {data['bf16_instructions']}): "
           f"{len(enc)} SST-2 train texts, {tokens:,} tokens, every layer, mean + last pooling, {dtype}, "
           f"{batch_tokens}-token batches, {args.rounds} alternating rounds after a warm-up; load average "
           f"{data['load_average_1min']:.1f}.", "",
-          "| formula | seconds per round | tokens/s (median) |", "| --- | --- | ---: |"]
+          "| formula | seconds per round | of which pooling | tokens/s (median) |", "| --- | --- | --- | ---: |"]
     for k, v in seconds.items():
-        md.append(f"| {k} | {', '.join(f'{s:.2f}' for s in v)} | {tps[k]:,.0f} |")
-    md += ["", f"no copy / copy speed: **{speed:.2f}×** (median of rounds, {min(ratios):.2f}–{max(ratios):.2f}); "
-           f"max rel. diff mean {diff['mean']:.1e}, last {diff['last']:.1e}."]
+        md.append(f"| {k} | {', '.join(f'{s:.2f}' for s in v)} | {', '.join(f'{s:.2f}' for s in pooled[k])} "
+                  f"| {tps[k]:,.0f} |")
+    md += ["", f"{names[1]} / {names[0]} speed: **{speed:.2f}×** (median of rounds, {min(ratios):.2f}–"
+           f"{max(ratios):.2f}); max rel. diff mean {diff['mean']:.1e}, last {diff['last']:.1e}."]
     write_results(args.out or ROOT / "benchmarks" / "results" / f"pooling_ab_{args.model}", data, md)
 
 

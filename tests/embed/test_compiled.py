@@ -40,13 +40,18 @@ def test_compiled_blocks_give_the_eager_vectors_and_undo(bb, tmp_path, one_torch
     mlp = bb.extra["stacked_mlps"][0]
     assert mlp.gate_proj.weight.data_ptr() == mlp.gate_up_weight.data_ptr()  # views, no copy
     assert any((tmp_path / "inductor").iterdir())  # the generated code is kept under the cache root
+    means = []  # the mean pooling runs compiled too
+    compiled_mean = bb.extra["pooled_mean"]
+    assert hasattr(compiled_mean, "_torchdynamo_orig_callable")
+    bb.extra["pooled_mean"] = lambda *a: means.append(1) or compiled_mean(*a)
     done = _embed(bb)  # batches of several shapes: one dynamic graph
+    assert means and len(means) % (bb.n_layers + 1) == 0  # layers 0..L of every batch
     early = _embed(bb, depth=1)  # the early stop still ends the pass after block 1
     for p in eager:
         np.testing.assert_allclose(done[p], eager[p], rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(early[p], early_eager[p], rtol=1e-4, atol=1e-5)
     eager_blocks(bb)
-    assert "compiled" not in bb.extra and "forward" not in mlp.__dict__ and not hasattr(mlp, "gate_up_weight")
+    assert "compiled" not in bb.extra and "pooled_mean" not in bb.extra and "forward" not in mlp.__dict__ and not hasattr(mlp, "gate_up_weight")
     np.testing.assert_allclose(_embed(bb)["mean"], eager["mean"], rtol=1e-5, atol=1e-6)
     assert all(not hasattr(b.forward, "_torchdynamo_orig_callable") for b in bb.layer_modules())
 

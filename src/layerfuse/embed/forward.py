@@ -122,7 +122,7 @@ def forward_pooled(backbone: Backbone, input_ids, attention_mask, depth: int, po
     blocks = find_layer_list(backbone.model)
     L = backbone.n_layers
     depth = max(1, min(depth, L))
-    pooler = LayerPooler(attention_mask, poolings)
+    pooler = LayerPooler(attention_mask, poolings, mean=backbone.extra.get("pooled_mean"))
     pooled: list = [None] * (depth + 1)
 
     def first_input(_m, args, kwargs):

@@ -2,7 +2,10 @@
 
 :func:`pool` works on any leading shape; :class:`LayerPooler` is the streaming form used during the
 forward pass: it prepares the mask-derived indices once per batch and pools one layer at a time,
-staying in the compute dtype except for the mean's sum (float32, as before).
+staying in the compute dtype except for the mean's sum (float32, as before). Its mean is
+:func:`masked_mean`, or a compiled form of it where the blocks run compiled
+(:func:`layerfuse.embed.compiled.compile_blocks`): one fused loop instead of three passes over a
+float32 copy of the layer.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from typing import Sequence
 from layerfuse.errors import LayerfuseError
 from layerfuse.validation import parse_list
 
-__all__ = ["POOLINGS", "pool", "LayerPooler", "parse_poolings"]
+__all__ = ["POOLINGS", "pool", "masked_mean", "LayerPooler", "parse_poolings"]
 
 POOLINGS = ("mean", "last", "first", "max")
 
@@ -48,21 +51,29 @@ def pool(hidden, mask, pooling: str):
     return hidden.gather(-2, gather).squeeze(-2)
 
 
+def masked_mean(hidden, pad, count):
+    """float32 mean of ``hidden`` ``[B, T, d]`` over the positions where ``pad`` ``[B, T, 1]`` is
+    False, ``count`` ``[B, 1]`` of them per row (padded positions may hold NaN: filled, not multiplied)."""
+    return hidden.float().masked_fill(pad, 0.0).sum(-2) / count
+
+
 class LayerPooler:
     """Pool one layer's ``[B, T, d]`` states into ``{pooling: float32 [B, d]}`` for a fixed mask.
 
     Gives the same numbers as ``pool(h.float(), mask, p)``: ``last``/``first`` gather and ``max``
     takes a maximum in the compute dtype before the (exact) conversion to float32, so only the
-    mean converts the whole layer, and that one layer at a time.
+    mean converts the whole layer, and that one layer at a time. ``mean`` computes it
+    (:func:`masked_mean`'s arguments; a compiled form gives the same values up to summation order).
     """
 
-    def __init__(self, mask, poolings):
+    def __init__(self, mask, poolings, mean=None):
         import torch
 
         for p in poolings:
             if p not in POOLINGS:
                 raise LayerfuseError(f"unknown pooling '{p}': choose from {', '.join(POOLINGS)}")
         self.poolings = list(poolings)
+        self.mean = masked_mean if mean is None else mean
         real = mask.bool()
         self.pad = ~real[..., None]
         self.count = mask.sum(-1, keepdim=True).clamp(min=1).to(torch.float32)
@@ -81,7 +92,7 @@ class LayerPooler:
         out = {}
         for p in self.poolings:
             if p == "mean":
-                out[p] = hidden.float().masked_fill(self.pad, 0.0).sum(-2) / self.count
+                out[p] = self.mean(hidden, self.pad, self.count)
             elif p == "max":
                 out[p] = hidden.masked_fill(self.pad, torch.finfo(hidden.dtype).min).amax(-2).float()
             else:
