@@ -22,6 +22,11 @@ Rows, all on the same texts with the same loaded weights (mean + last pooling un
 * ``sentence-transformers encode`` (MiniLM only, where installed): the peer a user would pick,
   last layer only, its own batching (batch 32).
 
+``--warm-pass`` runs each row once untimed over all the texts before its timed pass: steady-state
+throughput, without what a path's first full-size batches pay once (the default warm-up is 16
+texts, whose batches are small). ``--repeats N`` times every row N times, in rounds over the rows
+(a slow minute of the shared machine hits every row), and reports the median with the range.
+
 Each row gives texts/s, tokens/s, GFLOP/s (2 × non-embedding parameters per token) and its share
 of the matmul ceiling measured in the same run, and the peak RSS during the row above the RSS at
 its start. A memory panel then runs one batch of ``--memory-tokens`` tokens through each path:
@@ -227,6 +232,10 @@ def main() -> None:
     ap.add_argument("--dtypes", default="auto",
                     help="dtypes to run: float32,bfloat16 (default auto: bfloat16 only where the CPU has bf16 "
                          "instructions)")
+    ap.add_argument("--warm-pass", action="store_true",
+                    help="run each row once untimed over all the texts before timing it (steady state)")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="time every row this many times, in rounds over the rows, and report the median (default 1)")
     ap.add_argument("--memory-tokens", type=int, default=8192, help="tokens in the memory panel's one batch")
     ap.add_argument("--memory-rounds", type=int, default=3, help="rotated rounds of the memory panel (default 3)")
     ap.add_argument("--sweep-compiled", action="store_true", help="with --sweep: the blocks compiled")
@@ -281,7 +290,7 @@ def run_all(args) -> None:
         src = str(resolve(args.model)[0])
         plan.append(("sentence-transformers encode (last layer)",
                      lambda: run_sentence_transformers(src, texts, n_tokens), "float32"))
-    rows = run_rows(plan, texts, flops_per_token, ceiling)
+    rows = run_rows(plan, texts, flops_per_token, ceiling, args.warm_pass, args.repeats)
     # The memory panel before anything is compiled: compiling leaves memory behind in the process.
     mem = memory_panel(bbs, args.memory_tokens, args.memory_rounds)
     compile_seconds = {}
@@ -294,22 +303,40 @@ def run_all(args) -> None:
         eager_blocks(bb)
     rows += run_rows([("layerfuse, compiled (streaming, all layers)",
                        (lambda bb=bbs[dt], b=bt[dt]: run_compiled(bb, texts, b)), dt)
-                      for dt in dtypes if dt in compile_seconds], texts, flops_per_token, ceiling)
+                      for dt in dtypes if dt in compile_seconds], texts, flops_per_token, ceiling, args.warm_pass,
+                     args.repeats)
     write_results(args, texts, rows, mem, ceiling, flops_per_token, bt, compile_seconds)
 
 
-def run_rows(plan, texts, flops_per_token, ceiling) -> list[dict]:
-    """Each ``(name, fn, dtype)`` of ``plan`` once: its throughput, share of the ceiling and peak RSS."""
+def run_rows(plan, texts, flops_per_token, ceiling, warm_pass: bool = False, repeats: int = 1) -> list[dict]:
+    """Each ``(name, fn, dtype)`` of ``plan`` timed ``repeats`` times, in rounds over the whole plan
+    (after an untimed run with ``warm_pass``): its throughput from the median time, the range over
+    the rounds, share of the ceiling and the largest peak RSS."""
+    import statistics
+
+    timed: list[list[dict]] = [[] for _ in plan]
+    for round_ in range(repeats):
+        for i, (_, fn, _) in enumerate(plan):
+            if warm_pass and round_ == 0:
+                fn()
+            r = measured(fn)
+            if r is not None and r.get("seconds") is not None:
+                timed[i].append(r)
     rows = []
-    for name, fn, dt in plan:
-        r = measured(fn)
-        if r is None or r.get("seconds") is None:
+    for (name, _, dt), runs in zip(plan, timed):
+        if not runs:
             continue
+        seconds = [x["seconds"] for x in runs]
+        r = dict(runs[0], seconds=statistics.median(seconds), seconds_each=seconds,
+                 peak_above_start_mb=max((x["peak_above_start_mb"] for x in runs
+                                          if x["peak_above_start_mb"] is not None), default=None))
         r.update(name=name, dtype=dt, texts_per_s=len(texts) / r["seconds"], tokens_per_s=r["tokens"] / r["seconds"])
         r["gflops"] = r["tokens_per_s"] * flops_per_token / 1e9
         r["ceiling_fraction"] = r["gflops"] / ceiling[dt]
         rows.append(r)
-        print(f"{name:<52} {dt:<9} {r['texts_per_s']:7.1f} texts/s {r['tokens_per_s']:7.0f} tok/s "
+        spread = (f" (rounds {r['tokens'] / max(seconds):.0f}-{r['tokens'] / min(seconds):.0f})"
+                  if len(seconds) > 1 else "")
+        print(f"{name:<52} {dt:<9} {r['texts_per_s']:7.1f} texts/s {r['tokens_per_s']:7.0f} tok/s{spread} "
               f"{r['gflops']:6.1f} GFLOP/s ({100 * r['ceiling_fraction']:.0f}% of ceiling) "
               f"peak +{r['peak_above_start_mb']:.0f} MB", flush=True)
     return rows
@@ -364,6 +391,8 @@ def write_results(args, texts, rows, mem, ceiling, flops_per_token, budgets, com
                + ("" if args.n == 300 else f" --n {args.n}")
                + ("" if str(args.batch_tokens) == "auto" else f" --batch-tokens {args.batch_tokens}")
                + (" --no-compile" if args.no_compile else "")
+               + (" --warm-pass" if args.warm_pass else "")
+               + (f" --repeats {args.repeats}" if args.repeats != 1 else "")
                + (f" --threads {args.threads}" if args.threads else "")
                + ("" if args.dtypes == "auto" else f" --dtypes {args.dtypes}")
                + (f" --out {args.out}" if args.out else ""))
@@ -388,11 +417,14 @@ def write_results(args, texts, rows, mem, ceiling, flops_per_token, budgets, com
         f"Matmul ceiling measured in the same run: fp32 {ceiling['float32']:.0f} GFLOP/s, "
         f"bf16 {ceiling['bfloat16']:.0f} GFLOP/s; {flops_per_token / 1e6:.0f} MFLOP per token.",
         "",
-        "| configuration | dtype | texts/s | tokens/s | GFLOP/s | share of ceiling | peak RSS above start | vs reference |",
+        f"| configuration | dtype | texts/s | tokens/s{' (median, range of the rounds)' if args.repeats > 1 else ''} "
+        "| GFLOP/s | share of ceiling | peak RSS above start | vs reference |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
-        lines.append(f"| {r['name']} | {r['dtype']} | {r['texts_per_s']:.1f} | {r['tokens_per_s']:.0f} | "
+        each = r.get("seconds_each", [r["seconds"]])
+        spread = f" ({r['tokens'] / max(each):.0f}–{r['tokens'] / min(each):.0f})" if len(each) > 1 else ""
+        lines.append(f"| {r['name']} | {r['dtype']} | {r['texts_per_s']:.1f} | {r['tokens_per_s']:.0f}{spread} | "
                      f"{r['gflops']:.1f} | {100 * r['ceiling_fraction']:.0f}% | {r['peak_above_start_mb']:.0f} MB | "
                      f"{r['texts_per_s'] / ref['texts_per_s']:.2f}× |")
     lines += ["", "Ratios (texts/s): " + ", ".join(f"{k.replace('_', ' ')} {v:.2f}×" for k, v in ratios.items()) + ".",
