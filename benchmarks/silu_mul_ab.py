@@ -30,55 +30,55 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def _patch_custom_op() -> None:
+def _install_op(name: str, body) -> None:
+    """Register ``body`` (stacked gate/up product -> SiLU(gate) x up) as the opaque custom op
+    ``layerfuse_bench::<name>`` and make compiled blocks' gated MLPs call it."""
     import torch
     import torch.nn.functional as F
 
     from layerfuse.embed import compiled
 
     # the schema is given: `from __future__ import annotations` leaves the annotations as strings
-    @torch.library.custom_op("layerfuse_bench::silu_mul", mutates_args=(), schema="(Tensor gu) -> Tensor")
+    op = torch.library.custom_op(f"layerfuse_bench::{name}", body, mutates_args=(), schema="(Tensor gu) -> Tensor")
+
+    @op.register_fake
+    def _(gu):
+        return gu.new_empty((*gu.shape[:-1], gu.shape[-1] // 2))
+
+    def forward(self, x):
+        return self.down_proj(op(F.linear(x, self.gate_up_weight)))
+
+    compiled._fused_gate_up = forward
+
+
+def _patch_custom_op() -> None:
+    """The op runs eager ``silu`` then in-place ``mul_``."""
+    import torch.nn.functional as F
+
     def silu_mul(gu):
         h = gu.shape[-1] // 2
         out = F.silu(gu[..., :h])
         out.mul_(gu[..., h:])
         return out
 
-    @silu_mul.register_fake
-    def _(gu):
-        return gu.new_empty((*gu.shape[:-1], gu.shape[-1] // 2))
-
-    def forward(self, x):
-        return self.down_proj(silu_mul(F.linear(x, self.gate_up_weight)))
-
-    compiled._fused_gate_up = forward
+    _install_op("silu_mul", silu_mul)
 
 
 def _patch_timed_op(clock: list) -> None:
-    """The custom op runs the SiLU x up kernel compiled on its own and adds each call's
+    """The op runs the SiLU x up kernel compiled on its own and adds each call's
     ``(seconds, elements)`` to ``clock``."""
     import torch
     import torch.nn.functional as F
 
-    from layerfuse.embed import compiled
-
     kernel = torch.compile(lambda t: F.silu(t[..., : t.shape[-1] // 2]) * t[..., t.shape[-1] // 2:], dynamic=True)
 
-    @torch.library.custom_op("layerfuse_bench::silu_mul_timed", mutates_args=(), schema="(Tensor gu) -> Tensor")
-    def silu_mul(gu):
+    def silu_mul_timed(gu):
         t0 = time.perf_counter()
         out = kernel(gu)
         clock.append((time.perf_counter() - t0, gu.numel() // 2))
         return out
 
-    @silu_mul.register_fake
-    def _(gu):
-        return gu.new_empty((*gu.shape[:-1], gu.shape[-1] // 2))
-
-    def forward(self, x):
-        return self.down_proj(silu_mul(F.linear(x, self.gate_up_weight)))
-
-    compiled._fused_gate_up = forward
+    _install_op("silu_mul_timed", silu_mul_timed)
 
 
 def one_pass(variant: str, texts: int, reps: int) -> dict:
