@@ -13,7 +13,11 @@ Rows, all on the same texts with the same loaded weights (mean + last pooling un
   Tokenising included, no cache write.
 * ``streaming, same driver``: that very driver with streaming pooling instead (the fair pair).
 * ``layerfuse``: ``extract_texts`` (streaming pooling through forward hooks, written to a fresh
-  cache), fp32 and bf16, eager (``compile="off"``).
+  cache), fp32 and bf16, eager (``compile="off"``). Its batches run packed
+  (:mod:`layerfuse.embed.packed`: the real tokens as one row, no block computes the padding);
+  ``streaming, same driver`` too.
+* ``padded batches: layerfuse``: the same with the batches padded, as before packing (and as the
+  ``output_hidden_states`` rows run them); also for the compiled rows.
 * ``layerfuse, compiled``: the same with the blocks compiled (``compile="on"``,
   :mod:`layerfuse.embed.compiled`), after the eager rows and the memory panel (compiling leaves
   memory behind in the process); compiling runs first on 16 texts, its time (warm or cold inductor
@@ -70,6 +74,8 @@ from layerfuse.embed.forward import _model_kwargs, embed_sorted, forward_all_lay
 from layerfuse.embed.pooling import pool  # noqa: E402
 
 POOLINGS = ["mean", "last"]
+#: The name prefix of the rows that run layerfuse's batches padded, as before packing.
+PADDED = "padded batches: "
 
 
 def non_embedding_params(model) -> int:
@@ -103,20 +109,27 @@ def run_hidden_states(bb, texts: list[str], batch_tokens: int, streaming: bool =
     return {"seconds": time.perf_counter() - t0, "tokens": int(sum(len(e) for e in enc))}
 
 
-def run_layerfuse(bb, texts: list[str], batch_tokens: int, compile: str = "off") -> dict:
-    with tempfile.TemporaryDirectory() as d:
-        t0 = time.perf_counter()
-        _, st = extract_texts(bb, texts, text_fingerprint="bench", poolings=POOLINGS, cache_dir=d,
-                              batch_tokens=batch_tokens, progress=False, compile=compile)
-        return {"seconds": time.perf_counter() - t0, "tokens": st["tokens"]}
+def run_layerfuse(bb, texts: list[str], batch_tokens: int, compile: str = "off", packed: bool = True) -> dict:
+    """``extract_texts`` into a fresh cache; ``packed=False``: the batches run padded, as before
+    packing (``backbone.extra["packed"]``, :mod:`layerfuse.embed.packed`)."""
+    if not packed:
+        bb.extra["packed"] = False
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            t0 = time.perf_counter()
+            _, st = extract_texts(bb, texts, text_fingerprint="bench", poolings=POOLINGS, cache_dir=d,
+                                  batch_tokens=batch_tokens, progress=False, compile=compile)
+            return {"seconds": time.perf_counter() - t0, "tokens": st["tokens"]}
+    finally:
+        bb.extra.pop("packed", None)
 
 
-def run_compiled(bb, texts: list[str], batch_tokens: int) -> dict:
+def run_compiled(bb, texts: list[str], batch_tokens: int, packed: bool = True) -> dict:
     """The layerfuse row with compiled blocks (compiled in the warm-up: the graph is reused here),
     eager again afterwards so that later rows and the memory panel run as before."""
     compile_blocks(bb, warm_up=False)
     try:
-        r = run_layerfuse(bb, texts, batch_tokens, compile="on")
+        r = run_layerfuse(bb, texts, batch_tokens, compile="on", packed=packed)
     finally:
         eager_blocks(bb)
     return r
@@ -284,6 +297,10 @@ def run_all(args) -> None:
          lambda: run_hidden_states(bb16, texts, b16, streaming=True), "bfloat16"),
         ("layerfuse (streaming, all layers)", lambda: run_layerfuse(bb32, texts, b32), "float32"),
         ("layerfuse (streaming, all layers)", lambda: run_layerfuse(bb16, texts, b16), "bfloat16"),
+        (PADDED + "layerfuse (streaming, all layers)", lambda: run_layerfuse(bb32, texts, b32, packed=False),
+         "float32"),
+        (PADDED + "layerfuse (streaming, all layers)", lambda: run_layerfuse(bb16, texts, b16, packed=False),
+         "bfloat16"),
     ] if row[2] in dtypes]
 
     if not bb32.is_decoder:
@@ -301,10 +318,12 @@ def run_all(args) -> None:
             compile_seconds[dt] = time.perf_counter() - t0
             print(f"compiled {dt} blocks and ran 16 texts in {compile_seconds[dt]:.1f} s", flush=True)
         eager_blocks(bb)
+    compiled_dtypes = [dt for dt in dtypes if dt in compile_seconds]
     rows += run_rows([("layerfuse, compiled (streaming, all layers)",
-                       (lambda bb=bbs[dt], b=bt[dt]: run_compiled(bb, texts, b)), dt)
-                      for dt in dtypes if dt in compile_seconds], texts, flops_per_token, ceiling, args.warm_pass,
-                     args.repeats)
+                       (lambda bb=bbs[dt], b=bt[dt]: run_compiled(bb, texts, b)), dt) for dt in compiled_dtypes]
+                     + [(PADDED + "layerfuse, compiled (streaming, all layers)",
+                         (lambda bb=bbs[dt], b=bt[dt]: run_compiled(bb, texts, b, packed=False)), dt)
+                        for dt in compiled_dtypes], texts, flops_per_token, ceiling, args.warm_pass, args.repeats)
     write_results(args, texts, rows, mem, ceiling, flops_per_token, bt, compile_seconds)
 
 
@@ -368,6 +387,8 @@ def write_results(args, texts, rows, mem, ceiling, flops_per_token, budgets, com
     lf = {dt: _row(rows, "layerfuse", dt) for dt in ("float32", "bfloat16")}
     sd = {dt: _row(rows, "streaming, same driver", dt) for dt in ("float32", "bfloat16")}
     cp = {dt: _row(rows, "layerfuse, compiled", dt) for dt in ("float32", "bfloat16")}
+    pe = {dt: _row(rows, PADDED + "layerfuse (", dt) for dt in ("float32", "bfloat16")}
+    pc = {dt: _row(rows, PADDED + "layerfuse, compiled", dt) for dt in ("float32", "bfloat16")}
     pairs = {
         "compiled_bf16_vs_output_hidden_states_bf16": (cp["bfloat16"], hs["bfloat16"]),
         "compiled_bf16_vs_eager_bf16": (cp["bfloat16"], lf["bfloat16"]),
@@ -379,6 +400,11 @@ def write_results(args, texts, rows, mem, ceiling, flops_per_token, budgets, com
         "streaming_vs_output_hidden_states_same_driver_fp32": (sd["float32"], hs["float32"]),
         "streaming_vs_output_hidden_states_same_driver_bf16": (sd["bfloat16"], hs["bfloat16"]),
         "default_vs_reference": (lf[default_dtype], ref),
+        "packed_vs_padded_fp32": (lf["float32"], pe["float32"]),
+        "packed_vs_padded_bf16": (lf["bfloat16"], pe["bfloat16"]),
+        "packed_vs_padded_compiled_fp32": (cp["float32"], pc["float32"]),
+        "packed_vs_padded_compiled_bf16": (cp["bfloat16"], pc["bfloat16"]),
+        "compiled_bf16_padded_vs_output_hidden_states_bf16": (pc["bfloat16"], hs["bfloat16"]),
     }  # a pair with a row not run (bf16 rows on a CPU without bf16 instructions) has no ratio
     ratios = {k: a["texts_per_s"] / b["texts_per_s"] for k, (a, b) in pairs.items() if a and b}
     st = _row(rows, "sentence-transformers", "float32")

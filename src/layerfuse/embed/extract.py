@@ -39,7 +39,7 @@ from layerfuse.config import (
 from layerfuse.embed.backbones import Backbone, describe_reference, load_backbone
 from layerfuse.embed.compiled import compile_blocks, compile_decision, normalise_compile
 from layerfuse.embed.device import resolve_device, resolve_dtype
-from layerfuse.embed.forward import embed_sorted, tokenize
+from layerfuse.embed.forward import embed_sorted, packs, tokenize
 from layerfuse.embed.pooling import parse_poolings
 from layerfuse.errors import LayerfuseError
 from layerfuse.validation import check_choice
@@ -274,6 +274,7 @@ def extract_texts(
     total_tokens = int(sum(lengths[order[i * chunk_texts:(i + 1) * chunk_texts]].sum() for i in todo))
     if runner is None and todo:
         _maybe_compile(backbone, compile, total_tokens, use_depth, cache_dir, progress, desc, stats)
+        stats["packed"] = packs(backbone)  # the batches' real tokens as one row (layerfuse.embed.packed)
     bar = None
     if progress and todo:
         from tqdm.auto import tqdm
@@ -542,6 +543,7 @@ def _extraction_stats(model, ds, use_splits, per_split, total_seconds, bb, *, dt
         "batch_tokens": batch_tokens,
         "storage": storage,
         "compiled": any(s.get("compiled") for s in per_split.values()),
+        "packed": any(s.get("packed") for s in per_split.values()),
         "compile_seconds": sum(s.get("compile_seconds", 0.0) for s in per_split.values()),
         "engine": "local" if runner is None else dict(runner.stats),
     }

@@ -9,16 +9,18 @@ pooled); it stays for the benchmark's side-by-side row and for tests that compar
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Sequence
 
 import numpy as np
 
 from layerfuse.config import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_LENGTH
 from layerfuse.embed.backbones import Backbone, find_layer_list
+from layerfuse.embed.packed import attention_packed, pack, packed_inputs, supports_packing
 from layerfuse.embed.pooling import LayerPooler, pool
 from layerfuse.errors import LayerfuseError
 
-__all__ = ["plan_batches", "forward_pooled", "forward_all_layers", "tokenize", "embed_sorted", "embed_texts",
+__all__ = ["plan_batches", "forward_pooled", "packs", "forward_all_layers", "tokenize", "embed_sorted", "embed_texts",
            "prediction_batch_cost"]
 
 #: Largest magnitude stored as float16 (its maximum is 65,504); a pooled array with a larger value
@@ -118,11 +120,19 @@ def forward_pooled(backbone: Backbone, input_ids, attention_mask, depth: int, po
     ``hidden_states[0]``), layer k the output of block k, and layer L, when asked for, the model's
     ``last_hidden_state`` (after the final norm, as ``output_hidden_states`` gives it). With
     ``depth < L`` the pass ends after block ``depth``. Only the pooled vectors are kept: each
-    layer's ``[B, T, d]`` output is freed by the model as it goes on."""
+    layer's ``[B, T, d]`` output is freed by the model as it goes on. Where :func:`packs` says so,
+    the batch runs packed (:mod:`layerfuse.embed.packed`): its real tokens as one row, so no block
+    computes the padding, attention in the padded frame; the same values as the padded pass."""
     blocks = find_layer_list(backbone.model)
     L = backbone.n_layers
     depth = max(1, min(depth, L))
-    pooler = LayerPooler(attention_mask, poolings, mean=backbone.extra.get("pooled_mean"))
+    kwargs = _model_kwargs(backbone, input_ids, attention_mask)
+    packing = None
+    if packs(backbone):
+        packing = pack(attention_mask, causal=backbone.is_decoder, dtype=next(backbone.model.parameters()).dtype)
+        kwargs = packed_inputs(kwargs, packing)
+    pooler = LayerPooler(attention_mask, poolings, mean=backbone.extra.get("pooled_mean"),
+                         gather=None if packing is None else packing.gather)
     pooled: list = [None] * (depth + 1)
 
     def first_input(_m, args, kwargs):
@@ -139,7 +149,8 @@ def forward_pooled(backbone: Backbone, input_ids, attention_mask, depth: int, po
     handles = [blocks[0].register_forward_pre_hook(first_input, with_kwargs=True)]
     handles += [blocks[k - 1].register_forward_hook(block_output(k)) for k in range(1, min(depth, L - 1) + 1)]
     try:
-        out = backbone.model(**_model_kwargs(backbone, input_ids, attention_mask))
+        with attention_packed(backbone.model) if packing is not None else nullcontext():
+            out = backbone.model(**kwargs)
         pooled[L] = pooler(out.last_hidden_state)
     except _StopForward:
         pass
@@ -147,6 +158,16 @@ def forward_pooled(backbone: Backbone, input_ids, attention_mask, depth: int, po
         for h in handles:
             h.remove()
     return pooled
+
+
+def packs(backbone: Backbone) -> bool:
+    """Whether :func:`forward_pooled` runs ``backbone`` packed (:mod:`layerfuse.embed.packed`): where
+    its architecture supports it and it is given positions, unless ``backbone.extra["packed"]``
+    says otherwise."""
+    choice = backbone.extra.get("packed")
+    if choice is not None:
+        return bool(choice)
+    return backbone.extra.get("position_ids", True) and supports_packing(backbone.model)
 
 
 def forward_all_layers(backbone: Backbone, input_ids, attention_mask, depth: int, *, no_cache: bool = False):

@@ -64,9 +64,13 @@ class LayerPooler:
     takes a maximum in the compute dtype before the (exact) conversion to float32, so only the
     mean converts the whole layer, and that one layer at a time. ``mean`` computes it
     (:func:`masked_mean`'s arguments; a compiled form gives the same values up to summation order).
+    ``gather`` (a :class:`~layerfuse.embed.packed.Packing`'s): the layers arrive as one packed row
+    ``[1, N, d]`` of the batch's real tokens; ``last``/``first`` index that row directly, ``mean``
+    and ``max`` work on its padded frame (one row copy; inside a compiled mean the indexed loads
+    measured slower than the copy).
     """
 
-    def __init__(self, mask, poolings, mean=None):
+    def __init__(self, mask, poolings, mean=None, gather=None):
         import torch
 
         for p in poolings:
@@ -85,18 +89,26 @@ class LayerPooler:
         if "first" in self.poolings:
             self.index["first"] = torch.where(real, ar, torch.full_like(ar, T)).amin(-1).clamp(0, T - 1)
         self.rows = torch.arange(mask.shape[0], device=mask.device)
+        self.gather = gather
+        if gather is not None:
+            self.index = {p: gather[self.rows, idx] for p, idx in self.index.items()}
 
     def __call__(self, hidden) -> dict:
         import torch
 
         out = {}
+        frame = hidden
+        if self.gather is not None and ("mean" in self.poolings or "max" in self.poolings):
+            frame = hidden[0].index_select(0, self.gather.reshape(-1)).view(*self.gather.shape, hidden.shape[-1])
         for p in self.poolings:
             if p == "mean":
-                out[p] = self.mean(hidden, self.pad, self.count)
+                out[p] = self.mean(frame, self.pad, self.count)
             elif p == "max":
-                out[p] = hidden.masked_fill(self.pad, torch.finfo(hidden.dtype).min).amax(-2).float()
-            else:
+                out[p] = frame.masked_fill(self.pad, torch.finfo(hidden.dtype).min).amax(-2).float()
+            elif self.gather is None:
                 out[p] = hidden[self.rows, self.index[p]].float()
+            else:
+                out[p] = hidden[0, self.index[p]].float()
         return out
 
 
