@@ -85,9 +85,7 @@ def packed_attention(module, query, key, value, attention_mask, scaling, dropout
         raise RuntimeError("the packed attention was called without a packing (layerfuse.embed.packed)")
     B, T = packing.gather.shape
     N = query.shape[2]
-    q = query[0][:, packing.gather].transpose(0, 1)  # [B, H, T, dh]
-    k = key[0][:, packing.gather].transpose(0, 1)
-    v = value[0][:, packing.gather].transpose(0, 1)
+    q, k, v = (_frame(x, packing) for x in (query, key, value))  # [B, H, T, dh]
     groups = q.shape[1] // k.shape[1]
     if groups > 1:
         k = k.repeat_interleave(groups, dim=1)
@@ -109,10 +107,20 @@ def packed_attention(module, query, key, value, attention_mask, scaling, dropout
     return _packed_rows(torch.matmul(probs, v), packing, N), None
 
 
+def _frame(x, packing: Packing):
+    """Packed ``[1, H, N, dh]`` (a transposed view of the projection's ``[1, N, H, dh]``) → the padded
+    frame ``[B, H, T, dh]``, laid out as the padded pass has it: whole token rows are copied
+    (``index_select`` on the projection's own layout), then viewed transposed."""
+    B, T = packing.gather.shape
+    rows = x[0].transpose(0, 1).index_select(0, packing.gather.reshape(-1))  # [B*T, H, dh]
+    return rows.view(B, T, x.shape[1], x.shape[3]).transpose(1, 2)
+
+
 def _packed_rows(out, packing: Packing, n: int):
     """Attention output ``[B, H, T, dh]`` in the padded frame → ``[1, N, H, dh]``, the real tokens."""
     B, H, T, dh = out.shape
-    return out.transpose(1, 2).reshape(B * T, H, dh)[packing.flat].reshape(1, n, H, dh)
+    rows = out.transpose(1, 2)[packing.flat // T, packing.flat % T]  # one gather of the real rows: [N, H, dh]
+    return rows.reshape(1, n, H, dh)
 
 
 def _no_mask(*args, **kwargs):
