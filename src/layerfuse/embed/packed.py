@@ -2,8 +2,8 @@
 
 A batch of length-sorted texts is padded to its longest text, and every padded position goes
 through every product, norm and MLP of every block. On the 300-sentence SST-2 default of the
-throughput benchmark the greedy batches are 14 % padding at 1,024 tokens and 23 % at 2,048
-(docs/benchmarks.md). Only attention needs the ``[B, T]`` layout; everything else in a block works
+throughput benchmark the greedy batches compute 1.14× the real tokens at 1,024 tokens a batch and
+1.23× at 2,048 (``benchmarks/padding.py``, docs/benchmarks.md). Only attention needs the ``[B, T]`` layout; everything else in a block works
 token by token. So a packed pass feeds the model the batch's real tokens as one row ``[1, N]``
 (each text's own positions), and attention — the one step that mixes tokens — scatters queries,
 keys and values back into the padded ``[B, T]`` frame, attends there with the padding mask
