@@ -33,6 +33,10 @@ PREDICT_BATCH_COST = 64
 #: element-wise work weighs more: 256 ran groups of 30 sentences 1.10x faster than 64
 #: (``python benchmarks/batch_cost_sweep.py``, docs/serve.md).
 PREDICT_BATCH_COST_AMX_BF16 = 256
+#: The same for such backbones when their batches run packed (layerfuse.embed.packed: padding costs
+#: only attention): the greedy cut (0) ran groups of 30 sentences 1.15x faster than 256
+#: (``python benchmarks/batch_cost_sweep.py``, docs/serve.md).
+PREDICT_BATCH_COST_PACKED_AMX_BF16 = 0
 #: Processes that share a local extraction (``layerfuse.scale.local_extract``). One: on the 2-core
 #: EPYC two processes ran SmolLM2 at 1.01x and MiniLM at 0.86x of one (docs/benchmarks.md).
 DEFAULT_EXTRACT_WORKERS = 1

@@ -288,11 +288,13 @@ def test_bf16_counts_as_fast_only_where_it_measures_faster(monkeypatch):
 
 
 def test_prediction_batch_cost_follows_the_cpu_and_dtype(monkeypatch, tiny_model):
-    from layerfuse.config import PREDICT_BATCH_COST, PREDICT_BATCH_COST_AMX_BF16
+    from layerfuse.config import PREDICT_BATCH_COST, PREDICT_BATCH_COST_AMX_BF16, PREDICT_BATCH_COST_PACKED_AMX_BF16
     from layerfuse.embed import device, forward
 
     monkeypatch.setattr(device, "_cpu_flags", lambda: {"amx_bf16", "amx_tile", "avx512_bf16"})
     assert device.predict_batch_cost("cpu", "bfloat16") == PREDICT_BATCH_COST_AMX_BF16
+    assert device.predict_batch_cost("cpu", "bfloat16", packed=True) == PREDICT_BATCH_COST_PACKED_AMX_BF16
+    assert device.predict_batch_cost("cpu", "float32", packed=True) == PREDICT_BATCH_COST  # measured in bf16 only
     assert device.predict_batch_cost("cpu", "float32") == PREDICT_BATCH_COST  # AMX does not run fp32
     assert device.predict_batch_cost("cuda", "bfloat16") == PREDICT_BATCH_COST
     monkeypatch.setattr(device, "_cpu_flags", lambda: {"avx512f", "avx512_bf16"})
@@ -302,9 +304,12 @@ def test_prediction_batch_cost_follows_the_cpu_and_dtype(monkeypatch, tiny_model
     real = forward.embed_sorted
     monkeypatch.setattr(forward, "embed_sorted", lambda *a, **kw: seen.append(kw["batch_cost"]) or real(*a, **kw))
     monkeypatch.setattr(device, "_cpu_flags", lambda: {"amx_bf16", "amx_tile", "avx512_bf16"})
+    padded16 = load_backbone(tiny_model, dtype="bfloat16", progress=False)
+    padded16.extra["packed"] = False
+    forward.embed_texts(padded16, TEXTS[:3], ["mean"], depth=1)
     forward.embed_texts(load_backbone(tiny_model, dtype="bfloat16", progress=False), TEXTS[:3], ["mean"], depth=1)
     forward.embed_texts(load_backbone(tiny_model, progress=False), TEXTS[:3], ["mean"], depth=1)
-    assert seen == [PREDICT_BATCH_COST_AMX_BF16, PREDICT_BATCH_COST]
+    assert seen == [PREDICT_BATCH_COST_AMX_BF16, PREDICT_BATCH_COST_PACKED_AMX_BF16, PREDICT_BATCH_COST]
 
 
 def test_bf16_speedup_is_a_measured_ratio():

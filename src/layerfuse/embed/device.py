@@ -65,14 +65,15 @@ def bf16_instructions() -> str:
     return "AVX-512 BF16, no AMX" if "avx512_bf16" in flags else "none"
 
 
-def predict_batch_cost(device: str = "cpu", dtype: str = "float32") -> int:
+def predict_batch_cost(device: str = "cpu", dtype: str = "float32", packed: bool = False) -> int:
     """Tokens of overhead per model batch that prediction's batch planner charges
-    (:func:`layerfuse.embed.forward.plan_batches`): ``config.PREDICT_BATCH_COST_AMX_BF16`` for bf16
-    on a CPU with AMX, where it measured fastest, else ``config.PREDICT_BATCH_COST``."""
-    from layerfuse.config import PREDICT_BATCH_COST, PREDICT_BATCH_COST_AMX_BF16
+    (:func:`layerfuse.embed.forward.plan_batches`): for bf16 on a CPU with AMX, where it measured
+    fastest, ``config.PREDICT_BATCH_COST_AMX_BF16``, or ``config.PREDICT_BATCH_COST_PACKED_AMX_BF16``
+    when the batches run ``packed`` (:mod:`layerfuse.embed.packed`); else ``config.PREDICT_BATCH_COST``."""
+    from layerfuse.config import PREDICT_BATCH_COST, PREDICT_BATCH_COST_AMX_BF16, PREDICT_BATCH_COST_PACKED_AMX_BF16
 
     if device == "cpu" and dtype == "bfloat16" and bf16_instructions() == "AMX":
-        return PREDICT_BATCH_COST_AMX_BF16
+        return PREDICT_BATCH_COST_PACKED_AMX_BF16 if packed else PREDICT_BATCH_COST_AMX_BF16
     return PREDICT_BATCH_COST
 
 

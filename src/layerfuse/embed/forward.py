@@ -277,16 +277,17 @@ def embed_sorted(backbone: Backbone, enc: list[list[int]], poolings: Sequence[st
 
 
 def prediction_batch_cost(backbone: Backbone) -> int:
-    """The per-batch cost prediction's planner charges for ``backbone``'s device and dtype
-    (:func:`layerfuse.embed.device.predict_batch_cost`), looked up once per backbone (it reads
-    /proc/cpuinfo) and kept in ``backbone.extra``."""
+    """The per-batch cost prediction's planner charges for ``backbone``'s device and dtype and
+    whether it runs packed (:func:`layerfuse.embed.device.predict_batch_cost`), looked up once per
+    backbone (it reads /proc/cpuinfo) and kept in ``backbone.extra``."""
     cost = backbone.extra.get("predict_batch_cost")
     if cost is None:
         from layerfuse.embed.device import predict_batch_cost
 
         param = next(backbone.model.parameters(), None)
         cost = predict_batch_cost(param.device.type if param is not None else "cpu",
-                                  str(param.dtype).replace("torch.", "") if param is not None else "float32")
+                                  str(param.dtype).replace("torch.", "") if param is not None else "float32",
+                                  packed=packs(backbone))
         backbone.extra["predict_batch_cost"] = cost
     return cost
 
