@@ -10,6 +10,18 @@ import numpy as np
 #: The repository root (benchmarks/ and scripts/ live there, outside the package).
 ROOT = Path(__file__).resolve().parents[1]
 
+#: Sentences of 1 to 11 words in the tiny tokenizer's vocabulary (tests/conftest.py), longest first
+#: when sorted: the forward-pass tests batch them with padding on either side.
+SENTENCES = [
+    "a very very long and boring film with a dull plot",
+    "lovely charming short movie is fun",
+    "not quite the best story",
+    "the movie was good",
+    "the worst film",
+    "great actor",
+    "awful",
+]
+
 POS = ["good", "great", "lovely", "best", "fun", "charming", "funny"]
 NEG = ["bad", "awful", "terrible", "worst", "dull", "boring", "sad"]
 FILL = ["the", "movie", "film", "was", "is", "a", "plot", "story", "very", "really", "quite"]

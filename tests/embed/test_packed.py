@@ -13,16 +13,7 @@ from layerfuse.embed.packed import PACKED_ATTENTION, PACKED_MODEL_TYPES, pack
 from layerfuse.embed.pooling import POOLINGS
 
 from conftest import build_tiny_model
-
-TEXTS = [
-    "a very very long and boring film with a dull plot and a bad actor",
-    "lovely charming short movie is fun",
-    "not quite the best story",
-    "the movie was good",
-    "the worst film",
-    "great actor",
-    "awful",
-]
+from helpers import SENTENCES as TEXTS
 
 
 @pytest.fixture(scope="module", params=sorted(PACKED_MODEL_TYPES))

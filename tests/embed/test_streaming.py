@@ -10,15 +10,7 @@ from layerfuse.embed.backbones import load_backbone
 from layerfuse.embed.forward import embed_sorted, forward_pooled, tokenize
 from layerfuse.embed.pooling import POOLINGS, LayerPooler, pool
 
-TEXTS = [
-    "a very very long and boring film with a dull plot",
-    "lovely charming short movie is fun",
-    "not quite the best story",
-    "the movie was good",
-    "the worst film",
-    "great actor",
-    "awful",
-]
+from helpers import SENTENCES as TEXTS
 
 
 @pytest.fixture(scope="module")

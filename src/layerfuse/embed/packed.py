@@ -44,14 +44,13 @@ class Packing:
     packed row (padding points at the row's first token, and is masked); ``allowed`` ``[B, 1, T, T]``:
     which keys each query attends to (real keys, and not later ones where the model is causal);
     ``bias``: ``allowed`` as the additive mask of the attention scores (0, or the dtype's least
-    value), as transformers' eager attention adds it; ``causal``: whether ``allowed`` holds the
-    causal part."""
+    value), as transformers' eager attention adds it (the CPU path adds ``bias``; a GPU's fused
+    kernel takes ``allowed``)."""
 
     flat: object
     gather: object
     allowed: object
     bias: object
-    causal: bool
 
 
 def pack(mask, causal: bool, dtype=None) -> Packing:
@@ -72,7 +71,7 @@ def pack(mask, causal: bool, dtype=None) -> Packing:
         allowed = allowed & (ar[None, :] <= ar[:, None])
     dtype = dtype or torch.float32
     bias = torch.zeros(allowed.shape, dtype=dtype, device=mask.device).masked_fill_(~allowed, torch.finfo(dtype).min)
-    return Packing(flat=flat, gather=gather, allowed=allowed, bias=bias, causal=causal)
+    return Packing(flat=flat, gather=gather, allowed=allowed, bias=bias)
 
 
 def packed_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, *, packing=None,
